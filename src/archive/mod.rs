@@ -1,0 +1,27 @@
+//! The archive format, and nothing else: pure code with no database, no async runtime and no
+//! process spawning. Every other part of pgarc reads and writes archive files only through
+//! this module, so the rules of `format-spec/` live in one place.
+//!
+//! - [`toc`]: the `toc.dat` model and its byte-exact reader and writer (archive versions 1.12
+//!   to 1.16), built on the primitive encodings in `codec`.
+//! - [`select`]: which entries pg_restore acts on (its `_tocEntryRequired` rules).
+//! - [`list`]: the `pg_restore -l` style listing.
+//! - [`compat`]: which pg_restore versions can read a given archive.
+//! - [`ArchiveDir`]: an archive directory and the paths inside it.
+//! - [`Error`]: one error type whose messages name the file and the problem.
+//!
+//! The data-file framing and the manifest arrive with the dump pipeline (format-spec §4, §5).
+
+mod codec;
+pub mod compat;
+mod dir;
+mod error;
+pub mod list;
+pub mod select;
+pub mod toc;
+
+pub use dir::ArchiveDir;
+pub use error::{Error, TocError, TocErrorKind};
+
+/// The name of the table of contents inside a directory archive.
+pub const TOC_FILE: &str = "toc.dat";

@@ -1,0 +1,10 @@
+//! pgarc's integration tests: one binary, one set of helpers (`util`), one module per topic.
+
+mod util;
+
+// toc.dat against the real pg_dump and pg_restore, live and through checked-in archives.
+mod toc_compat;
+// Damaged and hostile toc.dat: one-line errors, exit code 1, never a panic.
+mod toc_damage;
+// Property tests of the toc.dat reader and writer, seeded from real archives.
+mod toc_props;

