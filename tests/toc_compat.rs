@@ -136,6 +136,10 @@ fn stock_pg_dump_archives_round_trip_and_list_like_pg_restore() {
     let update = std::env::var_os("PGARC_UPDATE_FIXTURES").is_some();
     let mut tested = Vec::new();
     for &(major, compressions) in CASES {
+        // pg_dump refuses servers newer than itself.
+        if major < cluster.version.major {
+            continue;
+        }
         let Some(bindir) = util::optional_bindir(major) else {
             continue;
         };

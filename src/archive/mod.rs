@@ -9,13 +9,16 @@
 //! - [`compat`]: which pg_restore versions can read a given archive.
 //! - [`ArchiveDir`]: an archive directory and the paths inside it.
 //! - [`Error`]: one error type whose messages name the file and the problem.
+//! - [`frame`]: data files as independently compressed frames of whole COPY rows, and the
+//!   frame index (format-spec §4, §5.2).
 //!
-//! The data-file framing and the manifest arrive with the dump pipeline (format-spec §4, §5).
+//! The manifest arrives with the dump pipeline (format-spec §5.1).
 
 mod codec;
 pub mod compat;
 mod dir;
 mod error;
+pub mod frame;
 pub mod list;
 pub mod select;
 pub mod toc;

@@ -357,11 +357,6 @@ impl Toc {
             error,
         })
     }
-
-    /// The entry with this dumpId, if any.
-    pub fn entry(&self, dump_id: i32) -> Option<&TocEntry> {
-        self.entries.iter().find(|e| e.dump_id == dump_id)
-    }
 }
 
 fn read_header(r: &mut Reader<'_>) -> Result<Header, TocError> {

@@ -343,3 +343,54 @@ pub fn entry_lines(listing: &[u8]) -> Vec<Vec<u8>> {
         .map(<[u8]>::to_vec)
         .collect()
 }
+
+impl Cluster {
+    /// Runs a psql script given on standard input (for `\gexec` and friends).
+    pub fn psql_script(&self, db: &str, script: &str) -> String {
+        use std::io::Write as _;
+        let mut child = self
+            .client("psql")
+            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", db])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run psql");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(script.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "psql script failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("psql output is UTF-8")
+    }
+
+    /// Per table of `db` (every ordinary table, partitions included, outside the system
+    /// schemas): `schema.table|rows|hash`, where the hash is an order-independent digest of
+    /// the rows' text computed in the server. Equal fingerprints mean equal table contents.
+    pub fn table_fingerprints(&self, db: &str) -> Vec<String> {
+        let script = r#"
+SELECT format('SELECT %L || ''|'' || count(*) || ''|'' || md5(coalesce(string_agg(md5(x::text), '','' ORDER BY md5(x::text)), '''')) FROM ONLY %I.%I x',
+              n.nspname || '.' || c.relname, n.nspname, c.relname)
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND n.nspname NOT LIKE 'pg_toast%'
+ORDER BY 1
+\gexec
+"#;
+        let mut lines: Vec<String> = self
+            .psql_script(db, script)
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect();
+        lines.sort();
+        lines
+    }
+}

@@ -1,0 +1,405 @@
+//! Data files as frames (format-spec §4 and §5.2): the codec that turns whole COPY rows into
+//! independently decompressible frames, the row batcher that cuts a COPY stream into frames of
+//! bounded size, and the frame index that records where each frame is.
+//!
+//! A frame is one gzip member, one zstd frame, or plain bytes. Stock pg_restore reads a file of
+//! concatenated frames as one stream, so a data file written frame by frame, by several workers
+//! and in any order, restores unchanged; pgarc itself uses the index to check and to split the
+//! file again. Everything here is CPU work on byte slices: callers run it off the async
+//! runtime's threads.
+
+use std::io::{self, Read, Write};
+
+use sha2::{Digest, Sha256};
+
+use super::toc::CompressionAlgorithm;
+
+/// The bytes every data file ends with, as pg_dump writes them: the COPY end marker `\.` and
+/// two empty lines. They form the last frame, and no other frame may contain a `\.` line.
+pub const END_MARKER: &[u8] = b"\\.\n\n\n";
+
+/// The default bound on a frame's raw (decompressed) size.
+pub const DEFAULT_FRAME_SIZE: usize = 4 << 20;
+
+/// How frames are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Codec {
+    None,
+    /// gzip at a level from 1 to 9.
+    Gzip(u32),
+    /// zstd at a level from 1 to 22.
+    Zstd(i32),
+}
+
+/// gzip's level when none is given (pg_dump's default, zlib's 6).
+pub const GZIP_DEFAULT_LEVEL: u32 = 6;
+/// zstd's level when none is given (zstd's own default).
+pub const ZSTD_DEFAULT_LEVEL: i32 = 3;
+
+impl Codec {
+    /// Parses `none`, `gzip[:LEVEL]` or `zstd[:LEVEL]` (the `-Z` syntax).
+    pub fn parse(spec: &str) -> Result<Codec, String> {
+        let (name, level) = match spec.split_once(':') {
+            Some((n, l)) => (n, Some(l)),
+            None => (spec, None),
+        };
+        let level_in = |lo: i64, hi: i64| -> Result<Option<i64>, String> {
+            level
+                .map(|l| match l.parse::<i64>() {
+                    Ok(v) if (lo..=hi).contains(&v) => Ok(v),
+                    _ => Err(format!(
+                        "compression level {l:?} for {name} must be a number from {lo} to {hi}"
+                    )),
+                })
+                .transpose()
+        };
+        match name {
+            "none" if level.is_none() => Ok(Codec::None),
+            "gzip" => Ok(Codec::Gzip(
+                level_in(1, 9)?.map_or(GZIP_DEFAULT_LEVEL, |l| l as u32),
+            )),
+            "zstd" => Ok(Codec::Zstd(
+                level_in(1, 22)?.map_or(ZSTD_DEFAULT_LEVEL, |l| l as i32),
+            )),
+            _ => Err(format!(
+                "unknown compression {spec:?}: use none, gzip[:1-9] or zstd[:1-22]"
+            )),
+        }
+    }
+
+    /// The file name suffix pg_restore looks for.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Codec::None => "",
+            Codec::Gzip(_) => ".gz",
+            Codec::Zstd(_) => ".zst",
+        }
+    }
+
+    /// The algorithm a 1.15+ header names for files of this codec.
+    pub fn algorithm(self) -> CompressionAlgorithm {
+        match self {
+            Codec::None => CompressionAlgorithm::None,
+            Codec::Gzip(_) => CompressionAlgorithm::Gzip,
+            Codec::Zstd(_) => CompressionAlgorithm::Zstd,
+        }
+    }
+
+    /// Compresses `raw` into one frame.
+    pub fn encode(self, raw: &[u8]) -> io::Result<Vec<u8>> {
+        match self {
+            Codec::None => Ok(raw.to_vec()),
+            Codec::Gzip(level) => {
+                let out = Vec::with_capacity(raw.len() / 3 + 64);
+                let mut enc = flate2::write::GzEncoder::new(out, flate2::Compression::new(level));
+                enc.write_all(raw)?;
+                enc.finish()
+            }
+            Codec::Zstd(level) => zstd::bulk::compress(raw, level),
+        }
+    }
+
+    /// Decompresses exactly one frame, refusing trailing bytes and any output larger than
+    /// `raw_limit` (a damaged or hostile frame cannot make pgarc allocate without bound).
+    pub fn decode(self, stored: &[u8], raw_limit: usize) -> Result<Vec<u8>, FrameError> {
+        let mut out = Vec::with_capacity(raw_limit.min(stored.len().saturating_mul(4)));
+        let limit = raw_limit as u64 + 1;
+        let trailing = match self {
+            Codec::None => {
+                out.extend_from_slice(stored);
+                0
+            }
+            Codec::Gzip(_) => {
+                let mut dec = flate2::bufread::GzDecoder::new(stored);
+                (&mut dec)
+                    .take(limit)
+                    .read_to_end(&mut out)
+                    .map_err(FrameError::Corrupt)?;
+                dec.into_inner().len()
+            }
+            Codec::Zstd(_) => {
+                let mut dec = zstd::stream::read::Decoder::with_buffer(stored)
+                    .map_err(FrameError::Corrupt)?
+                    .single_frame();
+                (&mut dec)
+                    .take(limit)
+                    .read_to_end(&mut out)
+                    .map_err(FrameError::Corrupt)?;
+                dec.finish().len()
+            }
+        };
+        if out.len() > raw_limit {
+            return Err(FrameError::TooLarge { limit: raw_limit });
+        }
+        if trailing != 0 {
+            return Err(FrameError::TrailingBytes(trailing));
+        }
+        Ok(out)
+    }
+}
+
+/// Why a frame could not be decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("does not decompress: {0}")]
+    Corrupt(io::Error),
+    #[error("decompresses to more than {limit} bytes")]
+    TooLarge { limit: usize },
+    #[error("{0} bytes follow the end of the compressed frame")]
+    TrailingBytes(usize),
+}
+
+/// A frame ready to be appended to a data file, with what its index line records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    pub stored: Vec<u8>,
+    pub raw_len: u64,
+    pub rows: u64,
+    pub sha256: [u8; 32],
+}
+
+impl Frame {
+    /// Compresses a batch of whole COPY text rows (each ending in `\n`; COPY escapes newlines
+    /// inside values, so every `\n` ends a row).
+    pub fn of_rows(codec: Codec, raw: &[u8]) -> io::Result<Frame> {
+        let rows = raw.iter().filter(|&&b| b == b'\n').count() as u64;
+        Frame::new(codec, raw, rows)
+    }
+
+    /// The end frame: [`END_MARKER`], zero rows.
+    pub fn end(codec: Codec) -> io::Result<Frame> {
+        Frame::new(codec, END_MARKER, 0)
+    }
+
+    fn new(codec: Codec, raw: &[u8], rows: u64) -> io::Result<Frame> {
+        let stored = codec.encode(raw)?;
+        let sha256 = Sha256::digest(&stored).into();
+        Ok(Frame {
+            stored,
+            raw_len: raw.len() as u64,
+            rows,
+            sha256,
+        })
+    }
+}
+
+/// Collects COPY rows into batches of at most `limit` raw bytes (a longer row is a batch of
+/// its own), so memory per worker stays bounded whatever the table size.
+#[derive(Debug)]
+pub struct RowBatcher {
+    buf: Vec<u8>,
+    limit: usize,
+}
+
+impl RowBatcher {
+    pub fn new(limit: usize) -> Self {
+        RowBatcher {
+            buf: Vec::with_capacity(limit),
+            limit,
+        }
+    }
+
+    /// Adds one row; returns the finished batch when this row does not fit in the current one.
+    pub fn push(&mut self, row: &[u8]) -> Option<Vec<u8>> {
+        let full = !self.buf.is_empty() && self.buf.len() + row.len() > self.limit;
+        let done = full.then(|| std::mem::replace(&mut self.buf, Vec::with_capacity(self.limit)));
+        self.buf.extend_from_slice(row);
+        done
+    }
+
+    /// The last, partial batch, if any.
+    pub fn finish(self) -> Option<Vec<u8>> {
+        (!self.buf.is_empty()).then_some(self.buf)
+    }
+}
+
+/// One line of a frame index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameIndexEntry {
+    pub offset: u64,
+    pub stored: u64,
+    pub raw: u64,
+    pub rows: u64,
+    pub sha256: [u8; 32],
+}
+
+const INDEX_HEADER: &str = "offset\tstored\traw\trows\tsha256\n";
+
+/// Writes a frame index (format-spec §5.2).
+pub fn write_frame_index(entries: &[FrameIndexEntry]) -> Vec<u8> {
+    let mut out = String::with_capacity(INDEX_HEADER.len() + entries.len() * 100);
+    out.push_str(INDEX_HEADER);
+    for e in entries {
+        out.push_str(&format!(
+            "{}\t{}\t{}\t{}\t{}\n",
+            e.offset,
+            e.stored,
+            e.raw,
+            e.rows,
+            hex(&e.sha256)
+        ));
+    }
+    out.into_bytes()
+}
+
+/// A frame index that does not parse or does not tile its data file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}: {problem}")]
+pub struct IndexError {
+    pub line: usize,
+    pub problem: String,
+}
+
+/// Parses a frame index and checks that its frames follow each other without gaps from 0.
+pub fn parse_frame_index(text: &[u8]) -> Result<Vec<FrameIndexEntry>, IndexError> {
+    let err = |line: usize, problem: String| IndexError { line, problem };
+    let text = std::str::from_utf8(text).map_err(|_| err(1, "not UTF-8".into()))?;
+    let mut lines = text.split_terminator('\n');
+    if lines.next() != Some(INDEX_HEADER.trim_end()) {
+        return Err(err(1, "missing header line".into()));
+    }
+    let mut entries = Vec::new();
+    let mut next_offset = 0u64;
+    for (i, line) in lines.enumerate() {
+        let n = i + 2;
+        let fields: Vec<&str> = line.split('\t').collect();
+        let [offset, stored, raw, rows, sha] = fields[..] else {
+            return Err(err(n, format!("{} fields instead of 5", fields.len())));
+        };
+        let num = |s: &str, what: &str| {
+            s.parse::<u64>()
+                .map_err(|_| err(n, format!("{what} {s:?} is not a number")))
+        };
+        let entry = FrameIndexEntry {
+            offset: num(offset, "offset")?,
+            stored: num(stored, "stored length")?,
+            raw: num(raw, "raw length")?,
+            rows: num(rows, "row count")?,
+            sha256: unhex(sha).ok_or_else(|| err(n, format!("bad sha256 {sha:?}")))?,
+        };
+        if entry.offset != next_offset {
+            return Err(err(
+                n,
+                format!("frame starts at {} instead of {next_offset}", entry.offset),
+            ));
+        }
+        next_offset = entry
+            .offset
+            .checked_add(entry.stored)
+            .ok_or_else(|| err(n, "offset overflows".into()))?;
+        entries.push(entry);
+    }
+    Ok(entries)
+}
+
+/// Lower-case hex, as the manifest and `sha256sum` print digests.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<[u8; 32]> {
+    if s.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ROWS: &[u8] = b"1\tfirst\n2\tsecond with \\t tab\n3\t\\N\n";
+
+    #[test]
+    fn codecs_parse_like_the_dash_z_option() {
+        assert_eq!(Codec::parse("none"), Ok(Codec::None));
+        assert_eq!(Codec::parse("gzip"), Ok(Codec::Gzip(6)));
+        assert_eq!(Codec::parse("gzip:9"), Ok(Codec::Gzip(9)));
+        assert_eq!(Codec::parse("zstd"), Ok(Codec::Zstd(3)));
+        assert_eq!(Codec::parse("zstd:19"), Ok(Codec::Zstd(19)));
+        for bad in ["gzip:0", "gzip:10", "zstd:x", "lz5", "none:1", ""] {
+            assert!(Codec::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn every_codec_round_trips_a_frame_and_refuses_damage() {
+        for codec in [Codec::None, Codec::Gzip(6), Codec::Zstd(3)] {
+            let frame = Frame::of_rows(codec, ROWS).unwrap();
+            assert_eq!((frame.rows, frame.raw_len), (3, ROWS.len() as u64));
+            assert_eq!(
+                frame.sha256,
+                <[u8; 32]>::from(Sha256::digest(&frame.stored))
+            );
+            assert_eq!(codec.decode(&frame.stored, ROWS.len()).unwrap(), ROWS);
+            if codec == Codec::None {
+                continue;
+            }
+            assert!(matches!(
+                codec.decode(&frame.stored, ROWS.len() - 1),
+                Err(FrameError::TooLarge { .. })
+            ));
+            let mut two = frame.stored.clone();
+            two.extend_from_slice(&frame.stored);
+            assert!(matches!(
+                codec.decode(&two, 1000),
+                Err(FrameError::TrailingBytes(n)) if n == frame.stored.len()
+            ));
+            let cut = &frame.stored[..frame.stored.len() - 2];
+            assert!(codec.decode(cut, 1000).is_err());
+        }
+    }
+
+    #[test]
+    fn batches_hold_whole_rows_within_the_limit() {
+        let mut b = RowBatcher::new(10);
+        assert_eq!(b.push(b"aaaa\n"), None);
+        assert_eq!(b.push(b"bbbb\n"), None);
+        assert_eq!(b.push(b"c\n").as_deref(), Some(&b"aaaa\nbbbb\n"[..]));
+        assert_eq!(
+            b.push(b"a row longer than ten\n").as_deref(),
+            Some(&b"c\n"[..])
+        );
+        assert_eq!(
+            b.push(b"d\n").as_deref(),
+            Some(&b"a row longer than ten\n"[..])
+        );
+        assert_eq!(b.finish().as_deref(), Some(&b"d\n"[..]));
+        assert_eq!(RowBatcher::new(10).finish(), None);
+    }
+
+    #[test]
+    fn frame_index_round_trips_and_must_tile_the_file() {
+        let a = Frame::of_rows(Codec::Zstd(1), ROWS).unwrap();
+        let end = Frame::end(Codec::Zstd(1)).unwrap();
+        let entries = [
+            FrameIndexEntry {
+                offset: 0,
+                stored: a.stored.len() as u64,
+                raw: a.raw_len,
+                rows: a.rows,
+                sha256: a.sha256,
+            },
+            FrameIndexEntry {
+                offset: a.stored.len() as u64,
+                stored: end.stored.len() as u64,
+                raw: end.raw_len,
+                rows: 0,
+                sha256: end.sha256,
+            },
+        ];
+        let text = write_frame_index(&entries);
+        assert_eq!(parse_frame_index(&text).unwrap(), entries);
+        let gap = String::from_utf8(text).unwrap().replacen(
+            &format!("\n{}\t", a.stored.len()),
+            &format!("\n{}\t", a.stored.len() + 1),
+            1,
+        );
+        assert_eq!(parse_frame_index(gap.as_bytes()).unwrap_err().line, 3);
+        assert!(parse_frame_index(b"offset\n").is_err());
+    }
+}
