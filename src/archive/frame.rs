@@ -8,6 +8,7 @@
 //! file again. Everything here is CPU work on byte slices: callers run it off the async
 //! runtime's threads.
 
+use std::fmt::Write as _;
 use std::io::{self, Read, Write};
 
 use sha2::{Digest, Sha256};
@@ -171,6 +172,17 @@ impl Frame {
         Frame::new(codec, END_MARKER, 0)
     }
 
+    /// The index line of this frame when it starts at `offset` in its data file.
+    pub fn index_entry(&self, offset: u64) -> FrameIndexEntry {
+        FrameIndexEntry {
+            offset,
+            stored: self.stored.len() as u64,
+            raw: self.raw_len,
+            rows: self.rows,
+            sha256: self.sha256,
+        }
+    }
+
     fn new(codec: Codec, raw: &[u8], rows: u64) -> io::Result<Frame> {
         let stored = codec.encode(raw)?;
         let sha256 = Sha256::digest(&stored).into();
@@ -230,14 +242,9 @@ pub fn write_frame_index(entries: &[FrameIndexEntry]) -> Vec<u8> {
     let mut out = String::with_capacity(INDEX_HEADER.len() + entries.len() * 100);
     out.push_str(INDEX_HEADER);
     for e in entries {
-        out.push_str(&format!(
-            "{}\t{}\t{}\t{}\t{}\n",
-            e.offset,
-            e.stored,
-            e.raw,
-            e.rows,
-            hex(&e.sha256)
-        ));
+        let _ = write!(out, "{}\t{}\t{}\t{}\t", e.offset, e.stored, e.raw, e.rows);
+        push_hex(&mut out, &e.sha256);
+        out.push('\n');
     }
     out.into_bytes()
 }
@@ -294,7 +301,15 @@ pub fn parse_frame_index(text: &[u8]) -> Result<Vec<FrameIndexEntry>, IndexError
 
 /// Lower-case hex, as the manifest and `sha256sum` print digests.
 pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    let mut out = String::with_capacity(2 * bytes.len());
+    push_hex(&mut out, bytes);
+    out
+}
+
+fn push_hex(out: &mut String, bytes: &[u8]) {
+    for b in bytes {
+        let _ = write!(out, "{b:02x}");
+    }
 }
 
 fn unhex(s: &str) -> Option<[u8; 32]> {
@@ -376,22 +391,7 @@ mod tests {
     fn frame_index_round_trips_and_must_tile_the_file() {
         let a = Frame::of_rows(Codec::Zstd(1), ROWS).unwrap();
         let end = Frame::end(Codec::Zstd(1)).unwrap();
-        let entries = [
-            FrameIndexEntry {
-                offset: 0,
-                stored: a.stored.len() as u64,
-                raw: a.raw_len,
-                rows: a.rows,
-                sha256: a.sha256,
-            },
-            FrameIndexEntry {
-                offset: a.stored.len() as u64,
-                stored: end.stored.len() as u64,
-                raw: end.raw_len,
-                rows: 0,
-                sha256: end.sha256,
-            },
-        ];
+        let entries = [a.index_entry(0), end.index_entry(a.stored.len() as u64)];
         let text = write_frame_index(&entries);
         assert_eq!(parse_frame_index(&text).unwrap(), entries);
         let gap = String::from_utf8(text).unwrap().replacen(

@@ -243,19 +243,15 @@ impl Cluster {
 
     /// Runs SQL in `db` with psql (stopping at the first error) and returns its output.
     pub fn psql(&self, db: &str, sql: &str) -> String {
-        let out = run_ok(self.client("psql").args([
-            "-X",
-            "-q",
-            "-A",
-            "-t",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-d",
-            db,
-            "-c",
-            sql,
-        ]));
+        let out = run_ok(self.psql_cmd(db).args(["-c", sql]));
         String::from_utf8(out.stdout).expect("psql output is UTF-8")
+    }
+
+    /// psql on `db`: no psqlrc, quiet, unaligned tuples only, stopping at the first error.
+    fn psql_cmd(&self, db: &str) -> Command {
+        let mut cmd = self.client("psql");
+        cmd.args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", db]);
+        cmd
     }
 
     /// Runs a SQL file in `db`.
@@ -349,8 +345,7 @@ impl Cluster {
     pub fn psql_script(&self, db: &str, script: &str) -> String {
         use std::io::Write as _;
         let mut child = self
-            .client("psql")
-            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", db])
+            .psql_cmd(db)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
