@@ -2,12 +2,14 @@
 //! archives that stock `pg_restore` reads (the pg_dump directory format).
 //!
 //! The crate is a library with a thin binary. Its seams:
-//! - [`archive`]: the archive format, pure code (toc.dat, and later frames and the manifest);
-//! - [`pg`]: PostgreSQL programs and, later, connections, snapshots and COPY streams;
+//! - [`archive`]: the archive format, pure code (toc.dat, frames, manifest, writing);
+//! - [`pg`]: connections, the snapshot holder, catalog queries, PostgreSQL programs;
+//! - [`dump`]: the dump pipeline, a planner plus workers;
 //! - [`cli`]: the command line as the user types it (clap), validated but not interpreted.
 //!
 //! The normative description of the archive is `format-spec/` in the repository.
 
 pub mod archive;
 pub mod cli;
+pub mod dump;
 pub mod pg;

@@ -6,8 +6,11 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
+use pgarc::archive::frame::Codec;
 use pgarc::archive::{list::write_listing, ArchiveDir};
-use pgarc::cli::{Cli, Command};
+use pgarc::cli::{parse_size, Cli, Command, ConnectionArgs, DumpArgs};
+use pgarc::dump::DumpOptions;
+use pgarc::pg::conn::{ConnArgs, ConnParams};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -23,6 +26,15 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Dump(args) => {
+            let opts = dump_options(*args)?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            let summary = runtime.block_on(pgarc::dump::run(opts))?;
+            eprint!("{summary}");
+            Ok(ExitCode::SUCCESS)
+        }
         Command::List(args) => {
             let toc = ArchiveDir::open(&args.archive)?.read_toc()?;
             let stdout = std::io::stdout();
@@ -31,6 +43,49 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             out.flush()?;
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// Turns the dump command line into options: connection resolution (libpq's rules), sizes,
+/// compression.
+fn dump_options(args: DumpArgs) -> anyhow::Result<DumpOptions> {
+    let mut conn_args = conn_args(&args.conn);
+    if args.dbname_arg.is_some() {
+        conn_args.dbname = args.dbname_arg.clone();
+    }
+    let conn =
+        ConnParams::resolve(&conn_args, &|k| std::env::var(k).ok()).map_err(anyhow::Error::msg)?;
+    let codec = Codec::parse(&args.compress).map_err(anyhow::Error::msg)?;
+    let split_size = parse_size(&args.split_size).map_err(anyhow::Error::msg)?;
+    let frame_size = parse_size(&args.frame_size).map_err(anyhow::Error::msg)?;
+    if !(4096..=(256 << 20)).contains(&frame_size) {
+        anyhow::bail!("--frame-size must be between 4kB and 256MB");
+    }
+    let pg_dump = match (args.pg_dump, std::env::var_os("PGARC_PG_DUMP")) {
+        (Some(p), _) => Some((p, "--pg-dump")),
+        (None, Some(p)) if !p.is_empty() => Some((p.into(), "PGARC_PG_DUMP")),
+        _ => None,
+    };
+    Ok(DumpOptions {
+        conn,
+        out: args.file,
+        jobs: args.jobs.into(),
+        codec,
+        snapshot: args.snapshot,
+        split_size,
+        frame_size: frame_size as usize,
+        pg_dump,
+    })
+}
+
+fn conn_args(c: &ConnectionArgs) -> ConnArgs {
+    ConnArgs {
+        dbname: c.dbname.clone(),
+        host: c.host.clone(),
+        port: c.port.clone(),
+        user: c.username.clone(),
+        no_password: c.no_password,
+        password_prompt: c.password,
     }
 }
 

@@ -5,6 +5,7 @@ mod util;
 // toc.dat against the real pg_dump and pg_restore, live and through checked-in archives.
 mod toc_compat;
 // Data files written as frames (format-spec §4) restore with stock pg_restore.
+mod dump;
 mod frames_compat;
 // Damaged and hostile toc.dat: one-line errors, exit code 1, never a panic.
 mod toc_damage;

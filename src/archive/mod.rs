@@ -12,7 +12,9 @@
 //! - [`frame`]: data files as independently compressed frames of whole COPY rows, and the
 //!   frame index (format-spec §4, §5.2).
 //!
-//! The manifest arrives with the dump pipeline (format-spec §5.1).
+//! - [`manifest`]: the manifest, written last, that proves the archive's integrity (§5.1).
+//! - [`writer`]: writing an archive directory: data files frame by frame from many workers,
+//!   toc.dat, frame indexes and the manifest, in the order of §6.1.
 
 mod codec;
 pub mod compat;
@@ -20,8 +22,10 @@ mod dir;
 mod error;
 pub mod frame;
 pub mod list;
+pub mod manifest;
 pub mod select;
 pub mod toc;
+pub mod writer;
 
 pub use dir::ArchiveDir;
 pub use error::{Error, TocError, TocErrorKind};

@@ -1,5 +1,8 @@
-//! Everything that talks to PostgreSQL or runs its programs. So far: locating the PostgreSQL
-//! binaries (pg_dump, pg_restore, initdb, ...) and reading their versions. Connections, the
-//! snapshot holder, catalog queries and COPY streams join this module with the dump pipeline.
+//! Everything that talks to PostgreSQL or runs its programs: connection parameters with
+//! libpq's conventions ([`conn`], [`conninfo`]), sessions, the snapshot holder and catalog
+//! queries ([`session`]), and locating PostgreSQL programs ([`tools`]).
 
+pub mod conn;
+pub mod conninfo;
+pub mod session;
 pub mod tools;

@@ -87,6 +87,67 @@ pub fn debian_bindirs() -> Vec<(u32, PathBuf)> {
     found
 }
 
+/// Finds the pg_dump to capture the schema with: `explicit` (from `--pg-dump` or
+/// `PGARC_PG_DUMP`, named by `source`) must do; otherwise the first pg_dump on PATH, in
+/// `pg_config --bindir` or in `/usr/lib/postgresql/N/bin` whose major version is at least the
+/// server's. The error says which programs were found and what to do.
+pub fn find_pg_dump(
+    explicit: Option<(&Path, &str)>,
+    server_major: u32,
+    server_version: &str,
+) -> Result<(PathBuf, ToolVersion), String> {
+    let too_old = |path: &Path, v: &ToolVersion| {
+        format!(
+            "{} is pg_dump {}, older than the server ({server_version}): the schema must be \
+             captured by pg_dump {server_major} or newer; install it (e.g. apt install \
+             postgresql-client-{server_major}) and pass --pg-dump PATH",
+            path.display(),
+            v.full
+        )
+    };
+    if let Some((path, source)) = explicit {
+        let v = tool_version(path).map_err(|e| format!("{e} (given by {source})"))?;
+        if v.major < server_major {
+            return Err(too_old(path, &v));
+        }
+        return Ok((path.to_owned(), v));
+    }
+    let mut candidates: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join("pg_dump"))
+                .collect()
+        })
+        .unwrap_or_default();
+    candidates.extend(pg_config_bindir().map(|d| d.join("pg_dump")));
+    candidates.extend(debian_bindirs().into_iter().map(|(_, d)| d.join("pg_dump")));
+    let mut seen = Vec::new();
+    let mut tried = std::collections::HashSet::new();
+    for path in candidates.into_iter().filter(|p| p.is_file()) {
+        if !tried.insert(std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone())) {
+            continue;
+        }
+        if let Ok(v) = tool_version(&path) {
+            if v.major >= server_major {
+                return Ok((path, v));
+            }
+            seen.push(format!("{} ({})", path.display(), v.full));
+        }
+    }
+    if seen.is_empty() {
+        Err(format!(
+            "pg_dump not found (searched PATH, pg_config --bindir and /usr/lib/postgresql): \
+             install the PostgreSQL {server_major} client tools or pass --pg-dump PATH"
+        ))
+    } else {
+        Err(format!(
+            "no pg_dump of version {server_major} or newer found, only {}: install the \
+             PostgreSQL {server_major} client tools and pass --pg-dump PATH",
+            seen.join(", ")
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -155,6 +155,16 @@ impl Cluster {
 
     /// Starts a cluster from the binaries in `bindir`.
     pub fn start_in(bindir: &Path) -> Cluster {
+        Cluster::start_with(bindir, "trust")
+    }
+
+    /// A cluster whose TCP connections (127.0.0.1) need a password (`scram-sha-256`); the unix
+    /// socket stays `trust` for the superuser's setup work.
+    pub fn start_password_auth() -> Cluster {
+        Cluster::start_with(&default_bindir(), "scram-sha-256")
+    }
+
+    fn start_with(bindir: &Path, host_auth: &str) -> Cluster {
         let version = tools::tool_version(&bindir.join("postgres")).expect("postgres --version");
         let user = server_user();
         let dir = tempfile::Builder::new()
@@ -174,8 +184,8 @@ impl Cluster {
             .args([
                 "-U",
                 SUPERUSER,
-                "-A",
-                "trust",
+                "--auth-local=trust",
+                &format!("--auth-host={host_auth}"),
                 "-E",
                 "UTF8",
                 "--locale=C",
@@ -387,5 +397,116 @@ ORDER BY 1
             .collect();
         lines.sort();
         lines
+    }
+}
+
+/// The newest PostgreSQL release available to the tests (its bin directory), for the
+/// features older ones lack (zstd archives need pg_restore 16 or newer).
+pub fn newest_bindir() -> PathBuf {
+    (15..=18)
+        .rev()
+        .find_map(pg_bindir)
+        .unwrap_or_else(default_bindir)
+}
+
+/// Everything the equality check of two databases compares.
+#[derive(Debug, PartialEq, Eq)]
+pub struct DbState {
+    /// `pg_dump --schema-only`, without the random `\restrict` keys of 18.
+    pub schema: String,
+    pub tables: Vec<String>,
+    /// `schema.sequence|last_value|is_called`.
+    pub sequences: Vec<String>,
+    /// `oid|owner|md5 of contents`.
+    pub large_objects: Vec<String>,
+    /// `schema.matview|populated|rows|hash`.
+    pub matviews: Vec<String>,
+}
+
+fn sorted_lines(text: &str) -> Vec<String> {
+    let mut v: Vec<String> = text
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect();
+    v.sort();
+    v
+}
+
+impl Cluster {
+    /// Reads the state of `db` for the equality check: schema, table contents, sequence
+    /// values, large objects and materialized view contents, all computed in the server.
+    pub fn db_state(&self, db: &str) -> DbState {
+        let out = run_ok(self.client("pg_dump").args(["--schema-only", "-d", db]));
+        let schema = String::from_utf8(out.stdout)
+            .expect("schema is UTF-8")
+            .lines()
+            .filter(|l| !l.starts_with("\\restrict") && !l.starts_with("\\unrestrict"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let sequences = sorted_lines(&self.psql_script(
+            db,
+            r#"SELECT format('SELECT %L || ''|'' || last_value || ''|'' || is_called FROM %I.%I',
+              n.nspname || '.' || c.relname, n.nspname, c.relname)
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind = 'S' ORDER BY 1
+\gexec
+"#,
+        ));
+        let large_objects = sorted_lines(&self.psql(
+            db,
+            "SELECT oid || '|' || pg_get_userbyid(lomowner) || '|' || md5(lo_get(oid)) \
+             FROM pg_largeobject_metadata",
+        ));
+        let matviews = sorted_lines(&self.psql_script(
+            db,
+            r#"SELECT CASE WHEN c.relispopulated
+  THEN format('SELECT %L || ''|populated|'' || count(*) || ''|'' || md5(coalesce(string_agg(md5(x::text), '','' ORDER BY md5(x::text)), '''')) FROM %I.%I x',
+              n.nspname || '.' || c.relname, n.nspname, c.relname)
+  ELSE format('SELECT %L || ''|unpopulated''', n.nspname || '.' || c.relname) END
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind = 'm' ORDER BY 1
+\gexec
+"#,
+        ));
+        DbState {
+            schema,
+            tables: self.table_fingerprints(db),
+            sequences,
+            large_objects,
+            matviews,
+        }
+    }
+
+    /// Asserts that `db` equals `expected`, naming the first difference.
+    pub fn assert_same_db(&self, expected: &DbState, db: &str) {
+        let got = self.db_state(db);
+        assert_eq!(got.tables, expected.tables, "table contents of {db}");
+        assert_eq!(got.sequences, expected.sequences, "sequence values of {db}");
+        assert_eq!(
+            got.large_objects, expected.large_objects,
+            "large objects of {db}"
+        );
+        assert_eq!(
+            got.matviews, expected.matviews,
+            "materialized views of {db}"
+        );
+        if got.schema != expected.schema {
+            let diff: Vec<_> = got
+                .schema
+                .lines()
+                .zip(expected.schema.lines())
+                .filter(|(a, b)| a != b)
+                .take(5)
+                .collect();
+            panic!("schema of {db} differs from the source: {diff:?}");
+        }
+    }
+
+    /// `pgarc` set up to connect to this cluster over its unix socket.
+    pub fn pgarc(&self) -> Command {
+        let mut cmd = pgarc();
+        self.connect_env(&mut cmd);
+        cmd
     }
 }

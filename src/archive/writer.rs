@@ -1,0 +1,322 @@
+//! Writing an archive directory (format-spec §6.1): creating it, adopting the files pg_dump
+//! wrote for the schema, appending frames to data files from several workers, and writing
+//! toc.dat, frame indexes and finally the manifest, each fsynced, the manifest atomically.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use sha2::{Digest, Sha256};
+
+use super::error::Error;
+use super::frame::{hex, write_frame_index, Codec, Frame, FrameIndexEntry};
+use super::manifest::{FileRecord, Manifest, MANIFEST_FILE};
+use super::toc::Toc;
+use super::TOC_FILE;
+
+/// Where pg_dump writes the schema archive before pgarc adopts its files.
+const SCHEMA_DIR: &str = ".pgarc-schema";
+/// Where data files are written before they get their final names.
+const STAGING_DIR: &str = ".pgarc-data";
+/// The directory of frame indexes, relative to the root.
+pub const FRAMES_DIR: &str = "pgarc/frames";
+
+fn io_err<'a>(path: &'a Path, action: &'static str) -> impl FnOnce(io::Error) -> Error + 'a {
+    move |error| Error::Io {
+        path: path.to_owned(),
+        action,
+        error,
+    }
+}
+
+/// An archive directory being written.
+#[derive(Debug)]
+pub struct ArchiveWriter {
+    root: PathBuf,
+}
+
+impl ArchiveWriter {
+    /// Checks that `root` is absent or an empty directory, without creating anything.
+    pub fn check_target(root: &Path) -> Result<(), Error> {
+        match std::fs::read_dir(root).map(|mut entries| entries.next().is_some()) {
+            Ok(true) => Err(Error::NotArchive {
+                path: root.to_owned(),
+                problem: "the output directory exists and is not empty; choose a new \
+                          directory or remove this one"
+                    .into(),
+            }),
+            Ok(false) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotADirectory => Err(Error::NotArchive {
+                path: root.to_owned(),
+                problem: "exists and is not a directory".into(),
+            }),
+            Err(e) => Err(io_err(root, "could not open")(e)),
+        }
+    }
+
+    /// Creates the directory, or takes an existing empty one. A non-empty directory is
+    /// refused: it may be another archive.
+    pub fn create(root: &Path) -> Result<ArchiveWriter, Error> {
+        Self::check_target(root)?;
+        std::fs::create_dir_all(root).map_err(io_err(root, "could not create"))?;
+        let frames = root.join(FRAMES_DIR);
+        std::fs::create_dir_all(&frames).map_err(io_err(&frames, "could not create"))?;
+        Ok(ArchiveWriter {
+            root: root.to_owned(),
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The directory pg_dump is to write its schema archive into (it must not exist yet).
+    pub fn schema_dir(&self) -> PathBuf {
+        self.root.join(SCHEMA_DIR)
+    }
+
+    /// Reads the toc.dat pg_dump wrote into [`Self::schema_dir`], moves every other file it
+    /// wrote (large objects, extension table data) into the root, and removes the directory.
+    /// Returns the TOC and the adopted files, hashed and fsynced.
+    pub fn adopt_schema(&self) -> Result<(Toc, Vec<FileRecord>), Error> {
+        let dir = self.schema_dir();
+        let toc = Toc::read_file(&dir.join(TOC_FILE))?;
+        let mut adopted = Vec::new();
+        let entries = std::fs::read_dir(&dir).map_err(io_err(&dir, "could not read"))?;
+        for entry in entries {
+            let entry = entry.map_err(io_err(&dir, "could not read"))?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str().filter(|n| is_plain_name(n)) else {
+                return Err(Error::NotArchive {
+                    path: entry.path(),
+                    problem: "unexpected file name in pg_dump's output".into(),
+                });
+            };
+            if name == TOC_FILE {
+                continue;
+            }
+            let target = self.root.join(name);
+            std::fs::rename(entry.path(), &target).map_err(io_err(&target, "could not move"))?;
+            adopted.push(self.hash_file(name)?);
+        }
+        std::fs::remove_file(dir.join(TOC_FILE)).map_err(io_err(&dir, "could not remove"))?;
+        std::fs::remove_dir(&dir).map_err(io_err(&dir, "could not remove"))?;
+        adopted.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok((toc, adopted))
+    }
+
+    /// Reads, hashes and fsyncs a file of the archive.
+    pub fn hash_file(&self, rel: &str) -> Result<FileRecord, Error> {
+        let path = self.root.join(rel);
+        let mut f = File::open(&path).map_err(io_err(&path, "could not open"))?;
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut size = 0u64;
+        loop {
+            let n = f.read(&mut buf).map_err(io_err(&path, "could not read"))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            size += n as u64;
+        }
+        f.sync_all().map_err(io_err(&path, "could not fsync"))?;
+        Ok(FileRecord {
+            path: rel.to_string(),
+            size,
+            sha256: hex(&hasher.finalize()),
+        })
+    }
+
+    /// Writes a whole file (created new) and fsyncs it.
+    pub fn write_file(&self, rel: &str, bytes: &[u8]) -> Result<FileRecord, Error> {
+        let path = self.root.join(rel);
+        let mut f = File::create_new(&path).map_err(io_err(&path, "could not create"))?;
+        f.write_all(bytes)
+            .map_err(io_err(&path, "could not write"))?;
+        f.sync_all().map_err(io_err(&path, "could not fsync"))?;
+        Ok(FileRecord {
+            path: rel.to_string(),
+            size: bytes.len() as u64,
+            sha256: hex(&Sha256::digest(bytes)),
+        })
+    }
+
+    pub fn write_toc(&self, toc: &Toc) -> Result<FileRecord, Error> {
+        let bytes = toc.to_bytes().map_err(|error| Error::Toc {
+            path: self.root.join(TOC_FILE),
+            error,
+        })?;
+        self.write_file(TOC_FILE, &bytes)
+    }
+
+    /// Starts a data file in the staging directory under a provisional name (`key`, e.g. the
+    /// table's OID), so that data can be written before the TOC assigns dumpIds.
+    pub fn data_file(&self, key: &str, codec: Codec) -> Result<DataFileWriter, Error> {
+        let staging = self.root.join(STAGING_DIR);
+        std::fs::create_dir_all(&staging).map_err(io_err(&staging, "could not create"))?;
+        let path = staging.join(format!("{key}.dat{}", codec.suffix()));
+        let file = File::create_new(&path).map_err(io_err(&path, "could not create"))?;
+        Ok(DataFileWriter {
+            path,
+            codec,
+            inner: Mutex::new(DataInner {
+                file,
+                offset: 0,
+                hasher: Sha256::new(),
+                index: Vec::new(),
+                rows: 0,
+                raw: 0,
+            }),
+        })
+    }
+
+    /// Moves a finished data file to its final name, `<dump_id>.dat` plus the codec's suffix
+    /// (the TOC's filename field stays `<dump_id>.dat`, as pg_dump writes it), and writes its
+    /// frame index `pgarc/frames/<dump_id>.tsv`. Returns the records of both files.
+    pub fn place_data_file(
+        &self,
+        done: &FinishedDataFile,
+        dump_id: i32,
+    ) -> Result<(FileRecord, FileRecord), Error> {
+        let rel = format!("{dump_id}.dat{}", done.codec.suffix());
+        let target = self.root.join(&rel);
+        if target.exists() {
+            return Err(Error::NotArchive {
+                path: target,
+                problem: "a file of that name already exists".into(),
+            });
+        }
+        std::fs::rename(&done.staged, &target).map_err(io_err(&target, "could not move"))?;
+        let index = self.write_file(
+            &format!("{FRAMES_DIR}/{dump_id}.tsv"),
+            &write_frame_index(&done.index),
+        )?;
+        let file = FileRecord {
+            path: rel,
+            size: done.size,
+            sha256: hex(&done.sha256),
+        };
+        Ok((file, index))
+    }
+
+    /// Removes a staged data file that will not be part of the archive.
+    pub fn discard_data_file(&self, done: &FinishedDataFile) -> Result<(), Error> {
+        std::fs::remove_file(&done.staged).map_err(io_err(&done.staged, "could not remove"))
+    }
+
+    /// Removes the (now empty) staging directory.
+    pub fn finish_staging(&self) -> Result<(), Error> {
+        let staging = self.root.join(STAGING_DIR);
+        match std::fs::remove_dir(&staging) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                Err(io_err(&staging, "could not remove")(e))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Writes the manifest last: a temporary file, fsync, rename, fsync of the directory.
+    pub fn write_manifest(&self, manifest: &Manifest) -> Result<(), Error> {
+        let tmp = self.root.join(format!("{MANIFEST_FILE}.tmp"));
+        let path = self.root.join(MANIFEST_FILE);
+        let mut f = File::create(&tmp).map_err(io_err(&tmp, "could not create"))?;
+        f.write_all(&manifest.to_bytes())
+            .map_err(io_err(&tmp, "could not write"))?;
+        f.sync_all().map_err(io_err(&tmp, "could not fsync"))?;
+        drop(f);
+        std::fs::rename(&tmp, &path).map_err(io_err(&path, "could not rename into place"))?;
+        sync_dir(&self.root)?;
+        sync_dir(&self.root.join(FRAMES_DIR))
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<(), Error> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir, "could not fsync directory"))
+}
+
+/// A file name pg_dump may write into a directory archive.
+fn is_plain_name(name: &str) -> bool {
+    !name.is_empty()
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-')
+}
+
+/// One table's data file, appended to frame by frame by any number of workers. Each frame is
+/// written whole at the current end under a lock, and the file's SHA-256 and frame index are
+/// updated in the same step, so the index and checksum always describe the bytes in file order.
+#[derive(Debug)]
+pub struct DataFileWriter {
+    path: PathBuf,
+    codec: Codec,
+    inner: Mutex<DataInner>,
+}
+
+#[derive(Debug)]
+struct DataInner {
+    file: File,
+    offset: u64,
+    hasher: Sha256,
+    index: Vec<FrameIndexEntry>,
+    rows: u64,
+    raw: u64,
+}
+
+/// A data file whose end frame is written and fsynced, still under its provisional name.
+#[derive(Debug, Clone)]
+pub struct FinishedDataFile {
+    staged: PathBuf,
+    codec: Codec,
+    pub size: u64,
+    pub sha256: [u8; 32],
+    pub index: Vec<FrameIndexEntry>,
+    pub rows: u64,
+    pub raw_bytes: u64,
+}
+
+impl DataFileWriter {
+    /// Appends one frame of rows. Blocking: call it off the async runtime's threads.
+    pub fn append(&self, frame: &Frame) -> Result<(), Error> {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let offset = inner.offset;
+        inner
+            .file
+            .write_all_at(&frame.stored, offset)
+            .map_err(io_err(&self.path, "could not write"))?;
+        inner.hasher.update(&frame.stored);
+        inner.index.push(frame.index_entry(offset));
+        inner.offset += frame.stored.len() as u64;
+        inner.rows += frame.rows;
+        inner.raw += frame.raw_len;
+        Ok(())
+    }
+
+    /// Appends the end frame and fsyncs. No frame may be appended afterwards. Blocking.
+    pub fn finish(&self) -> Result<FinishedDataFile, Error> {
+        let end = Frame::end(self.codec).map_err(io_err(&self.path, "could not compress"))?;
+        self.append(&end)?;
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner
+            .file
+            .sync_all()
+            .map_err(io_err(&self.path, "could not fsync"))?;
+        let sha = std::mem::take(&mut inner.hasher).finalize();
+        Ok(FinishedDataFile {
+            staged: self.path.clone(),
+            codec: self.codec,
+            size: inner.offset,
+            sha256: sha.into(),
+            index: std::mem::take(&mut inner.index),
+            rows: inner.rows,
+            raw_bytes: inner.raw,
+        })
+    }
+}

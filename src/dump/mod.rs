@@ -1,0 +1,316 @@
+//! `pgarc dump`: the planner ([`plan`]), the schema capture by the stock pg_dump ([`schema`])
+//! and the data workers ([`worker`]), put together here in the order of format-spec §6.1:
+//!
+//! 1. the snapshot holder opens, exports (or imports) the snapshot, reads the catalog and
+//!    locks every table;
+//! 2. pg_dump captures the schema under the snapshot while N workers, each having imported it,
+//!    copy the rows into staged data files;
+//! 3. the TOC gets one TABLE DATA entry per table, data files get their final names, frame
+//!    indexes and toc.dat are written;
+//! 4. the holder proves it is still alive and commits; the manifest is written last.
+//!
+//! If the holder's session ends at any point, the dump stops with "snapshot lost" and no
+//! manifest.
+
+pub mod plan;
+pub mod schema;
+pub mod worker;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{anyhow, bail, Context, Result};
+
+use crate::archive::frame::Codec;
+use crate::archive::manifest::{
+    rfc3339_utc, DumpOptionsRecord, Manifest, TableRecord, MANIFEST_FILE, MANIFEST_FORMAT,
+};
+use crate::archive::writer::ArchiveWriter;
+use crate::pg::conn::ConnParams;
+use crate::pg::session::{catalog_tables, open_worker, query_text, SnapshotHolder};
+use crate::pg::tools::find_pg_dump;
+
+/// The default bound on the data per ctid-range chunk (see `bench/` for the measurement).
+pub const DEFAULT_SPLIT_SIZE: u64 = 128 << 20;
+
+/// What `pgarc dump` was asked to do.
+#[derive(Debug, Clone)]
+pub struct DumpOptions {
+    pub conn: ConnParams,
+    pub out: PathBuf,
+    pub jobs: usize,
+    pub codec: Codec,
+    pub snapshot: Option<String>,
+    pub split_size: u64,
+    pub frame_size: usize,
+    /// `--pg-dump` or `PGARC_PG_DUMP`, with the name of where it came from.
+    pub pg_dump: Option<(PathBuf, &'static str)>,
+}
+
+/// The end-of-run summary.
+#[derive(Debug, Clone)]
+pub struct DumpSummary {
+    pub out: PathBuf,
+    pub database: String,
+    pub snapshot_id: String,
+    pub tables: usize,
+    pub rows: u64,
+    pub raw_bytes: u64,
+    pub stored_bytes: u64,
+    pub elapsed: Duration,
+    pub jobs: usize,
+    pub codec: Codec,
+    /// Tables copied in several chunks: name, chunks, workers used, most at once.
+    pub split: Vec<(String, usize, usize, usize)>,
+}
+
+impl fmt::Display for DumpSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let secs = self.elapsed.as_secs_f64().max(1e-3);
+        writeln!(
+            f,
+            "pgarc: dumped database {:?} to {} (snapshot {})",
+            self.database,
+            self.out.display(),
+            self.snapshot_id
+        )?;
+        writeln!(
+            f,
+            "  {} tables, {} rows, {} raw, {} stored ({}), in {:.1} s with {} worker{}: {}/s",
+            self.tables,
+            self.rows,
+            human(self.raw_bytes),
+            human(self.stored_bytes),
+            codec_name(self.codec),
+            secs,
+            self.jobs,
+            if self.jobs == 1 { "" } else { "s" },
+            human((self.raw_bytes as f64 / secs) as u64)
+        )?;
+        for (name, chunks, workers, at_once) in &self.split {
+            writeln!(
+                f,
+                "  split table {name}: {chunks} chunks, copied by {workers} workers, {at_once} at once"
+            )?;
+        }
+        Ok(())
+    }
+}
+
+pub fn codec_name(codec: Codec) -> String {
+    match codec {
+        Codec::None => "none".into(),
+        Codec::Gzip(l) => format!("gzip:{l}"),
+        Codec::Zstd(l) => format!("zstd:{l}"),
+    }
+}
+
+/// Bytes in binary units, one decimal.
+pub fn human(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < UNITS.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[i])
+    }
+}
+
+/// Runs a dump. On error the output directory has no manifest.
+pub async fn run(opts: DumpOptions) -> Result<DumpSummary> {
+    let started_at = SystemTime::now();
+    let started = Instant::now();
+    let incomplete = |e: anyhow::Error| {
+        anyhow!(
+            "{e:#}; the archive in {} is incomplete (no {MANIFEST_FILE}): remove it",
+            opts.out.display()
+        )
+    };
+    // Refuse a non-empty output directory before touching the server.
+    ArchiveWriter::check_target(&opts.out)?;
+
+    let holder = SnapshotHolder::open(&opts.conn, opts.snapshot.as_deref()).await?;
+    let info = holder.info.clone();
+    let (pg_dump, pg_dump_version) = find_pg_dump(
+        opts.pg_dump.as_ref().map(|(p, s)| (p.as_path(), *s)),
+        info.major() as u32,
+        &info.version,
+    )
+    .map_err(|e| anyhow!(e))?;
+
+    let client = &holder.session.client;
+    let catalog = catalog_tables(client).await?;
+    let names: Vec<&str> = catalog.iter().map(|t| t.qualified.as_str()).collect();
+    holder.lock(&names).await?;
+    let block_size: u64 = query_text(client, "SELECT current_setting('block_size')")
+        .await?
+        .pop()
+        .and_then(|r| r.into_iter().next().flatten())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(8192);
+
+    let archive = Arc::new(ArchiveWriter::create(&opts.out)?);
+    let tables = plan::data_tables(&catalog);
+    let chunks = plan::plan_chunks(
+        &tables,
+        opts.split_size,
+        block_size,
+        info.version_num >= 140000,
+    );
+    let shared = Arc::new(worker::Shared::new(
+        tables.clone(),
+        chunks,
+        opts.codec,
+        opts.frame_size,
+        archive.clone(),
+    ));
+
+    let work = async {
+        // Every worker imports the snapshot before any starts copying.
+        let sessions = futures_util::future::try_join_all(
+            (1..=opts.jobs).map(|n| open_worker(&opts.conn, &info, &holder.snapshot_id, n)),
+        )
+        .await?;
+        let schema_dir = archive.schema_dir();
+        let capture = schema::capture(
+            &pg_dump,
+            &pg_dump_version,
+            &opts.conn,
+            &holder.snapshot_id,
+            &schema_dir,
+            opts.codec,
+            &tables,
+        );
+        let workers =
+            futures_util::future::try_join_all(sessions.into_iter().enumerate().map(|(i, s)| {
+                let shared = shared.clone();
+                async move {
+                    tokio::spawn(worker::run(i + 1, s, shared))
+                        .await
+                        .context("a worker task failed")?
+                }
+            }));
+        let result = tokio::try_join!(capture, workers);
+        if result.is_err() {
+            shared.stop();
+        }
+        result.map(|_| ())
+    };
+    let mut closed = holder.session.closed.clone();
+    tokio::select! {
+        r = work => r.map_err(incomplete)?,
+        _ = closed.wait_for(|c| c.is_some()) => {
+            shared.stop();
+            let reason = holder.lost().unwrap_or_default();
+            return Err(incomplete(anyhow!(
+                "snapshot lost: the snapshot holder's session ended ({reason}); the data could \
+                 no longer be proven consistent"
+            )));
+        }
+    }
+
+    let finish = async {
+        let (mut toc, mut files) = archive.adopt_schema()?;
+        let encoding = toc
+            .entries
+            .iter()
+            .find(|e| e.desc.is("ENCODING"))
+            .and_then(|e| e.defn.to_str_lossy().map(|s| s.into_owned()))
+            .unwrap_or_default();
+        if !encoding.contains(&format!("'{}'", info.encoding)) {
+            bail!(
+                "pg_dump recorded encoding {encoding:?} but the data was copied in {}",
+                info.encoding
+            );
+        }
+        let ids = plan::add_table_data(&mut toc, &tables)?;
+        toc.header.version = plan::archive_version(toc.header.version, opts.codec);
+        toc.header.compression = plan::header_compression(toc.header.version, opts.codec);
+        let results = shared.results()?;
+        let mut table_records = Vec::new();
+        let mut summary_split = Vec::new();
+        let (mut rows, mut raw, mut stored) = (0u64, 0u64, 0u64);
+        for ((t, id), r) in tables.iter().zip(&ids).zip(&results) {
+            let Some(id) = *id else {
+                eprintln!(
+                    "pgarc: warning: pg_dump did not dump table {}; its rows are left out too",
+                    t.display_name()
+                );
+                archive.discard_data_file(&r.finished)?;
+                continue;
+            };
+            let (file, index) = archive.place_data_file(&r.finished, id)?;
+            rows += r.finished.rows;
+            raw += r.finished.raw_bytes;
+            stored += file.size;
+            if r.chunks > 1 {
+                summary_split.push((t.display_name(), r.chunks, r.workers.len(), r.max_at_once));
+            }
+            table_records.push(TableRecord {
+                dump_id: id,
+                schema: t.schema.clone(),
+                name: t.name.clone(),
+                file: file.path.clone(),
+                frame_index: index.path.clone(),
+                rows: r.finished.rows,
+                raw_bytes: r.finished.raw_bytes,
+                stored_bytes: file.size,
+                frames: r.finished.index.len() as u64,
+            });
+            files.push(file);
+            files.push(index);
+        }
+        archive.finish_staging()?;
+        files.push(archive.write_toc(&toc)?);
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        table_records.sort_by_key(|t| t.dump_id);
+        // The holder must have lived through everything the manifest vouches for.
+        let snapshot_id = holder.snapshot_id.clone();
+        let current_snapshot = holder.current_snapshot.clone();
+        let imported = holder.imported;
+        holder.finish().await?;
+        let manifest = Manifest {
+            format: MANIFEST_FORMAT,
+            pgarc_version: env!("CARGO_PKG_VERSION").to_string(),
+            created_start: rfc3339_utc(started_at),
+            created_end: rfc3339_utc(SystemTime::now()),
+            server_version: info.version.clone(),
+            pg_dump_version: pg_dump_version.full.clone(),
+            database: info.database.clone(),
+            encoding: info.encoding.clone(),
+            snapshot_id: snapshot_id.clone(),
+            current_snapshot,
+            options: DumpOptionsRecord {
+                compression: codec_name(opts.codec),
+                frame_size: opts.frame_size as u64,
+                split_size: opts.split_size,
+                jobs: opts.jobs as u32,
+                snapshot_imported: imported,
+            },
+            files,
+            tables: table_records,
+        };
+        archive.write_manifest(&manifest)?;
+        Ok(DumpSummary {
+            out: opts.out.clone(),
+            database: info.database.clone(),
+            snapshot_id,
+            tables: manifest.tables.len(),
+            rows,
+            raw_bytes: raw,
+            stored_bytes: stored,
+            elapsed: started.elapsed(),
+            jobs: opts.jobs,
+            codec: opts.codec,
+            split: summary_split,
+        })
+    };
+    finish.await.map_err(incomplete)
+}

@@ -1,0 +1,123 @@
+//! The schema capture: the stock pg_dump, under the dump's snapshot, writes everything except
+//! the rows of the tables pgarc copies itself. Sequence values (SEQUENCE SET), materialized
+//! view data (REFRESH), large objects and extension configuration tables stay pg_dump's: only
+//! the plain tables are named in `--exclude-table-data`, one exact pattern each, because a
+//! wildcard would also drop sequence values and matview data (reference notes §5.2).
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use anyhow::{bail, Context, Result};
+use tokio::process::Command;
+
+use super::plan::{exact_pattern, DataTable};
+use crate::archive::frame::Codec;
+use crate::pg::conn::ConnParams;
+use crate::pg::tools::ToolVersion;
+
+/// Environment variables of libpq that must not leak from pgarc's own environment into
+/// pg_dump's when pgarc sets the connection explicitly.
+const CLEARED_ENV: &[&str] = &[
+    "PGSERVICE",
+    "PGSERVICEFILE",
+    "PGPASSFILE",
+    "PGREQUIRESSL",
+    "PGTARGETSESSIONATTRS",
+    "PGLOADBALANCEHOSTS",
+];
+
+/// pg_dump's `-Z` value for the files it writes (large objects, extension table data).
+fn pg_dump_compression(codec: Codec, pg_dump: &ToolVersion) -> String {
+    match (codec, pg_dump.major >= 16) {
+        (Codec::None, true) => "none".into(),
+        (Codec::Gzip(l), true) => format!("gzip:{l}"),
+        (Codec::Zstd(l), true) => format!("zstd:{l}"),
+        (Codec::Gzip(l), false) => l.to_string(),
+        // pg_dump 15 has no zstd: its few files stay uncompressed.
+        (_, false) => "0".into(),
+    }
+}
+
+/// Runs pg_dump into `out` (which must not exist). Returns when it has finished.
+pub async fn capture(
+    pg_dump: &Path,
+    version: &ToolVersion,
+    conn: &ConnParams,
+    snapshot_id: &str,
+    out: &Path,
+    codec: Codec,
+    tables: &[DataTable],
+) -> Result<()> {
+    let mut cmd = Command::new(pg_dump);
+    cmd.arg("--format=directory")
+        .arg(format!("--file={}", out.display()))
+        .arg(format!("--snapshot={snapshot_id}"))
+        .arg("--no-sync")
+        .arg(format!(
+            "--compress={}",
+            pg_dump_compression(codec, version)
+        ));
+    for t in tables {
+        cmd.arg(format!(
+            "--exclude-table-data={}",
+            exact_pattern(&t.schema, &t.name)
+        ));
+    }
+    for var in CLEARED_ENV {
+        cmd.env_remove(var);
+    }
+    // The connection, password included, goes through the environment, never argv.
+    for (k, v) in conn.libpq_env("pgarc schema capture") {
+        cmd.env(k, v);
+    }
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let child = cmd
+        .spawn()
+        .with_context(|| format!("could not run {}", pg_dump.display()))?;
+    let output = child
+        .wait_with_output()
+        .await
+        .with_context(|| format!("could not wait for {}", pg_dump.display()))?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let msg: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        let tail = msg[msg.len().saturating_sub(3)..].join(" / ");
+        let status = output
+            .status
+            .code()
+            .map_or("a signal".to_string(), |c| format!("exit status {c}"));
+        bail!(
+            "the schema capture failed: {} ended with {status}: {}",
+            pg_dump.display(),
+            if tail.is_empty() { "no message" } else { &tail }
+        );
+    }
+    Ok(())
+}
+
+/// Where pg_dump was found, for the manifest and messages.
+#[derive(Debug, Clone)]
+pub struct PgDump {
+    pub path: PathBuf,
+    pub version: ToolVersion,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compression_options_follow_pg_dump_syntax() {
+        let v = |major| ToolVersion {
+            major,
+            full: format!("{major}.1"),
+        };
+        assert_eq!(pg_dump_compression(Codec::Zstd(3), &v(17)), "zstd:3");
+        assert_eq!(pg_dump_compression(Codec::Zstd(3), &v(15)), "0");
+        assert_eq!(pg_dump_compression(Codec::Gzip(6), &v(15)), "6");
+        assert_eq!(pg_dump_compression(Codec::None, &v(16)), "none");
+    }
+}

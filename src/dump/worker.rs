@@ -1,0 +1,244 @@
+//! Data workers: each takes the next chunk (largest first), locks its table NOWAIT as pg_dump's
+//! workers do, streams the rows with COPY, cuts them into frames of whole rows, and has the
+//! frames compressed, hashed and appended off the async threads. One frame per worker is
+//! compressed while the next is being read, so memory stays at about two frames per worker.
+
+use std::collections::{BTreeSet, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use anyhow::{anyhow, bail, Context, Result};
+use futures_util::{pin_mut, StreamExt};
+use tokio::task::JoinHandle;
+
+use super::plan::{copy_sql, Chunk, DataTable};
+use crate::archive::frame::{Codec, Frame, RowBatcher};
+use crate::archive::writer::{ArchiveWriter, DataFileWriter, FinishedDataFile};
+use crate::pg::session::{describe, Session};
+
+/// What the workers share.
+pub struct Shared {
+    pub tables: Vec<DataTable>,
+    pub codec: Codec,
+    pub frame_size: usize,
+    pub archive: Arc<ArchiveWriter>,
+    queue: Mutex<VecDeque<Chunk>>,
+    state: Vec<TableState>,
+    stop: AtomicBool,
+}
+
+#[derive(Default)]
+struct TableState {
+    chunks: usize,
+    remaining: AtomicUsize,
+    active: AtomicUsize,
+    max_active: AtomicUsize,
+    workers: Mutex<BTreeSet<usize>>,
+    writer: Mutex<Option<Arc<DataFileWriter>>>,
+    finished: Mutex<Option<FinishedDataFile>>,
+}
+
+/// What happened to one table.
+#[derive(Debug, Clone)]
+pub struct TableResult {
+    pub finished: FinishedDataFile,
+    pub chunks: usize,
+    pub workers: Vec<usize>,
+    /// The most workers that copied this table at the same moment.
+    pub max_at_once: usize,
+}
+
+impl Shared {
+    pub fn new(
+        tables: Vec<DataTable>,
+        chunks: Vec<Chunk>,
+        codec: Codec,
+        frame_size: usize,
+        archive: Arc<ArchiveWriter>,
+    ) -> Shared {
+        let state: Vec<TableState> = (0..tables.len()).map(|_| TableState::default()).collect();
+        let mut state = state;
+        for c in &chunks {
+            state[c.table].chunks += 1;
+        }
+        for s in &mut state {
+            s.remaining = AtomicUsize::new(s.chunks);
+        }
+        Shared {
+            tables,
+            codec,
+            frame_size,
+            archive,
+            queue: Mutex::new(chunks.into()),
+            state,
+            stop: AtomicBool::new(false),
+        }
+    }
+
+    /// Makes every worker stop after its current chunk.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+
+    fn next_chunk(&self) -> Option<Chunk> {
+        if self.stop.load(Ordering::SeqCst) {
+            return None;
+        }
+        self.queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop_front()
+    }
+
+    fn writer(&self, table: usize) -> Result<Arc<DataFileWriter>> {
+        let mut slot = self.state[table]
+            .writer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(w) = slot.as_ref() {
+            return Ok(w.clone());
+        }
+        let w = Arc::new(
+            self.archive
+                .data_file(&self.tables[table].oid.to_string(), self.codec)?,
+        );
+        *slot = Some(w.clone());
+        Ok(w)
+    }
+
+    /// The per-table results, once every worker has finished without error.
+    pub fn results(&self) -> Result<Vec<TableResult>> {
+        self.state
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let finished = s
+                    .finished
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone()
+                    .ok_or_else(|| {
+                        anyhow!(
+                            "internal error: the data of {} was not finished",
+                            self.tables[i].display_name()
+                        )
+                    })?;
+                Ok(TableResult {
+                    finished,
+                    chunks: s.chunks,
+                    workers: s
+                        .workers
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .iter()
+                        .copied()
+                        .collect(),
+                    max_at_once: s.max_active.load(Ordering::SeqCst),
+                })
+            })
+            .collect()
+    }
+}
+
+/// One worker's loop, on a session that has imported the snapshot.
+pub async fn run(n: usize, session: Arc<Session>, shared: Arc<Shared>) -> Result<()> {
+    let mut locked = HashSet::new();
+    while let Some(chunk) = shared.next_chunk() {
+        let table = &shared.tables[chunk.table];
+        let state = &shared.state[chunk.table];
+        if locked.insert(table.oid) {
+            lock_nowait(&session, table).await?;
+        }
+        let writer = shared.writer(chunk.table)?;
+        let now = state.active.fetch_add(1, Ordering::SeqCst) + 1;
+        state.max_active.fetch_max(now, Ordering::SeqCst);
+        state
+            .workers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(n);
+        let copied = copy_chunk(&session, &copy_sql(table, &chunk), &writer, &shared).await;
+        state.active.fetch_sub(1, Ordering::SeqCst);
+        copied.with_context(|| format!("worker {n}: copying {}", table.display_name()))?;
+        if state.remaining.fetch_sub(1, Ordering::SeqCst) == 1 {
+            // The last chunk of the table: append the end frame.
+            state
+                .writer
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+            let finished = tokio::task::spawn_blocking(move || writer.finish())
+                .await
+                .context("a file writer task failed")??;
+            *state.finished.lock().unwrap_or_else(|p| p.into_inner()) = Some(finished);
+        }
+    }
+    Ok(())
+}
+
+async fn lock_nowait(session: &Session, table: &DataTable) -> Result<()> {
+    let sql = format!("LOCK TABLE {} IN ACCESS SHARE MODE NOWAIT", table.qualified);
+    match session.client.batch_execute(&sql).await {
+        Ok(()) => Ok(()),
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) => bail!(
+            "could not obtain lock on table {}: another session holds or waits for a \
+             conflicting lock (ALTER TABLE, TRUNCATE, VACUUM FULL, ...); run the dump again \
+             when it is done",
+            table.display_name()
+        ),
+        Err(e) => bail!(
+            "cannot lock table {}: {}",
+            table.display_name(),
+            describe(&e)
+        ),
+    }
+}
+
+async fn copy_chunk(
+    session: &Session,
+    sql: &str,
+    writer: &Arc<DataFileWriter>,
+    shared: &Shared,
+) -> Result<()> {
+    let stream = session
+        .client
+        .copy_out(sql)
+        .await
+        .map_err(|e| anyhow!("{}", describe(&e)))?;
+    pin_mut!(stream);
+    let mut batcher = RowBatcher::new(shared.frame_size);
+    let mut pending: Option<JoinHandle<Result<(), crate::archive::Error>>> = None;
+    let codec = shared.codec;
+    let submit = |batch: Vec<u8>| {
+        let writer = writer.clone();
+        tokio::task::spawn_blocking(move || {
+            let frame =
+                Frame::of_rows(codec, &batch).map_err(|error| crate::archive::Error::Io {
+                    path: "frame".into(),
+                    action: "could not compress",
+                    error,
+                })?;
+            drop(batch);
+            writer.append(&frame)
+        })
+    };
+    while let Some(row) = stream.next().await {
+        let row = row.map_err(|e| anyhow!("{}", describe(&e)))?;
+        if let Some(batch) = batcher.push(&row) {
+            wait(pending.take()).await?;
+            pending = Some(submit(batch));
+        }
+    }
+    if let Some(batch) = batcher.finish() {
+        wait(pending.take()).await?;
+        pending = Some(submit(batch));
+    }
+    wait(pending).await
+}
+
+async fn wait(pending: Option<JoinHandle<Result<(), crate::archive::Error>>>) -> Result<()> {
+    if let Some(handle) = pending {
+        handle.await.context("a compression task failed")??;
+    }
+    Ok(())
+}

@@ -1,0 +1,371 @@
+//! Sessions: connecting with helpful one-line errors, the snapshot holder, the data workers'
+//! session state (pg_dump's `setup_connection`), and the catalog query that plans a dump.
+
+use std::sync::Arc;
+
+use anyhow::{anyhow, bail, Context, Result};
+use tokio::sync::watch;
+use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+
+use super::conn::{ConnParams, PasswordSource};
+
+/// A connected session. `closed` turns to `Some(reason)` when the connection ends.
+pub struct Session {
+    pub client: Client,
+    pub closed: watch::Receiver<Option<String>>,
+}
+
+/// Describes a tokio-postgres error in one line: the server's message (with its hint) or the
+/// client-side cause chain.
+pub fn describe(err: &tokio_postgres::Error) -> String {
+    if let Some(db) = err.as_db_error() {
+        let mut s = format!("{}: {}", db.severity(), db.message());
+        if let Some(d) = db.detail() {
+            s.push_str(&format!(" ({d})"));
+        }
+        if let Some(h) = db.hint() {
+            s.push_str(&format!("; hint: {h}"));
+        }
+        return s.replace('\n', " ");
+    }
+    let mut s = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(e) = source {
+        let text = e.to_string();
+        if !s.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
+        source = e.source();
+    }
+    s.replace('\n', " ")
+}
+
+/// Opens one session. Errors name the server and say what to do.
+pub async fn connect(params: &ConnParams, application_name: &str) -> Result<Session> {
+    let config = params.config(application_name).map_err(|e| anyhow!(e))?;
+    let (client, connection) = match config.connect(NoTls).await {
+        Ok(pair) => pair,
+        Err(err) => bail!("{}", connect_error(params, &err)),
+    };
+    let (tx, rx) = watch::channel(None);
+    tokio::spawn(async move {
+        let reason = match connection.await {
+            Ok(()) => "the connection was closed".to_string(),
+            Err(e) => describe(&e),
+        };
+        let _ = tx.send(Some(reason));
+    });
+    Ok(Session { client, closed: rx })
+}
+
+fn connect_error(params: &ConnParams, err: &tokio_postgres::Error) -> String {
+    let what = describe(err);
+    let place = format!(
+        "database {:?} as user {:?} at {}",
+        params.dbname,
+        params.user,
+        params.location()
+    );
+    let hint = if what.contains("password missing") {
+        if params.no_password {
+            "the server asks for a password and -w forbids prompting: set PGPASSWORD or add it to ~/.pgpass".to_string()
+        } else {
+            "the server asks for a password: set PGPASSWORD, add it to ~/.pgpass, or pass -W"
+                .to_string()
+        }
+    } else if what.contains("password authentication failed") {
+        match params.password_source {
+            PasswordSource::PassFile => "check the password in the password file".to_string(),
+            PasswordSource::Env => "check PGPASSWORD".to_string(),
+            _ => "check the password".to_string(),
+        }
+    } else if what.contains("does not exist") {
+        "check the database and user names (-d, -U)".to_string()
+    } else if what.contains("os error 2")
+        || what.contains("os error 111")
+        || what.contains("refused")
+    {
+        format!(
+            "is the server running and accepting connections at {}? (-h, -p)",
+            params.location()
+        )
+    } else if what.contains("timed out") {
+        "the server did not answer in time; check the host and PGCONNECT_TIMEOUT".to_string()
+    } else {
+        "check the connection options".to_string()
+    };
+    format!("could not connect to {place}: {what}; {hint}")
+}
+
+/// Runs a statement and returns the first column of every row as text (NULL as None).
+pub async fn query_text(client: &Client, sql: &str) -> Result<Vec<Vec<Option<String>>>> {
+    let msgs = client
+        .simple_query(sql)
+        .await
+        .map_err(|e| anyhow!("{}", describe(&e)))?;
+    Ok(msgs
+        .into_iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(r) => {
+                Some((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect())
+            }
+            _ => None,
+        })
+        .collect())
+}
+
+pub async fn execute(client: &Client, sql: &str) -> Result<()> {
+    client
+        .batch_execute(sql)
+        .await
+        .map_err(|e| anyhow!("{}", describe(&e)))
+}
+
+/// Quotes a string literal for SQL (standard_conforming_strings on, the default since 9.1).
+pub fn literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// Facts about the server and database, read once by the snapshot holder.
+#[derive(Debug, Clone)]
+pub struct ServerInfo {
+    /// `server_version`, e.g. "18.1" or "15.18 (Debian 15.18-0+deb12u1)".
+    pub version: String,
+    pub version_num: i32,
+    pub database: String,
+    pub encoding: String,
+    pub in_recovery: bool,
+}
+
+impl ServerInfo {
+    pub fn major(&self) -> i32 {
+        self.version_num / 10000
+    }
+}
+
+/// The session settings of pg_dump's `setup_connection` that shape COPY text, plus the
+/// timeouts that must never end a long dump.
+pub fn session_settings(info: &ServerInfo) -> String {
+    let mut s = String::from(
+        "SELECT pg_catalog.set_config('search_path', '', false);
+         SET DateStyle = ISO; SET IntervalStyle = postgres; SET extra_float_digits TO 3;
+         SET synchronize_seqscans TO off; SET statement_timeout = 0; SET lock_timeout = 0;
+         SET idle_in_transaction_session_timeout = 0; SET row_security = off;",
+    );
+    if info.version_num >= 170000 {
+        s.push_str(" SET transaction_timeout = 0;");
+    }
+    s.push_str(&format!(
+        " SET client_encoding = {};",
+        literal(&info.encoding)
+    ));
+    s
+}
+
+/// The transaction that holds the snapshot and the locks for the whole dump.
+pub struct SnapshotHolder {
+    pub session: Session,
+    pub info: ServerInfo,
+    /// The id workers and pg_dump import.
+    pub snapshot_id: String,
+    /// `pg_current_snapshot()` (`txid_current_snapshot()` before 13) inside the transaction.
+    pub current_snapshot: String,
+    /// Whether the caller supplied the snapshot (`--snapshot`).
+    pub imported: bool,
+}
+
+/// Checks the form of a snapshot id (hex groups separated by `-`) before it goes into SQL.
+pub fn valid_snapshot_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.chars().all(|c| c.is_ascii_hexdigit() || c == '-')
+}
+
+impl SnapshotHolder {
+    /// Opens the holder: REPEATABLE READ, READ ONLY; exports a snapshot or imports `import`.
+    pub async fn open(params: &ConnParams, import: Option<&str>) -> Result<SnapshotHolder> {
+        let session = connect(params, "pgarc snapshot holder").await?;
+        let c = &session.client;
+        let row = query_text(
+            c,
+            "SELECT current_setting('server_version'), current_setting('server_version_num'),
+                    current_database(), pg_encoding_to_char(d.encoding), pg_is_in_recovery()::text
+             FROM pg_database d WHERE d.datname = current_database()",
+        )
+        .await?
+        .pop()
+        .context("cannot read the database's properties")?;
+        let col = |i: usize| row[i].clone().unwrap_or_default();
+        let info = ServerInfo {
+            version: col(0),
+            version_num: col(1).parse().unwrap_or(0),
+            database: col(2),
+            encoding: col(3),
+            in_recovery: col(4) == "true",
+        };
+        if info.version_num < 120000 {
+            bail!(
+                "server version {} is not supported: pgarc dumps PostgreSQL 12 and newer; use pg_dump",
+                info.version
+            );
+        }
+        let mut setup = String::from(
+            "SET statement_timeout = 0; SET lock_timeout = 0; SET idle_in_transaction_session_timeout = 0;",
+        );
+        if info.version_num >= 170000 {
+            setup.push_str(" SET transaction_timeout = 0;");
+        }
+        execute(c, &setup).await?;
+        execute(c, "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY").await?;
+        let snapshot_id = match import {
+            Some(id) => {
+                if !valid_snapshot_id(id) {
+                    bail!("invalid snapshot id {id:?}: expected the value of pg_export_snapshot(), e.g. 00000003-00000D02-1");
+                }
+                execute(c, &format!("SET TRANSACTION SNAPSHOT {}", literal(id)))
+                    .await
+                    .with_context(|| format!("cannot import snapshot {id:?}; the exporting transaction must still be open, in the same database"))?;
+                id.to_string()
+            }
+            None => query_text(c, "SELECT pg_catalog.pg_export_snapshot()")
+                .await
+                .context("cannot export a snapshot")?
+                .pop()
+                .and_then(|r| r.into_iter().next().flatten())
+                .context("pg_export_snapshot() returned nothing")?,
+        };
+        let func = if info.version_num >= 130000 {
+            "pg_current_snapshot()"
+        } else {
+            "txid_current_snapshot()"
+        };
+        let current_snapshot = query_text(c, &format!("SELECT {func}::text"))
+            .await?
+            .pop()
+            .and_then(|r| r.into_iter().next().flatten())
+            .unwrap_or_default();
+        Ok(SnapshotHolder {
+            session,
+            info,
+            snapshot_id,
+            current_snapshot,
+            imported: import.is_some(),
+        })
+    }
+
+    /// Why the holder's connection ended, if it did.
+    pub fn lost(&self) -> Option<String> {
+        self.session.closed.borrow().clone()
+    }
+
+    /// Takes ACCESS SHARE locks on `tables` (qualified, quoted names), in batches.
+    pub async fn lock(&self, tables: &[&str]) -> Result<()> {
+        for batch in tables.chunks(500) {
+            execute(
+                &self.session.client,
+                &format!("LOCK TABLE ONLY {} IN ACCESS SHARE MODE", batch.join(", ")),
+            )
+            .await
+            .context("cannot lock the tables to dump")?;
+        }
+        Ok(())
+    }
+
+    /// Proves the transaction is still alive, then ends it.
+    pub async fn finish(self) -> Result<()> {
+        if let Some(reason) = self.lost() {
+            bail!("snapshot lost: the snapshot holder's session ended ({reason})");
+        }
+        execute(&self.session.client, "COMMIT")
+            .await
+            .map_err(|e| anyhow!("snapshot lost: the snapshot holder's session failed ({e:#})"))
+    }
+}
+
+/// A relation the catalog says may hold rows.
+#[derive(Debug, Clone)]
+pub struct CatalogTable {
+    pub oid: u32,
+    pub schema: String,
+    pub name: String,
+    /// 'r' or 'p'.
+    pub relkind: char,
+    /// `quote_ident(schema).quote_ident(name)`.
+    pub qualified: String,
+    /// Quoted column names, comma-separated, without dropped or generated columns.
+    pub columns: String,
+    /// Main fork size in bytes (pg_relation_size).
+    pub heap_bytes: u64,
+    /// Main fork + TOAST (pg_table_size), for scheduling.
+    pub table_bytes: u64,
+    /// Member of an extension: pg_dump decides about its data.
+    pub extension_member: bool,
+}
+
+/// Reads every user table and partitioned table, under the holder's snapshot.
+pub async fn catalog_tables(client: &Client) -> Result<Vec<CatalogTable>> {
+    let rows = query_text(
+        client,
+        "SELECT c.oid, n.nspname, c.relname, c.relkind,
+                pg_catalog.quote_ident(n.nspname) || '.' || pg_catalog.quote_ident(c.relname),
+                coalesce((SELECT string_agg(pg_catalog.quote_ident(a.attname), ', ' ORDER BY a.attnum)
+                          FROM pg_catalog.pg_attribute a
+                          WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+                            AND a.attgenerated = ''), ''),
+                pg_catalog.pg_relation_size(c.oid), pg_catalog.pg_table_size(c.oid),
+                EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
+                        WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+                          AND d.objid = c.oid AND d.deptype = 'e')
+         FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+         WHERE c.relkind IN ('r', 'p')
+           AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+           AND n.nspname !~ '^pg_toast' AND n.nspname !~ '^pg_temp_'
+         ORDER BY c.oid",
+    )
+    .await
+    .context("cannot read the catalog")?;
+    rows.into_iter()
+        .map(|r| {
+            let s = |i: usize| r[i].clone().unwrap_or_default();
+            Ok(CatalogTable {
+                oid: s(0).parse().context("bad oid from the catalog")?,
+                schema: s(1),
+                name: s(2),
+                relkind: s(3).chars().next().unwrap_or('r'),
+                qualified: s(4),
+                columns: s(5),
+                heap_bytes: s(6).parse().unwrap_or(0),
+                table_bytes: s(7).parse().unwrap_or(0),
+                extension_member: s(8) == "t",
+            })
+        })
+        .collect()
+}
+
+/// A data worker's session: pg_dump's settings, then the imported snapshot.
+pub async fn open_worker(
+    params: &ConnParams,
+    info: &ServerInfo,
+    snapshot_id: &str,
+    n: usize,
+) -> Result<Arc<Session>> {
+    let session = connect(params, &format!("pgarc worker {n}")).await?;
+    execute(&session.client, &session_settings(info)).await?;
+    // pg_dump's CVE-2024-7348 hardening, where the server has the setting.
+    execute(
+        &session.client,
+        "SELECT pg_catalog.set_config(name, 'view, foreign-table', false) FROM pg_catalog.pg_settings WHERE name = 'restrict_nonsystem_relation_kind'",
+    )
+    .await?;
+    execute(
+        &session.client,
+        "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY",
+    )
+    .await?;
+    execute(
+        &session.client,
+        &format!("SET TRANSACTION SNAPSHOT {}", literal(snapshot_id)),
+    )
+    .await
+    .with_context(|| format!("worker {n} cannot import snapshot {snapshot_id}"))?;
+    Ok(Arc::new(session))
+}
