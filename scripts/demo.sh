@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # The main-job demo: installs what is needed, builds pgarc, starts a throwaway PostgreSQL
 # (127.0.0.1 and a private unix socket, a free port; as the unprivileged user `nobody` when run
-# as root), loads the sample database (fixtures/sql), writes a directory-format archive of it,
-# and shows its table of contents with `pgarc list`. Everything is removed at the end.
-#
-# Until `pgarc dump` lands (issue 3) the archive is written by stock pg_dump; the demo then
-# becomes dump, verify, restore.
+# as root), loads sample data (the fixtures database plus a 1.5-million-row table), then:
+#   1. pgarc dump -j 2 (default zstd), printing its summary;
+#   2. checks every file against the manifest with sha256sum (pgarc verify arrives in issue 5);
+#   3. restores the archive with stock pg_restore -j 2 into a new database (pgarc restore
+#      arrives in issue 4) and compares every table's row count and content hash.
+# Everything is removed at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
@@ -13,8 +14,14 @@ if ! command -v cargo >/dev/null 2>&1; then export PATH="$HOME/.cargo/bin:$PATH"
 cargo build --release --locked --quiet
 pgarc="$PWD/target/release/pgarc"
 
-bindir=$(pg_config --bindir 2>/dev/null || true)
-[ -x "$bindir/initdb" ] || bindir=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+# The newest PostgreSQL available: zstd archives need pg_restore 16 or newer.
+bindir=""
+for major in 18 17 16 15; do
+  for dir in /usr/lib/postgresql/$major/bin /var/cache/pgarc/pg/$major/bin "$HOME/.cache/pgarc/pg/$major/bin"; do
+    if [ -z "$bindir" ] && [ -x "$dir/initdb" ]; then bindir=$dir; fi
+  done
+done
+[ -n "$bindir" ] || { echo "demo: no PostgreSQL server binaries found" >&2; exit 1; }
 work=$(mktemp -d /tmp/pgarc-demo.XXXXXX)
 chmod 755 "$work"
 as_server=()
@@ -38,13 +45,45 @@ echo "== throwaway PostgreSQL $("$bindir/postgres" --version | awk '{print $3}')
 "$bindir/psql" -X -q -v ON_ERROR_STOP=1 -d postgres -f fixtures/sql/roles.sql
 "$bindir/createdb" demo
 "$bindir/psql" -X -q -v ON_ERROR_STOP=1 -d demo -f fixtures/sql/fixtures.sql >/dev/null
+"$bindir/psql" -X -q -v ON_ERROR_STOP=1 -d demo -c "
+  CREATE TABLE app.demo_events (id bigint PRIMARY KEY, at timestamptz NOT NULL, kind text, body jsonb);
+  INSERT INTO app.demo_events
+    SELECT g, timestamptz '2026-01-01' + g * interval '1 second', 'kind-' || g % 17,
+           jsonb_build_object('n', g, 'tag', md5(g::text))
+    FROM generate_series(1, 1500000) g;
+  ANALYZE;"
 echo "== sample database 'demo' loaded: $("$bindir/psql" -X -A -t -d demo -c \
-  "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-   WHERE n.nspname IN ('app', 'Mixed Schema') AND c.relkind IN ('r', 'p')") tables"
+  "SELECT count(*) || ' tables, ' || pg_size_pretty(pg_database_size('demo'))
+   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+   WHERE n.nspname IN ('app', 'Mixed Schema') AND c.relkind = 'r'")"
 
-"$bindir/pg_dump" -Fd -j 2 -d demo -f "$work/archive"
-echo "== pg_dump -Fd wrote $work/archive; pgarc list:"
-"$pgarc" list "$work/archive"
-echo "== pgarc list and pg_restore -l agree on every entry line:"
-diff <("$pgarc" list "$work/archive" | grep -v '^;') \
-     <("$bindir/pg_restore" -l "$work/archive" | grep -v '^;') && echo "identical"
+echo "== pgarc dump -d demo -j 2 --split-size 32MB -f $work/archive"
+"$pgarc" dump -d demo -j 2 --split-size 32MB -f "$work/archive" --pg-dump "$bindir/pg_dump"
+
+echo "== every file checked against manifest.toml with sha256sum:"
+(cd "$work/archive" && awk -F' = ' '
+   $1 == "path" { gsub(/"/, "", $2); path = $2 }
+   $1 == "sha256" { gsub(/"/, "", $2); print $2 "  " path }' manifest.toml | sha256sum --quiet -c - \
+   && echo "$(grep -c '^\[\[file\]\]' manifest.toml) files OK")
+
+echo "== stock pg_restore -j 2 into database 'restored':"
+"$bindir/createdb" restored
+"$bindir/pg_restore" -j 2 -d restored "$work/archive"
+cat >"$work/fingerprint.sql" <<'SQL'
+SELECT format('SELECT %L || '' '' || count(*) || '' '' || md5(coalesce(string_agg(md5(x::text), '','' ORDER BY md5(x::text)), '''')) FROM ONLY %I.%I x',
+              n.nspname || '.' || c.relname, n.nspname, c.relname)
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1
+\gexec
+SQL
+fingerprints() { "$bindir/psql" -X -A -t -v ON_ERROR_STOP=1 -d "$1" -f "$work/fingerprint.sql"; }
+fingerprints demo >"$work/source.txt"
+fingerprints restored >"$work/restored.txt"
+if [ -s "$work/source.txt" ] && cmp -s "$work/source.txt" "$work/restored.txt"; then
+  echo "restored database equals the source: all $(wc -l <"$work/source.txt") tables have the same row count and content hash, e.g."
+  grep -E '^app\.(demo_events|orders) ' "$work/restored.txt"
+else
+  echo "demo: the restored database differs from the source" >&2
+  diff "$work/source.txt" "$work/restored.txt" >&2 || true
+  exit 1
+fi
