@@ -32,7 +32,11 @@ use crate::pg::conn::ConnParams;
 use crate::pg::session::{catalog_tables, open_worker, query_text, SnapshotHolder};
 use crate::pg::tools::find_pg_dump;
 
-/// The default bound on the data per ctid-range chunk (see `bench/` for the measurement).
+/// The default bound on the data per ctid-range chunk. Measured on this project's 2-core
+/// machine, `-j 2`, a 592 MB table (2.5 M rows of text, numeric, timestamptz, jsonb, bytea),
+/// two runs each: no split 3.3-3.7 s, 512MB 3.5-3.7 s, 256MB 3.2-3.5 s, 128MB 3.1-3.3 s,
+/// 64MB 3.2-3.4 s, 32MB 3.1-3.2 s. Below 128MB nothing is gained and chunks multiply; the
+/// benchmark's 1.2 GB table is cut into about ten chunks at this size.
 pub const DEFAULT_SPLIT_SIZE: u64 = 128 << 20;
 
 /// What `pgarc dump` was asked to do.
