@@ -522,6 +522,60 @@ fn manifest_checksums_match_sha256sum_and_no_password_leaks() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("asks for a password"), "{stderr}");
 
+    // No password given, but a terminal: pgarc asks, like libpq programs (run in a pty by
+    // script(1), which feeds it the answer).
+    let mut script = Command::new("script");
+    for (k, _) in std::env::vars() {
+        if k.starts_with("PG") {
+            script.env_remove(k);
+        }
+    }
+    let mut child = script
+        .args(["-qec"])
+        .arg(format!(
+            "{} dump -h 127.0.0.1 -p {} -U backup -d src -f {} --pg-dump {}",
+            env!("CARGO_BIN_EXE_pgarc"),
+            cluster.port,
+            work.path().join("tty").display(),
+            cluster.bindir.join("pg_dump").display()
+        ))
+        .arg("/dev/null")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Answer only once the prompt is shown (echo is off by then).
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        use std::io::Read as _;
+        let mut all = Vec::new();
+        let mut buf = [0u8; 256];
+        let mut stdin = child.stdin.take();
+        let mut answered = None;
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            all.extend_from_slice(&buf[..n]);
+            if all.ends_with(b": ") {
+                if let Some(mut input) = stdin.take() {
+                    use std::io::Write as _;
+                    writeln!(input, "{PASSWORD}").unwrap();
+                    // Kept open until the dump ends.
+                    answered = Some(input);
+                }
+            }
+        }
+        let status = child.wait().unwrap();
+        drop(answered);
+        (status, String::from_utf8_lossy(&all).into_owned())
+    });
+    let (status, text) = reader.join().unwrap();
+    assert!(status.success(), "{text}");
+    assert!(text.contains("Password for user backup:"), "{text}");
+    assert!(!text.contains(PASSWORD), "the prompt does not echo: {text}");
+    assert!(work.path().join("tty/manifest.toml").exists());
+
     // The password file works, with the right permissions.
     use std::os::unix::fs::PermissionsExt;
     let pgpass = work.path().join("pgpass");

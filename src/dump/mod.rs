@@ -128,7 +128,7 @@ pub fn human(bytes: u64) -> String {
 }
 
 /// Runs a dump. On error the output directory has no manifest.
-pub async fn run(opts: DumpOptions) -> Result<DumpSummary> {
+pub async fn run(mut opts: DumpOptions) -> Result<DumpSummary> {
     let started_at = SystemTime::now();
     let started = Instant::now();
     let incomplete = |e: anyhow::Error| {
@@ -140,7 +140,15 @@ pub async fn run(opts: DumpOptions) -> Result<DumpSummary> {
     // Refuse a non-empty output directory before touching the server.
     ArchiveWriter::check_target(&opts.out)?;
 
-    let holder = SnapshotHolder::open(&opts.conn, opts.snapshot.as_deref()).await?;
+    let holder = match SnapshotHolder::open(&opts.conn, opts.snapshot.as_deref()).await {
+        // Like libpq programs: when the server wants a password and none was given, ask for
+        // one on the terminal (unless -w).
+        Err(e) if opts.conn.may_prompt() && e.to_string().contains("password missing") => {
+            opts.conn.prompt_password().map_err(|e| anyhow!(e))?;
+            SnapshotHolder::open(&opts.conn, opts.snapshot.as_deref()).await?
+        }
+        r => r?,
+    };
     let info = holder.info.clone();
     let (pg_dump, pg_dump_version) = find_pg_dump(
         opts.pg_dump.as_ref().map(|(p, s)| (p.as_path(), *s)),

@@ -245,6 +245,22 @@ impl ConnParams {
         })
     }
 
+    /// Whether a password may still be asked for: none given, prompting allowed, and a
+    /// terminal to ask on.
+    pub fn may_prompt(&self) -> bool {
+        use std::io::IsTerminal;
+        self.password.is_none() && !self.no_password && std::io::stdin().is_terminal()
+    }
+
+    /// Asks for the password on the terminal, without echo.
+    pub fn prompt_password(&mut self) -> Result<(), String> {
+        let p = rpassword::prompt_password(format!("Password for user {}: ", self.user))
+            .map_err(|e| format!("cannot read the password from the terminal: {e}"))?;
+        self.password = Some(Secret(p));
+        self.password_source = PasswordSource::Prompt;
+        Ok(())
+    }
+
     pub fn is_unix_socket(&self) -> bool {
         self.host.starts_with('/')
     }
