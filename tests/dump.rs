@@ -110,17 +110,7 @@ fn fixtures_round_trip(cluster: &Cluster, compress: Option<&str>) {
 
     // Against stock pg_dump -Fd of the same database.
     let stock = work.path().join("stock");
-    let none = if cluster.version.major >= 16 {
-        "none"
-    } else {
-        "0"
-    };
-    run_ok(
-        cluster
-            .client("pg_dump")
-            .args(["-Fd", "-Z", none, "-d", "src", "-f"])
-            .arg(&stock),
-    );
+    cluster.stock_dump_uncompressed("src", &stock);
     assert_eq!(
         entries_without_ids(cluster, &archive),
         entries_without_ids(cluster, &stock),

@@ -44,17 +44,7 @@ fn stock_pg_restore_restores_data_files_written_as_shuffled_frames() {
     );
     let work = tempfile::tempdir().unwrap();
     let plain = work.path().join("plain");
-    let none = if cluster.version.major >= 16 {
-        "none"
-    } else {
-        "0"
-    };
-    run_ok(
-        cluster
-            .client("pg_dump")
-            .args(["-Fd", "-Z", none, "-d", "src", "-f"])
-            .arg(&plain),
-    );
+    cluster.stock_dump_uncompressed("src", &plain);
 
     let mut codecs = vec![Codec::Gzip(6), Codec::None];
     if cluster.version.major >= 16 {

@@ -510,3 +510,20 @@ WHERE c.relkind = 'm' ORDER BY 1
         cmd
     }
 }
+
+impl Cluster {
+    /// Writes an uncompressed `pg_dump -Fd` archive of `db` into `dir` with this cluster's
+    /// pg_dump (`-Z 0` before 16, `-Z none` from 16).
+    pub fn stock_dump_uncompressed(&self, db: &str, dir: &Path) {
+        let none = if self.version.major >= 16 {
+            "none"
+        } else {
+            "0"
+        };
+        run_ok(
+            self.client("pg_dump")
+                .args(["-Fd", "-Z", none, "-d", db, "-f"])
+                .arg(dir),
+        );
+    }
+}
