@@ -12,7 +12,7 @@ use pgarc::archive::frame::{parse_frame_index, Codec};
 use pgarc::archive::manifest::Manifest;
 use pgarc::archive::toc::{Toc, TocEntry};
 
-use crate::util::{default_bindir, newest_bindir, run_ok, Cluster};
+use crate::util::{default_bindir, newest_bindir, run_ok, sorted_byte_lines, Cluster};
 
 /// Runs `pgarc dump` with `args` against `db`; returns its stderr (the summary).
 fn dump(cluster: &Cluster, db: &str, out: &Path, args: &[&str]) -> String {
@@ -52,12 +52,6 @@ fn pgarc_data(archive: &Path, codec: Codec, file: &str, index: &str) -> Vec<u8> 
         out.extend(codec.decode(stored, f.raw as usize).unwrap());
     }
     out
-}
-
-fn sorted_lines(bytes: &[u8]) -> Vec<&[u8]> {
-    let mut lines: Vec<&[u8]> = bytes.split_inclusive(|&b| b == b'\n').collect();
-    lines.sort();
-    lines
 }
 
 /// `pg_restore -l` entry lines without their dumpIds, sorted.
@@ -140,8 +134,8 @@ fn fixtures_round_trip(cluster: &Cluster, compress: Option<&str>) {
         let their_file = their_entry.filename.to_str_lossy().unwrap().into_owned();
         let their_data = std::fs::read(stock.join(their_file)).unwrap();
         assert_eq!(
-            sorted_lines(&our_data),
-            sorted_lines(&their_data),
+            sorted_byte_lines(&our_data),
+            sorted_byte_lines(&their_data),
             "COPY text of {key:?}"
         );
         assert!(our_data.ends_with(b"\\.\n\n\n"));
@@ -534,7 +528,7 @@ fn manifest_checksums_match_sha256sum_and_no_password_leaks() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    // Answer only once the prompt is shown (echo is off by then).
+    // Answer only once the prompt is shown.
     let mut stdout = child.stdout.take().unwrap();
     let reader = std::thread::spawn(move || {
         use std::io::Read as _;
@@ -550,6 +544,8 @@ fn manifest_checksums_match_sha256sum_and_no_password_leaks() {
             if all.ends_with(b": ") {
                 if let Some(mut input) = stdin.take() {
                     use std::io::Write as _;
+                    // rpassword prints the prompt, then turns echo off: leave it that moment.
+                    std::thread::sleep(Duration::from_millis(300));
                     writeln!(input, "{PASSWORD}").unwrap();
                     // Kept open until the dump ends.
                     answered = Some(input);

@@ -6,7 +6,7 @@
 use pgarc::archive::frame::{Codec, Frame, RowBatcher, END_MARKER};
 use pgarc::archive::toc::{ArchiveVersion, HeaderCompression, Toc};
 
-use crate::util::{run_ok, Cluster};
+use crate::util::{run_ok, sorted_byte_lines, Cluster};
 
 /// Splits a COPY body into frames of at most `limit` raw bytes, in a deterministic shuffle.
 fn shuffled_frames(codec: Codec, body: &[u8], limit: usize) -> Vec<Frame> {
@@ -25,12 +25,6 @@ fn shuffled_frames(codec: Codec, body: &[u8], limit: usize) -> Vec<Frame> {
         .chain(even.into_iter().rev())
         .map(|(_, raw)| Frame::of_rows(codec, &raw).unwrap())
         .collect()
-}
-
-fn sorted_lines(bytes: &[u8]) -> Vec<&[u8]> {
-    let mut lines: Vec<&[u8]> = bytes.split_inclusive(|&b| b == b'\n').collect();
-    lines.sort();
-    lines
 }
 
 #[test]
@@ -72,8 +66,8 @@ fn stock_pg_restore_restores_data_files_written_as_shuffled_frames() {
             for f in &frames {
                 decoded.extend(codec.decode(&f.stored, 4096).unwrap());
             }
-            let original = sorted_lines(body);
-            assert_eq!(sorted_lines(&decoded), original, "{name}");
+            let original = sorted_byte_lines(body);
+            assert_eq!(sorted_byte_lines(&decoded), original, "{name}");
             let rows: u64 = frames.iter().map(|f| f.rows).sum();
             assert_eq!(rows as usize, original.len(), "{name}");
 

@@ -283,8 +283,15 @@ pub struct FinishedDataFile {
 }
 
 impl DataFileWriter {
-    /// Appends one frame of rows. Blocking: call it off the async runtime's threads.
-    pub fn append(&self, frame: &Frame) -> Result<(), Error> {
+    /// Compresses whole COPY rows into one frame and appends it. Blocking: call it off the
+    /// async runtime's threads.
+    pub fn append_rows(&self, raw: &[u8]) -> Result<(), Error> {
+        let frame =
+            Frame::of_rows(self.codec, raw).map_err(io_err(&self.path, "could not compress"))?;
+        self.append(&frame)
+    }
+
+    fn append(&self, frame: &Frame) -> Result<(), Error> {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let offset = inner.offset;
         inner

@@ -25,7 +25,8 @@ use anyhow::{anyhow, bail, Context, Result};
 
 use crate::archive::frame::Codec;
 use crate::archive::manifest::{
-    rfc3339_utc, DumpOptionsRecord, Manifest, TableRecord, MANIFEST_FILE, MANIFEST_FORMAT,
+    rfc3339_utc, DumpOptionsRecord, FileRecord, Manifest, TableRecord, MANIFEST_FILE,
+    MANIFEST_FORMAT,
 };
 use crate::archive::writer::ArchiveWriter;
 use crate::pg::conn::ConnParams;
@@ -177,7 +178,7 @@ pub async fn run(mut opts: DumpOptions) -> Result<DumpSummary> {
         info.version_num >= 140000,
     );
     let shared = Arc::new(worker::Shared::new(
-        tables.clone(),
+        tables,
         chunks,
         opts.codec,
         opts.frame_size,
@@ -198,7 +199,7 @@ pub async fn run(mut opts: DumpOptions) -> Result<DumpSummary> {
             &holder.snapshot_id,
             &schema_dir,
             opts.codec,
-            &tables,
+            &shared.tables,
         );
         let workers =
             futures_util::future::try_join_all(sessions.into_iter().enumerate().map(|(i, s)| {
@@ -229,60 +230,14 @@ pub async fn run(mut opts: DumpOptions) -> Result<DumpSummary> {
     }
 
     let finish = async {
-        let (mut toc, mut files) = archive.adopt_schema()?;
-        let encoding = toc
-            .entries
-            .iter()
-            .find(|e| e.desc.is("ENCODING"))
-            .and_then(|e| e.defn.to_str_lossy().map(|s| s.into_owned()))
-            .unwrap_or_default();
-        if !encoding.contains(&format!("'{}'", info.encoding)) {
-            bail!(
-                "pg_dump recorded encoding {encoding:?} but the data was copied in {}",
-                info.encoding
-            );
-        }
-        let ids = plan::add_table_data(&mut toc, &tables)?;
-        toc.header.version = plan::archive_version(toc.header.version, opts.codec);
-        toc.header.compression = plan::header_compression(toc.header.version, opts.codec);
-        let results = shared.results()?;
-        let mut table_records = Vec::new();
-        let mut summary_split = Vec::new();
-        let (mut rows, mut raw, mut stored) = (0u64, 0u64, 0u64);
-        for ((t, id), r) in tables.iter().zip(&ids).zip(&results) {
-            let Some(id) = *id else {
-                eprintln!(
-                    "pgarc: warning: pg_dump did not dump table {}; its rows are left out too",
-                    t.display_name()
-                );
-                archive.discard_data_file(&r.finished)?;
-                continue;
-            };
-            let (file, index) = archive.place_data_file(&r.finished, id)?;
-            rows += r.finished.rows;
-            raw += r.finished.raw_bytes;
-            stored += file.size;
-            if r.chunks > 1 {
-                summary_split.push((t.display_name(), r.chunks, r.workers.len(), r.max_at_once));
-            }
-            table_records.push(TableRecord {
-                dump_id: id,
-                schema: t.schema.clone(),
-                name: t.name.clone(),
-                file: file.path.clone(),
-                frame_index: index.path.clone(),
-                rows: r.finished.rows,
-                raw_bytes: r.finished.raw_bytes,
-                stored_bytes: file.size,
-                frames: r.finished.index.len() as u64,
-            });
-            files.push(file);
-            files.push(index);
-        }
-        archive.finish_staging()?;
-        files.push(archive.write_toc(&toc)?);
-        files.sort_by(|a, b| a.path.cmp(&b.path));
-        table_records.sort_by_key(|t| t.dump_id);
+        // Hashing and file I/O run off the async runtime's threads.
+        let assembled = {
+            let (archive, shared) = (archive.clone(), shared.clone());
+            let (encoding, codec) = (info.encoding.clone(), opts.codec);
+            tokio::task::spawn_blocking(move || assemble(&archive, &shared, &encoding, codec))
+                .await
+                .context("the archive assembly task failed")??
+        };
         // The holder must have lived through everything the manifest vouches for.
         let snapshot_id = holder.snapshot_id.clone();
         let current_snapshot = holder.current_snapshot.clone();
@@ -306,23 +261,105 @@ pub async fn run(mut opts: DumpOptions) -> Result<DumpSummary> {
                 jobs: opts.jobs as u32,
                 snapshot_imported: imported,
             },
-            files,
-            tables: table_records,
+            files: assembled.files,
+            tables: assembled.tables,
         };
-        archive.write_manifest(&manifest)?;
+        let tables = manifest.tables.len();
+        let archive = archive.clone();
+        tokio::task::spawn_blocking(move || archive.write_manifest(&manifest))
+            .await
+            .context("the manifest task failed")??;
         Ok(DumpSummary {
             out: opts.out.clone(),
             database: info.database.clone(),
             snapshot_id,
-            tables: manifest.tables.len(),
-            rows,
-            raw_bytes: raw,
-            stored_bytes: stored,
+            tables,
+            rows: assembled.rows,
+            raw_bytes: assembled.raw_bytes,
+            stored_bytes: assembled.stored_bytes,
             elapsed: started.elapsed(),
             jobs: opts.jobs,
             codec: opts.codec,
-            split: summary_split,
+            split: assembled.split,
         })
     };
     finish.await.map_err(incomplete)
+}
+
+/// The archive's files and tables once data and schema are in, before the manifest.
+struct Assembled {
+    files: Vec<FileRecord>,
+    tables: Vec<TableRecord>,
+    rows: u64,
+    raw_bytes: u64,
+    stored_bytes: u64,
+    split: Vec<(String, usize, usize, usize)>,
+}
+
+/// Adopts pg_dump's files, adds the TABLE DATA entries, gives the data files their final
+/// names, and writes frame indexes and toc.dat (format-spec §6.1, step 4). Blocking.
+fn assemble(
+    archive: &ArchiveWriter,
+    shared: &worker::Shared,
+    encoding: &str,
+    codec: Codec,
+) -> Result<Assembled> {
+    let (mut toc, mut files) = archive.adopt_schema()?;
+    let recorded = toc
+        .entries
+        .iter()
+        .find(|e| e.desc.is("ENCODING"))
+        .and_then(|e| e.defn.to_str_lossy().map(|s| s.into_owned()))
+        .unwrap_or_default();
+    if !recorded.contains(&format!("'{encoding}'")) {
+        bail!("pg_dump recorded encoding {recorded:?} but the data was copied in {encoding}");
+    }
+    let ids = plan::add_table_data(&mut toc, &shared.tables)?;
+    toc.header.version = plan::archive_version(toc.header.version, codec);
+    toc.header.compression = plan::header_compression(toc.header.version, codec);
+    let mut out = Assembled {
+        files: Vec::new(),
+        tables: Vec::new(),
+        rows: 0,
+        raw_bytes: 0,
+        stored_bytes: 0,
+        split: Vec::new(),
+    };
+    for ((t, id), r) in shared.tables.iter().zip(ids).zip(shared.results()?) {
+        let Some(id) = id else {
+            eprintln!(
+                "pgarc: warning: pg_dump did not dump table {}; its rows are left out too",
+                t.display_name()
+            );
+            archive.discard_data_file(&r.finished)?;
+            continue;
+        };
+        let (file, index) = archive.place_data_file(&r.finished, id)?;
+        out.rows += r.finished.rows;
+        out.raw_bytes += r.finished.raw_bytes;
+        out.stored_bytes += file.size;
+        if r.chunks > 1 {
+            out.split
+                .push((t.display_name(), r.chunks, r.workers.len(), r.max_at_once));
+        }
+        out.tables.push(TableRecord {
+            dump_id: id,
+            schema: t.schema.clone(),
+            name: t.name.clone(),
+            file: file.path.clone(),
+            frame_index: index.path.clone(),
+            rows: r.finished.rows,
+            raw_bytes: r.finished.raw_bytes,
+            stored_bytes: file.size,
+            frames: r.finished.index.len() as u64,
+        });
+        files.push(file);
+        files.push(index);
+    }
+    archive.finish_staging()?;
+    files.push(archive.write_toc(&toc)?);
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    out.tables.sort_by_key(|t| t.dump_id);
+    out.files = files;
+    Ok(out)
 }

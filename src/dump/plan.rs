@@ -10,40 +10,14 @@ use crate::archive::frame::Codec;
 use crate::archive::toc::{ArchiveVersion, HeaderCompression, Section, Toc, TocEntry, TocStr};
 use crate::pg::session::CatalogTable;
 
-/// A table whose rows pgarc copies.
-#[derive(Debug, Clone)]
-pub struct DataTable {
-    pub oid: u32,
-    pub schema: String,
-    pub name: String,
-    pub qualified: String,
-    pub columns: String,
-    pub heap_bytes: u64,
-    pub table_bytes: u64,
-}
-
-impl DataTable {
-    pub fn display_name(&self) -> String {
-        format!("{}.{}", self.schema, self.name)
-    }
-}
-
 /// The tables pgarc copies itself: plain tables that are not extension members (pg_dump
 /// handles extension configuration tables, with their filters). Partitioned tables hold no
 /// rows; their partitions are plain tables.
-pub fn data_tables(catalog: &[CatalogTable]) -> Vec<DataTable> {
+pub fn data_tables(catalog: &[CatalogTable]) -> Vec<CatalogTable> {
     catalog
         .iter()
         .filter(|t| t.relkind == 'r' && !t.extension_member)
-        .map(|t| DataTable {
-            oid: t.oid,
-            schema: t.schema.clone(),
-            name: t.name.clone(),
-            qualified: t.qualified.clone(),
-            columns: t.columns.clone(),
-            heap_bytes: t.heap_bytes,
-            table_bytes: t.table_bytes,
-        })
+        .cloned()
         .collect()
 }
 
@@ -69,7 +43,7 @@ pub struct Chunk {
 /// The last range of a table is open-ended, so rows on pages added after planning are copied
 /// too.
 pub fn plan_chunks(
-    tables: &[DataTable],
+    tables: &[CatalogTable],
     split_size: u64,
     block_size: u64,
     can_split: bool,
@@ -109,7 +83,7 @@ pub fn plan_chunks(
 
 /// The COPY statement a worker runs for a chunk. The text it produces is byte-identical to
 /// pg_dump's `COPY table (columns) TO stdout`.
-pub fn copy_sql(t: &DataTable, chunk: &Chunk) -> String {
+pub fn copy_sql(t: &CatalogTable, chunk: &Chunk) -> String {
     match chunk.pages {
         None if t.columns.is_empty() => format!("COPY {} TO stdout", t.qualified),
         None => format!("COPY {} ({}) TO stdout", t.qualified, t.columns),
@@ -126,7 +100,7 @@ pub fn copy_sql(t: &DataTable, chunk: &Chunk) -> String {
 }
 
 /// The copyStmt of a TABLE DATA entry, as pg_dump writes it (two spaces when no columns).
-pub fn copy_stmt(t: &DataTable) -> String {
+pub fn copy_stmt(t: &CatalogTable) -> String {
     if t.columns.is_empty() {
         format!("COPY {}  FROM stdin;\n", t.qualified)
     } else {
@@ -167,7 +141,7 @@ pub fn header_compression(version: ArchiveVersion, codec: Codec) -> HeaderCompre
 /// dumpIds above every existing one, placed where pg_dump puts table data: at the start of
 /// the data section, sorted by schema and name. Returns, per input table, its new dumpId
 /// (None when pg_dump did not dump the table, so its data must not be either).
-pub fn add_table_data(toc: &mut Toc, tables: &[DataTable]) -> Result<Vec<Option<i32>>> {
+pub fn add_table_data(toc: &mut Toc, tables: &[CatalogTable]) -> Result<Vec<Option<i32>>> {
     let mut table_entries: HashMap<u32, usize> = HashMap::new();
     for (i, e) in toc.entries.iter().enumerate() {
         let oid = e.oid.to_str_lossy().and_then(|s| s.parse::<u32>().ok());
@@ -233,15 +207,17 @@ pub fn add_table_data(toc: &mut Toc, tables: &[DataTable]) -> Result<Vec<Option<
 mod tests {
     use super::*;
 
-    fn table(name: &str, heap: u64, total: u64) -> DataTable {
-        DataTable {
+    fn table(name: &str, heap: u64, total: u64) -> CatalogTable {
+        CatalogTable {
             oid: 1,
             schema: "s".into(),
             name: name.into(),
+            relkind: 'r',
             qualified: format!("s.{name}"),
             columns: "a, b".into(),
             heap_bytes: heap,
             table_bytes: total,
+            extension_member: false,
         }
     }
 

@@ -4,15 +4,16 @@
 //! the plain tables are named in `--exclude-table-data`, one exact pattern each, because a
 //! wildcard would also drop sequence values and matview data (reference notes §5.2).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 
 use anyhow::{bail, Context, Result};
 use tokio::process::Command;
 
-use super::plan::{exact_pattern, DataTable};
+use super::plan::exact_pattern;
 use crate::archive::frame::Codec;
 use crate::pg::conn::ConnParams;
+use crate::pg::session::CatalogTable;
 use crate::pg::tools::ToolVersion;
 
 /// Environment variables of libpq that must not leak from pgarc's own environment into
@@ -46,7 +47,7 @@ pub async fn capture(
     snapshot_id: &str,
     out: &Path,
     codec: Codec,
-    tables: &[DataTable],
+    tables: &[CatalogTable],
 ) -> Result<()> {
     let mut cmd = Command::new(pg_dump);
     cmd.arg("--format=directory")
@@ -96,13 +97,6 @@ pub async fn capture(
         );
     }
     Ok(())
-}
-
-/// Where pg_dump was found, for the manifest and messages.
-#[derive(Debug, Clone)]
-pub struct PgDump {
-    pub path: PathBuf,
-    pub version: ToolVersion,
 }
 
 #[cfg(test)]

@@ -11,14 +11,14 @@ use anyhow::{anyhow, bail, Context, Result};
 use futures_util::{pin_mut, StreamExt};
 use tokio::task::JoinHandle;
 
-use super::plan::{copy_sql, Chunk, DataTable};
-use crate::archive::frame::{Codec, Frame, RowBatcher};
+use super::plan::{copy_sql, Chunk};
+use crate::archive::frame::{Codec, RowBatcher};
 use crate::archive::writer::{ArchiveWriter, DataFileWriter, FinishedDataFile};
-use crate::pg::session::{describe, Session};
+use crate::pg::session::{describe, CatalogTable, Session};
 
 /// What the workers share.
 pub struct Shared {
-    pub tables: Vec<DataTable>,
+    pub tables: Vec<CatalogTable>,
     pub codec: Codec,
     pub frame_size: usize,
     pub archive: Arc<ArchiveWriter>,
@@ -50,19 +50,16 @@ pub struct TableResult {
 
 impl Shared {
     pub fn new(
-        tables: Vec<DataTable>,
+        tables: Vec<CatalogTable>,
         chunks: Vec<Chunk>,
         codec: Codec,
         frame_size: usize,
         archive: Arc<ArchiveWriter>,
     ) -> Shared {
-        let state: Vec<TableState> = (0..tables.len()).map(|_| TableState::default()).collect();
-        let mut state = state;
+        let mut state: Vec<TableState> = (0..tables.len()).map(|_| TableState::default()).collect();
         for c in &chunks {
             state[c.table].chunks += 1;
-        }
-        for s in &mut state {
-            s.remaining = AtomicUsize::new(s.chunks);
+            *state[c.table].remaining.get_mut() += 1;
         }
         Shared {
             tables,
@@ -106,7 +103,7 @@ impl Shared {
         Ok(w)
     }
 
-    /// The per-table results, once every worker has finished without error.
+    /// The per-table results, once every worker has finished without error (taken: call once).
     pub fn results(&self) -> Result<Vec<TableResult>> {
         self.state
             .iter()
@@ -116,7 +113,7 @@ impl Shared {
                     .finished
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .clone()
+                    .take()
                     .ok_or_else(|| {
                         anyhow!(
                             "internal error: the data of {} was not finished",
@@ -176,7 +173,7 @@ pub async fn run(n: usize, session: Arc<Session>, shared: Arc<Shared>) -> Result
     Ok(())
 }
 
-async fn lock_nowait(session: &Session, table: &DataTable) -> Result<()> {
+async fn lock_nowait(session: &Session, table: &CatalogTable) -> Result<()> {
     let sql = format!("LOCK TABLE {} IN ACCESS SHARE MODE NOWAIT", table.qualified);
     match session.client.batch_execute(&sql).await {
         Ok(()) => Ok(()),
@@ -208,19 +205,9 @@ async fn copy_chunk(
     pin_mut!(stream);
     let mut batcher = RowBatcher::new(shared.frame_size);
     let mut pending: Option<JoinHandle<Result<(), crate::archive::Error>>> = None;
-    let codec = shared.codec;
     let submit = |batch: Vec<u8>| {
         let writer = writer.clone();
-        tokio::task::spawn_blocking(move || {
-            let frame =
-                Frame::of_rows(codec, &batch).map_err(|error| crate::archive::Error::Io {
-                    path: "frame".into(),
-                    action: "could not compress",
-                    error,
-                })?;
-            drop(batch);
-            writer.append(&frame)
-        })
+        tokio::task::spawn_blocking(move || writer.append_rows(&batch))
     };
     while let Some(row) = stream.next().await {
         let row = row.map_err(|e| anyhow!("{}", describe(&e)))?;

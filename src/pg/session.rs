@@ -98,7 +98,7 @@ fn connect_error(params: &ConnParams, err: &tokio_postgres::Error) -> String {
     format!("could not connect to {place}: {what}; {hint}")
 }
 
-/// Runs a statement and returns the first column of every row as text (NULL as None).
+/// Runs a statement and returns every row's columns as text (NULL as None).
 pub async fn query_text(client: &Client, sql: &str) -> Result<Vec<Vec<Option<String>>>> {
     let msgs = client
         .simple_query(sql)
@@ -299,6 +299,13 @@ pub struct CatalogTable {
     pub table_bytes: u64,
     /// Member of an extension: pg_dump decides about its data.
     pub extension_member: bool,
+}
+
+impl CatalogTable {
+    /// `schema.name`, unquoted, for messages.
+    pub fn display_name(&self) -> String {
+        format!("{}.{}", self.schema, self.name)
+    }
 }
 
 /// Reads every user table and partitioned table, under the holder's snapshot.

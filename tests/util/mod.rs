@@ -527,3 +527,11 @@ impl Cluster {
         );
     }
 }
+
+/// The lines of `bytes` (each with its `\n`), sorted: equal for two COPY bodies that hold the
+/// same rows in any order.
+pub fn sorted_byte_lines(bytes: &[u8]) -> Vec<&[u8]> {
+    let mut lines: Vec<&[u8]> = bytes.split_inclusive(|&b| b == b'\n').collect();
+    lines.sort();
+    lines
+}
