@@ -13,3 +13,4 @@ pub mod archive;
 pub mod cli;
 pub mod dump;
 pub mod pg;
+pub mod restore;

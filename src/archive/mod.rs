@@ -13,6 +13,8 @@
 //!   frame index (format-spec §4, §5.2).
 //!
 //! - [`manifest`]: the manifest, written last, that proves the archive's integrity (§5.1).
+//! - [`reader`]: finding and decoding data files for a restore; frame checks; the COPY
+//!   stream scanner.
 //! - [`writer`]: writing an archive directory: data files frame by frame from many workers,
 //!   toc.dat, frame indexes and the manifest, in the order of §6.1.
 
@@ -23,6 +25,7 @@ mod error;
 pub mod frame;
 pub mod list;
 pub mod manifest;
+pub mod reader;
 pub mod select;
 pub mod toc;
 pub mod writer;

@@ -31,6 +31,29 @@ pub struct Selection {
     pub create_db: bool,
     /// `--no-statistics` clears this (pg_restore 18 restores statistics by default).
     pub statistics: bool,
+    /// `-x`/`--no-privileges` clears this: ACL and DEFAULT ACL entries are skipped.
+    pub acls: bool,
+    /// `--section`: which sections are restored (all three unless `--section` is given).
+    pub pre_data: bool,
+    pub data: bool,
+    pub post_data: bool,
+}
+
+impl Selection {
+    fn section_wanted(&self, current: i32) -> bool {
+        match Section::from_code(current) {
+            Some(Section::PreData) => self.pre_data,
+            Some(Section::Data) => self.data,
+            Some(Section::PostData) => self.post_data,
+            _ => false,
+        }
+    }
+}
+
+/// ACL entries, which `--no-privileges` skips and which restore in the ACL pass.
+pub fn is_acl(entry: &TocEntry) -> bool {
+    let d = &entry.desc;
+    d.is("ACL") || d.is("ACL LANGUAGE") || d.is("DEFAULT ACL")
 }
 
 impl Default for Selection {
@@ -38,6 +61,10 @@ impl Default for Selection {
         Selection {
             create_db: false,
             statistics: true,
+            acls: true,
+            pre_data: true,
+            data: true,
+            post_data: true,
         }
     }
 }
@@ -60,17 +87,17 @@ pub fn entry_reqs(entry: &TocEntry, current: i32, opts: &Selection) -> Reqs {
             ..Reqs::default()
         };
     }
+    if !opts.acls && is_acl(entry) {
+        return Reqs::default();
+    }
+    if !opts.section_wanted(current) {
+        return Reqs::default();
+    }
     if desc.is("STATISTICS DATA") {
         return Reqs {
             stats: opts.statistics,
             ..Reqs::default()
         };
-    }
-    if !matches!(
-        Section::from_code(current),
-        Some(Section::PreData | Section::Data | Section::PostData)
-    ) {
-        return Reqs::default();
     }
     let dependent = desc.is("ACL") || desc.is("COMMENT") || desc.is("SECURITY LABEL");
     if dependent && entry.tag.starts_with("DATABASE ") && !opts.create_db {
@@ -174,6 +201,33 @@ mod tests {
         assert!(!entry_reqs(&odd, 9, &Selection::default()).selected());
         let stats = entry("STATISTICS DATA", Section::Data, false, Some("SELECT"));
         assert!(reqs(&stats).stats);
+    }
+
+    #[test]
+    fn no_privileges_and_sections_filter_entries() {
+        let acl = entry("ACL", Section::None, false, Some("GRANT ALL ON t TO r;"));
+        assert!(entry_reqs(&acl, Section::PreData.code(), &Selection::default()).schema);
+        let no_acl = Selection {
+            acls: false,
+            ..Selection::default()
+        };
+        assert!(!entry_reqs(&acl, Section::PreData.code(), &no_acl).selected());
+        let data_only = Selection {
+            pre_data: false,
+            post_data: false,
+            ..Selection::default()
+        };
+        let table = entry("TABLE", Section::PreData, false, Some("CREATE TABLE t ();"));
+        let data = entry("TABLE DATA", Section::Data, true, None);
+        let index = entry(
+            "INDEX",
+            Section::PostData,
+            false,
+            Some("CREATE INDEX i ON t (a);"),
+        );
+        assert!(!entry_reqs(&table, table.section, &data_only).selected());
+        assert!(entry_reqs(&data, data.section, &data_only).data);
+        assert!(!entry_reqs(&index, index.section, &data_only).selected());
     }
 
     #[test]

@@ -1,0 +1,527 @@
+//! Reading an archive's data for a restore (format-spec §4, §5, §7): which file holds an
+//! entry's data and how it is compressed, whole-file decoders for stock archives (gzip members,
+//! zstd and lz4 frames, any number of each), frame-by-frame reading with checksums for pgarc
+//! archives, and the scanner that checks a COPY text stream row by row.
+//!
+//! Everything here is blocking I/O and CPU work: callers run it off the async threads.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
+use std::path::{Component, Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use super::error::Error;
+use super::frame::{hex, Codec, FrameIndexEntry};
+
+/// How one data file is compressed, decided by its name as pg_restore decides it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileCodec {
+    None,
+    Gzip,
+    Lz4,
+    Zstd,
+}
+
+impl FileCodec {
+    fn of_name(name: &str) -> Option<FileCodec> {
+        if name.ends_with(".gz") {
+            Some(FileCodec::Gzip)
+        } else if name.ends_with(".lz4") {
+            Some(FileCodec::Lz4)
+        } else if name.ends_with(".zst") {
+            Some(FileCodec::Zstd)
+        } else {
+            None
+        }
+    }
+
+    /// The frame codec that decodes one frame of a pgarc data file of this kind.
+    pub fn frame_codec(self) -> Option<Codec> {
+        match self {
+            FileCodec::None => Some(Codec::None),
+            FileCodec::Gzip => Some(Codec::Gzip(6)),
+            FileCodec::Zstd => Some(Codec::Zstd(3)),
+            FileCodec::Lz4 => None,
+        }
+    }
+}
+
+/// A data file found on disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataFile {
+    pub path: PathBuf,
+    /// The path relative to the archive root, as the manifest names it.
+    pub rel: String,
+    pub codec: FileCodec,
+    pub size: u64,
+}
+
+/// Checks that a file name from the TOC or a blobs TOC stays inside the archive: relative, no
+/// `..`, no NUL, UTF-8 (format-spec §8).
+pub fn safe_relative_name(name: &[u8]) -> Result<&str, String> {
+    let text = std::str::from_utf8(name).map_err(|_| "file name is not UTF-8".to_string())?;
+    if text.is_empty() {
+        return Err("file name is empty".into());
+    }
+    if text.contains('\0') {
+        return Err(format!("file name {text:?} contains a NUL byte"));
+    }
+    let path = Path::new(text);
+    if !path
+        .components()
+        .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
+    {
+        return Err(format!(
+            "file name {text:?} leaves the archive directory (absolute or ..)"
+        ));
+    }
+    Ok(text)
+}
+
+/// Finds the file holding the data of an entry whose TOC file name is `name`: a name with a
+/// compression suffix is taken as it is; otherwise the plain name, then `.gz`, `.lz4`, `.zst`
+/// are tried, as pg_restore 16+ does.
+pub fn find_data_file(root: &Path, name: &[u8]) -> Result<DataFile, Error> {
+    let rel = safe_relative_name(name).map_err(|problem| Error::NotArchive {
+        path: root.join("toc.dat"),
+        problem,
+    })?;
+    let candidates: Vec<(String, FileCodec)> = match FileCodec::of_name(rel) {
+        Some(codec) => vec![(rel.to_string(), codec)],
+        None => vec![
+            (rel.to_string(), FileCodec::None),
+            (format!("{rel}.gz"), FileCodec::Gzip),
+            (format!("{rel}.lz4"), FileCodec::Lz4),
+            (format!("{rel}.zst"), FileCodec::Zstd),
+        ],
+    };
+    for (name, codec) in &candidates {
+        let path = root.join(name);
+        match std::fs::metadata(&path) {
+            Ok(meta) if meta.is_file() => {
+                return Ok(DataFile {
+                    path,
+                    rel: name.clone(),
+                    codec: *codec,
+                    size: meta.len(),
+                })
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(error) => {
+                return Err(Error::Io {
+                    path,
+                    action: "could not open",
+                    error,
+                })
+            }
+        }
+    }
+    Err(Error::NotArchive {
+        path: root.join(rel),
+        problem: "data file missing (also looked for .gz, .lz4 and .zst): the archive is \
+                  incomplete; restore the missing file or leave this entry out"
+            .into(),
+    })
+}
+
+/// Opens a whole data file as one decompressed stream. gzip members, zstd frames and lz4
+/// frames may be concatenated any number of times, as pg_restore accepts them.
+pub fn open_stream(file: &DataFile) -> Result<Box<dyn Read + Send>, Error> {
+    let f = File::open(&file.path).map_err(|error| Error::Io {
+        path: file.path.clone(),
+        action: "could not open",
+        error,
+    })?;
+    let buffered = BufReader::with_capacity(256 << 10, f);
+    Ok(match file.codec {
+        FileCodec::None => Box::new(buffered),
+        FileCodec::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(buffered)),
+        FileCodec::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(buffered).map_err(
+            |error| Error::Io {
+                path: file.path.clone(),
+                action: "could not start zstd decompression of",
+                error,
+            },
+        )?),
+        FileCodec::Lz4 => Box::new(Lz4Frames::new(buffered)),
+    })
+}
+
+/// Reads any number of concatenated LZ4 frames (pg_dump's lz4 files may hold several).
+struct Lz4Frames<R: BufRead> {
+    current: Option<lz4_flex::frame::FrameDecoder<R>>,
+}
+
+impl<R: BufRead> Lz4Frames<R> {
+    fn new(inner: R) -> Self {
+        Lz4Frames {
+            current: Some(lz4_flex::frame::FrameDecoder::new(inner)),
+        }
+    }
+}
+
+impl<R: BufRead> Read for Lz4Frames<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            let Some(dec) = self.current.as_mut() else {
+                return Ok(0);
+            };
+            let n = dec.read(buf)?;
+            if n > 0 || buf.is_empty() {
+                return Ok(n);
+            }
+            // This frame is done; another one may follow.
+            let mut inner = self.current.take().expect("present").into_inner();
+            if inner.fill_buf()?.is_empty() {
+                return Ok(0);
+            }
+            self.current = Some(lz4_flex::frame::FrameDecoder::new(inner));
+        }
+    }
+}
+
+/// Why a COPY text stream is not acceptable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScanError {
+    #[error("data after the end-of-data marker \\. (rows there would be silently dropped)")]
+    DataAfterEnd,
+    #[error("ends without the end-of-data marker \\.: the file is truncated")]
+    NoEndMarker,
+    #[error("the last row has no line end: the file is truncated")]
+    PartialRow,
+    #[error("an end-of-data marker \\. inside the data")]
+    MarkerInsideData,
+}
+
+/// Follows a COPY text stream (one row per line; COPY escapes newlines inside values) and
+/// passes on the rows without the end-of-data marker `\.`, counting them. What follows the
+/// marker may only be empty lines: pg_dump writes `\.\n\n\n`, and anything else would be
+/// rows the server silently ignores (reference §3.3).
+#[derive(Debug, Default)]
+pub struct CopyScanner {
+    rows: u64,
+    /// Bytes at the start of the current line that may still turn out to be the marker.
+    carry: Vec<u8>,
+    /// Inside a line known not to be the marker.
+    mid_line: bool,
+    ended: bool,
+}
+
+const MARKER_LF: &[u8] = b"\\.\n";
+const MARKER_CRLF: &[u8] = b"\\.\r\n";
+
+impl CopyScanner {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    pub fn ended(&self) -> bool {
+        self.ended
+    }
+
+    /// Appends the rows in `chunk` to `out`.
+    pub fn feed(&mut self, chunk: &[u8], out: &mut Vec<u8>) -> Result<(), ScanError> {
+        let mut i = 0;
+        while i < chunk.len() {
+            if self.ended {
+                if chunk[i..].iter().any(|&b| b != b'\n') {
+                    return Err(ScanError::DataAfterEnd);
+                }
+                return Ok(());
+            }
+            if self.mid_line {
+                match memchr::memchr(b'\n', &chunk[i..]) {
+                    Some(p) => {
+                        out.extend_from_slice(&chunk[i..i + p + 1]);
+                        self.rows += 1;
+                        self.mid_line = false;
+                        i += p + 1;
+                    }
+                    None => {
+                        out.extend_from_slice(&chunk[i..]);
+                        i = chunk.len();
+                    }
+                }
+                continue;
+            }
+            self.carry.push(chunk[i]);
+            i += 1;
+            if self.carry == MARKER_LF || self.carry == MARKER_CRLF {
+                self.ended = true;
+                self.carry.clear();
+            } else if !(MARKER_LF.starts_with(&self.carry) || MARKER_CRLF.starts_with(&self.carry))
+            {
+                out.extend_from_slice(&self.carry);
+                if self.carry.last() == Some(&b'\n') {
+                    self.rows += 1;
+                } else {
+                    self.mid_line = true;
+                }
+                self.carry.clear();
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the stream: the marker must have been seen when `need_marker`, and no row may be
+    /// left without its line end.
+    pub fn finish(&self, need_marker: bool) -> Result<u64, ScanError> {
+        if self.mid_line || !self.carry.is_empty() {
+            return Err(ScanError::PartialRow);
+        }
+        if need_marker && !self.ended {
+            return Err(ScanError::NoEndMarker);
+        }
+        Ok(self.rows)
+    }
+}
+
+/// Why a frame of a pgarc data file is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameCheckError {
+    #[error("{file}: {source}")]
+    Io { file: String, source: io::Error },
+    #[error("{file}, frame {frame} (bytes {offset}..{end}): {problem}")]
+    Bad {
+        file: String,
+        frame: usize,
+        offset: u64,
+        end: u64,
+        problem: String,
+    },
+}
+
+/// A bound on one frame's stored and raw size: a frame index cannot make pgarc allocate more.
+pub const MAX_FRAME_BYTES: u64 = 1 << 30;
+
+/// Reads frames `range` of a pgarc data file, checking each against its index line (SHA-256
+/// of the stored bytes, raw length) before handing out its decompressed bytes.
+pub struct FrameReader<'a> {
+    file: File,
+    data: &'a DataFile,
+    codec: Codec,
+    index: &'a [FrameIndexEntry],
+    next: usize,
+    end: usize,
+}
+
+impl<'a> FrameReader<'a> {
+    pub fn open(
+        data: &'a DataFile,
+        index: &'a [FrameIndexEntry],
+        range: std::ops::Range<usize>,
+    ) -> Result<FrameReader<'a>, FrameCheckError> {
+        let io_err = |source| FrameCheckError::Io {
+            file: data.rel.clone(),
+            source,
+        };
+        let codec = data.codec.frame_codec().ok_or_else(|| {
+            io_err(io::Error::other(
+                "pgarc archives have no lz4 data files; this file was not written by pgarc",
+            ))
+        })?;
+        let mut file = File::open(&data.path).map_err(io_err)?;
+        if let Some(first) = index.get(range.start) {
+            file.seek(SeekFrom::Start(first.offset)).map_err(io_err)?;
+        }
+        Ok(FrameReader {
+            file,
+            data,
+            codec,
+            index,
+            next: range.start,
+            end: range.end.min(index.len()),
+        })
+    }
+
+    /// The next frame: (its number in the file, counting from 1; its rows, decompressed).
+    pub fn next_frame(&mut self) -> Result<Option<(usize, Vec<u8>)>, FrameCheckError> {
+        if self.next >= self.end {
+            return Ok(None);
+        }
+        let n = self.next;
+        let e = &self.index[n];
+        self.next += 1;
+        let bad = |problem: String| FrameCheckError::Bad {
+            file: self.data.rel.clone(),
+            frame: n + 1,
+            offset: e.offset,
+            end: e.offset + e.stored,
+            problem,
+        };
+        if e.stored > MAX_FRAME_BYTES || e.raw > MAX_FRAME_BYTES {
+            return Err(bad(
+                "the frame index claims a frame larger than 1 GiB".into()
+            ));
+        }
+        let mut stored = vec![0u8; e.stored as usize];
+        self.file.read_exact(&mut stored).map_err(|err| {
+            if err.kind() == io::ErrorKind::UnexpectedEof {
+                bad("the file ends inside this frame: it is truncated".into())
+            } else {
+                FrameCheckError::Io {
+                    file: self.data.rel.clone(),
+                    source: err,
+                }
+            }
+        })?;
+        let digest: [u8; 32] = Sha256::digest(&stored).into();
+        if digest != e.sha256 {
+            return Err(bad(format!(
+                "checksum mismatch: SHA-256 is {} but the frame index says {}",
+                hex(&digest),
+                hex(&e.sha256)
+            )));
+        }
+        let raw = self
+            .codec
+            .decode(&stored, e.raw as usize)
+            .map_err(|err| bad(err.to_string()))?;
+        if raw.len() as u64 != e.raw {
+            return Err(bad(format!(
+                "decompresses to {} bytes, the frame index says {}",
+                raw.len(),
+                e.raw
+            )));
+        }
+        Ok(Some((n + 1, raw)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn scan(chunks: &[&[u8]]) -> (Result<u64, ScanError>, Vec<u8>) {
+        let mut s = CopyScanner::new();
+        let mut out = Vec::new();
+        for c in chunks {
+            if let Err(e) = s.feed(c, &mut out) {
+                return (Err(e), out);
+            }
+        }
+        (s.finish(true), out)
+    }
+
+    #[test]
+    fn scanner_passes_rows_and_drops_the_marker() {
+        let (rows, out) = scan(&[b"1\ta\n2\tb\n\\.\n\n\n"]);
+        assert_eq!(rows, Ok(2));
+        assert_eq!(out, b"1\ta\n2\tb\n");
+        // Split at every possible place, the result is the same.
+        let whole: &[u8] = b"\\x\n\\\n\\.x\n\n3\n\\.\r\n\n";
+        for cut in 0..=whole.len() {
+            let (rows, out) = scan(&[&whole[..cut], &whole[cut..]]);
+            assert_eq!(rows, Ok(5), "cut at {cut}");
+            assert_eq!(out, b"\\x\n\\\n\\.x\n\n3\n");
+        }
+    }
+
+    #[test]
+    fn scanner_refuses_rows_after_the_marker_and_truncation() {
+        assert_eq!(
+            scan(&[b"1\n\\.\n2\n"]).0,
+            Err(ScanError::DataAfterEnd),
+            "rows after \\. would be dropped by the server"
+        );
+        assert_eq!(scan(&[b"1\n2\n"]).0, Err(ScanError::NoEndMarker));
+        assert_eq!(scan(&[b"1\n2"]).0, Err(ScanError::PartialRow));
+        assert_eq!(scan(&[b"\\.\n"]).0, Ok(0));
+        let mut s = CopyScanner::new();
+        s.feed(b"1\n", &mut Vec::new()).unwrap();
+        assert_eq!(s.finish(false), Ok(1));
+    }
+
+    #[test]
+    fn names_must_stay_inside_the_archive() {
+        assert!(safe_relative_name(b"3380.dat").is_ok());
+        assert!(safe_relative_name(b"sub/x.dat").is_ok());
+        assert!(safe_relative_name(b"../x.dat").is_err());
+        assert!(safe_relative_name(b"/etc/passwd").is_err());
+        assert!(safe_relative_name(b"").is_err());
+        assert!(safe_relative_name(b"a\0b").is_err());
+        assert!(safe_relative_name(&[0xff, 0xfe]).is_err());
+    }
+
+    #[test]
+    fn discovery_and_multi_frame_streams() {
+        let dir = tempfile::tempdir().unwrap();
+        let rows = b"1\talpha\n2\tbeta\n3\tgamma\n\\.\n\n\n";
+        // lz4: two frames back to back.
+        let mut lz4 = Vec::new();
+        for part in [&rows[..9], &rows[9..]] {
+            let mut enc = lz4_flex::frame::FrameEncoder::new(Vec::new());
+            enc.write_all(part).unwrap();
+            lz4.extend(enc.finish().unwrap());
+        }
+        std::fs::write(dir.path().join("10.dat.lz4"), &lz4).unwrap();
+        // zstd: two frames; gzip: two members.
+        let mut zst = zstd::bulk::compress(&rows[..5], 3).unwrap();
+        zst.extend(zstd::bulk::compress(&rows[5..], 3).unwrap());
+        std::fs::write(dir.path().join("11.dat.zst"), &zst).unwrap();
+        let mut gz = Codec::Gzip(6).encode(&rows[..20]).unwrap();
+        gz.extend(Codec::Gzip(6).encode(&rows[20..]).unwrap());
+        std::fs::write(dir.path().join("12.dat.gz"), &gz).unwrap();
+        std::fs::write(dir.path().join("13.dat"), rows).unwrap();
+        for (name, codec) in [
+            ("10.dat", FileCodec::Lz4),
+            ("11.dat", FileCodec::Zstd),
+            ("12.dat", FileCodec::Gzip),
+            ("13.dat", FileCodec::None),
+        ] {
+            let f = find_data_file(dir.path(), name.as_bytes()).unwrap();
+            assert_eq!(f.codec, codec, "{name}");
+            let mut got = Vec::new();
+            open_stream(&f).unwrap().read_to_end(&mut got).unwrap();
+            assert_eq!(got, rows, "{name}");
+        }
+        let missing = find_data_file(dir.path(), b"14.dat").unwrap_err();
+        assert!(
+            missing.to_string().contains("data file missing"),
+            "{missing}"
+        );
+    }
+
+    #[test]
+    fn frame_reader_checks_every_frame() {
+        use crate::archive::frame::Frame;
+        let dir = tempfile::tempdir().unwrap();
+        let codec = Codec::Zstd(3);
+        let frames = [
+            Frame::of_rows(codec, b"1\n2\n").unwrap(),
+            Frame::of_rows(codec, b"3\n").unwrap(),
+            Frame::end(codec).unwrap(),
+        ];
+        let mut bytes = Vec::new();
+        let mut index = Vec::new();
+        for f in &frames {
+            index.push(f.index_entry(bytes.len() as u64));
+            bytes.extend(&f.stored);
+        }
+        let path = dir.path().join("5.dat.zst");
+        std::fs::write(&path, &bytes).unwrap();
+        let data = find_data_file(dir.path(), b"5.dat").unwrap();
+        let mut r = FrameReader::open(&data, &index, 1..3).unwrap();
+        assert_eq!(r.next_frame().unwrap().unwrap(), (2, b"3\n".to_vec()));
+        assert_eq!(r.next_frame().unwrap().unwrap().0, 3);
+        assert!(r.next_frame().unwrap().is_none());
+        // One flipped byte in frame 2 is caught before its rows are handed out.
+        let at = index[1].offset as usize + 5;
+        bytes[at] ^= 0x40;
+        std::fs::write(&path, &bytes).unwrap();
+        let mut r = FrameReader::open(&data, &index, 0..3).unwrap();
+        assert!(r.next_frame().unwrap().is_some());
+        let err = r.next_frame().unwrap_err().to_string();
+        assert!(
+            err.contains("5.dat.zst, frame 2") && err.contains("checksum mismatch"),
+            "{err}"
+        );
+    }
+}

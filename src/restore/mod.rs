@@ -1,0 +1,3 @@
+//! `pgarc restore`.
+pub mod plan;
+pub mod sql;
