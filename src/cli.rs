@@ -39,6 +39,65 @@ pub enum Command {
         disable_help_flag = true
     )]
     Dump(Box<DumpArgs>),
+    /// Restore a directory archive (pgarc's or pg_dump -Fd's) into a database, in parallel.
+    #[command(
+        long_about = "Restore a directory-format archive, written by pgarc dump or by stock \
+        pg_dump -Fd, into a database, natively and in parallel, with pg_restore's semantics: \
+        pre-data in TOC order, then table data (big pgarc tables split across workers by their \
+        frame index), indexes and constraints as soon as their tables are loaded, ACLs, then \
+        materialized view data. Every frame of a pgarc archive is checked against the \
+        manifest before its rows are sent.\n\nA target database that already holds objects \
+        is refused unless --clean is given. Errors in individual statements are reported and \
+        the restore carries on, as pg_restore does (-e stops at the first).\n\nExit status: \
+        0 on success, 1 on any error.",
+        after_help = "Examples:\n  createdb newdb && pgarc restore -d newdb -j 8 /backups/mydb\n  \
+        pgarc restore -d postgres --create -j 4 /backups/mydb\n  \
+        pgarc restore -d mydb --clean --if-exists --no-owner /backups/mydb",
+        disable_help_flag = true
+    )]
+    Restore(Box<RestoreArgs>),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RestoreArgs {
+    #[command(flatten)]
+    pub conn: ConnectionArgs,
+    /// The archive directory.
+    #[arg(value_name = "ARCHIVE_DIR")]
+    pub archive: PathBuf,
+    /// Number of workers (database sessions).
+    #[arg(short = 'j', long = "jobs", value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub jobs: u16,
+    /// Create the database (named as in the archive) and restore into it; -d names the
+    /// database to connect to first.
+    #[arg(short = 'C', long = "create")]
+    pub create: bool,
+    /// Drop the archive's objects before recreating them.
+    #[arg(short = 'c', long = "clean")]
+    pub clean: bool,
+    /// With --clean: use DROP ... IF EXISTS.
+    #[arg(long = "if-exists", requires = "clean")]
+    pub if_exists: bool,
+    /// Do not restore ownership: objects belong to the restoring user.
+    #[arg(short = 'O', long = "no-owner")]
+    pub no_owner: bool,
+    /// Do not restore access privileges (GRANT/REVOKE).
+    #[arg(short = 'x', long = "no-privileges", visible_alias = "no-acl")]
+    pub no_privileges: bool,
+    /// SET ROLE to this role before restoring.
+    #[arg(long = "role", value_name = "ROLENAME")]
+    pub role: Option<String>,
+    /// Restore only this section: pre-data, data or post-data (repeatable).
+    #[arg(long = "section", value_name = "SECTION",
+          value_parser = ["pre-data", "data", "post-data"])]
+    pub section: Vec<String>,
+    /// Stop at the first error instead of carrying on.
+    #[arg(short = 'e', long = "exit-on-error")]
+    pub exit_on_error: bool,
+    /// Print help (-h is the host, as in pg_restore).
+    #[arg(short = '?', long = "help", action = clap::ArgAction::Help)]
+    pub help: Option<bool>,
 }
 
 /// Connection options with libpq's names and meanings.
@@ -172,6 +231,43 @@ mod tests {
         assert_eq!((args.jobs, args.compress.as_str()), (4, "gzip:6"));
         assert!(Cli::try_parse_from(["pgarc", "dump", "-f", "o", "-j", "0"]).is_err());
         assert!(Cli::try_parse_from(["pgarc", "dump", "-d", "a", "b", "-f", "o"]).is_err());
+    }
+
+    #[test]
+    fn restore_takes_pg_restore_options() {
+        let cli = Cli::try_parse_from([
+            "pgarc",
+            "restore",
+            "-d",
+            "db",
+            "-j",
+            "4",
+            "-C",
+            "-c",
+            "--if-exists",
+            "-O",
+            "-x",
+            "--role",
+            "r",
+            "--section",
+            "pre-data",
+            "--section",
+            "data",
+            "-e",
+            "/a",
+        ])
+        .unwrap();
+        let Command::Restore(args) = cli.command else {
+            panic!("not restore")
+        };
+        assert!(args.create && args.clean && args.if_exists && args.no_owner);
+        assert!(args.no_privileges && args.exit_on_error);
+        assert_eq!(args.section, ["pre-data", "data"]);
+        assert_eq!(args.role.as_deref(), Some("r"));
+        assert!(Cli::try_parse_from(["pgarc", "restore", "-d", "x", "--if-exists", "/a"]).is_err());
+        assert!(
+            Cli::try_parse_from(["pgarc", "restore", "-d", "x", "--section", "all", "/a"]).is_err()
+        );
     }
 
     #[test]

@@ -8,9 +8,10 @@ use std::process::ExitCode;
 use clap::Parser;
 use pgarc::archive::frame::Codec;
 use pgarc::archive::{list::write_listing, ArchiveDir};
-use pgarc::cli::{parse_size, Cli, Command, ConnectionArgs, DumpArgs};
+use pgarc::cli::{parse_size, Cli, Command, ConnectionArgs, DumpArgs, RestoreArgs};
 use pgarc::dump::DumpOptions;
 use pgarc::pg::conn::{ConnArgs, ConnParams};
+use pgarc::restore::RestoreOptions;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -32,6 +33,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .enable_all()
                 .build()?;
             let summary = runtime.block_on(pgarc::dump::run(opts))?;
+            eprint!("{summary}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Restore(args) => {
+            let opts = restore_options(*args)?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            let summary = runtime.block_on(pgarc::restore::run(opts))?;
             eprint!("{summary}");
             Ok(ExitCode::SUCCESS)
         }
@@ -75,6 +85,32 @@ fn dump_options(args: DumpArgs) -> anyhow::Result<DumpOptions> {
         split_size,
         frame_size: frame_size as usize,
         pg_dump,
+    })
+}
+
+/// Turns the restore command line into options. Like pg_restore, pgarc restores only into a
+/// database named with -d (it writes no scripts).
+fn restore_options(args: RestoreArgs) -> anyhow::Result<RestoreOptions> {
+    if args.conn.dbname.is_none() {
+        anyhow::bail!(
+            "no target database: pass -d DBNAME (with --create, the database to connect to \
+             first, e.g. -d postgres); pgarc restore writes into a database, not a script"
+        );
+    }
+    let conn = ConnParams::resolve(&conn_args(&args.conn), &|k| std::env::var(k).ok())
+        .map_err(anyhow::Error::msg)?;
+    Ok(RestoreOptions {
+        conn,
+        archive: args.archive,
+        jobs: args.jobs.into(),
+        create: args.create,
+        clean: args.clean,
+        if_exists: args.if_exists,
+        no_owner: args.no_owner,
+        no_privileges: args.no_privileges,
+        role: args.role,
+        sections: args.section,
+        exit_on_error: args.exit_on_error,
     })
 }
 

@@ -11,3 +11,5 @@ mod frames_compat;
 mod toc_damage;
 // Property tests of the toc.dat reader and writer, seeded from real archives.
 mod toc_props;
+// pgarc restore against real servers and stock pg_restore.
+mod restore;

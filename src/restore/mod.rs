@@ -1,3 +1,884 @@
-//! `pgarc restore`.
+//! `pgarc restore`: loads a directory archive (pgarc's or stock `pg_dump -Fd`'s) into a
+//! database the way `pg_restore -j N` does, natively:
+//!
+//! 1. [`prepare`] reads toc.dat and, for pgarc archives, checks it and every frame index
+//!    against the manifest; every data file to be loaded must be present before the database
+//!    is touched;
+//! 2. the leader connects, refuses a non-empty target (unless `--clean`), runs `--clean`'s
+//!    drops, then the pre-data entries in TOC order (`--create` first creates the database and
+//!    reconnects to it);
+//! 3. N workers run the rest as the [`plan`] scheduler releases it: table data largest first,
+//!    a big pgarc table split by its frame index across idle workers (a gang whose parts
+//!    commit only together), post-data as soon as its tables are loaded, never two
+//!    conflicting lock holders on one table; then the ACL pass, then materialized view data;
+//! 4. what a dependency cycle left over runs serially; errors are counted as pg_restore counts
+//!    them (or stop the restore with `--exit-on-error`).
+
 pub mod plan;
 pub mod sql;
+pub mod worker;
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::ops::Range;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use tokio::sync::mpsc;
+
+use crate::archive::manifest::Manifest;
+use crate::archive::reader::{find_data_file, DataFile};
+use crate::archive::select::Selection;
+use crate::archive::toc::{Toc, TocEntry};
+use crate::archive::{ArchiveDir, TOC_FILE};
+use crate::pg::conn::ConnParams;
+use crate::pg::session::query_text;
+use plan::{Pass, Plan, Scheduler};
+use worker::{label, Conn, DataSource, Gang, Outcome};
+
+/// What `pgarc restore` was asked to do (pg_restore's options of the same names).
+#[derive(Debug, Clone)]
+pub struct RestoreOptions {
+    /// The target database, or with `--create` the database to connect to first.
+    pub conn: ConnParams,
+    pub archive: PathBuf,
+    pub jobs: usize,
+    pub create: bool,
+    pub clean: bool,
+    pub if_exists: bool,
+    pub no_owner: bool,
+    pub no_privileges: bool,
+    pub role: Option<String>,
+    /// `--section`s given; empty means all.
+    pub sections: Vec<String>,
+    pub exit_on_error: bool,
+}
+
+/// Everything the workers share: the archive, the plan, the session settings.
+pub struct Ctx {
+    pub opts: RestoreOptions,
+    pub dir: ArchiveDir,
+    pub toc: Toc,
+    pub plan: Plan,
+    pub data: HashMap<usize, DataSource>,
+    pub manifest: Option<Manifest>,
+    pub encoding: String,
+    pub std_strings: bool,
+    pub search_path: Option<String>,
+    by_id: HashMap<i32, usize>,
+    conn: RwLock<ConnParams>,
+    server_version_num: AtomicI32,
+}
+
+impl Ctx {
+    pub fn conn(&self) -> ConnParams {
+        self.conn.read().expect("not poisoned").clone()
+    }
+
+    pub fn entry_by_id(&self, id: i32) -> Option<&TocEntry> {
+        self.by_id.get(&id).map(|&i| &self.toc.entries[i])
+    }
+
+    pub fn server_version_num(&self) -> i32 {
+        self.server_version_num.load(Ordering::Relaxed)
+    }
+
+    pub fn set_server_version_num(&self, v: i32) {
+        self.server_version_num.store(v, Ordering::Relaxed);
+    }
+
+    pub fn fixed_state(&self, server_version_num: i32) -> Vec<String> {
+        sql::fixed_state(
+            &self.encoding,
+            self.std_strings,
+            self.opts.role.as_deref(),
+            self.search_path.as_deref(),
+            server_version_num,
+        )
+    }
+}
+
+fn selection(opts: &RestoreOptions) -> Result<Selection> {
+    let mut sel = Selection {
+        create_db: opts.create,
+        acls: !opts.no_privileges,
+        ..Selection::default()
+    };
+    if !opts.sections.is_empty() {
+        sel.pre_data = false;
+        sel.data = false;
+        sel.post_data = false;
+        for s in &opts.sections {
+            match s.as_str() {
+                "pre-data" => sel.pre_data = true,
+                "data" => sel.data = true,
+                "post-data" => sel.post_data = true,
+                other => {
+                    bail!("unrecognized section name {other:?}: use pre-data, data or post-data")
+                }
+            }
+        }
+    }
+    Ok(sel)
+}
+
+/// Reads and checks the archive before any connection is made.
+pub fn prepare(opts: RestoreOptions) -> Result<Ctx> {
+    let dir = ArchiveDir::open(&opts.archive)?;
+    let manifest = dir.read_manifest()?;
+    let toc = match &manifest {
+        Some(m) => {
+            let bytes = dir.read_listed_file(m, TOC_FILE)?;
+            Toc::parse(&bytes).map_err(|error| crate::archive::Error::Toc {
+                path: dir.toc_path(),
+                error,
+            })?
+        }
+        None => dir.read_toc()?,
+    };
+    let sel = selection(&opts)?;
+    let by_id: HashMap<i32, usize> = toc
+        .entries
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (e.dump_id, i))
+        .collect();
+    let special = |desc: &str| {
+        toc.entries
+            .iter()
+            .find(|e| e.desc.is(desc))
+            .and_then(|e| e.defn.to_str_lossy().map(|s| s.into_owned()))
+    };
+    let encoding = match special("ENCODING") {
+        Some(defn) => defn.split('\'').nth(1).map(str::to_string).ok_or_else(|| {
+            anyhow!(
+                "{}: invalid ENCODING entry {defn:?}",
+                dir.toc_path().display()
+            )
+        })?,
+        None => "UTF8".to_string(),
+    };
+    let std_strings = special("STDSTRINGS").is_none_or(|d| !d.contains("'off'"));
+    let search_path = special("SEARCHPATH");
+
+    // Every data file to be loaded, found now; pgarc's frame indexes checked now.
+    let mut data_files: HashMap<usize, DataFile> = HashMap::new();
+    let provisional = Plan::build(&toc, &sel, |_| 0);
+    for (i, e) in toc.entries.iter().enumerate() {
+        if e.had_dumper && e.desc.is("TABLE DATA") && provisional.items[i].reqs.data {
+            let name = e.filename.as_bytes().unwrap_or_default();
+            let file = find_data_file(dir.root(), name)
+                .with_context(|| format!("cannot restore {}", label(e)))?;
+            data_files.insert(i, file);
+        }
+    }
+    let mut data: HashMap<usize, DataSource> = HashMap::new();
+    for (i, file) in &data_files {
+        let e = &toc.entries[*i];
+        let mut source = DataSource {
+            file: file.clone(),
+            frames: None,
+            rows: None,
+        };
+        if let Some(m) = &manifest {
+            let table = m
+                .tables
+                .iter()
+                .find(|t| t.dump_id == e.dump_id)
+                .ok_or_else(|| {
+                    anyhow!(
+                        "{}: {} is not in the manifest: the archive was changed after the dump; \
+                     run pgarc verify",
+                        dir.toc_path().display(),
+                        label(e)
+                    )
+                })?;
+            if table.file != file.rel {
+                bail!(
+                    "{}: the manifest names {} for {} but the archive holds {}",
+                    dir.root().display(),
+                    table.file,
+                    label(e),
+                    file.rel
+                );
+            }
+            let listed = m.files.iter().find(|f| f.path == file.rel);
+            if listed.map(|f| f.size) != Some(file.size) {
+                bail!(
+                    "{}: size {} differs from the manifest's {:?}: the file is damaged; run \
+                     pgarc verify",
+                    file.path.display(),
+                    file.size,
+                    listed.map(|f| f.size)
+                );
+            }
+            let index = dir.frame_index(m, table)?;
+            let stored: u64 = index.iter().map(|f| f.stored).sum();
+            if stored != file.size {
+                bail!(
+                    "{}: its frame index covers {stored} bytes of {}: run pgarc verify",
+                    file.path.display(),
+                    file.size
+                );
+            }
+            source.frames = Some(Arc::new(index));
+            source.rows = Some(table.rows);
+        }
+        data.insert(*i, source);
+    }
+    let blobs_len = |e: &TocEntry| -> u64 {
+        std::fs::metadata(dir.root().join("blobs.toc"))
+            .or_else(|_| {
+                std::fs::metadata(
+                    dir.root()
+                        .join(e.filename.to_str_lossy().unwrap_or_default().as_ref()),
+                )
+            })
+            .map(|m| m.len() * 1024)
+            .unwrap_or(0)
+    };
+    let plan = Plan::build(&toc, &sel, |e| {
+        let i = by_id[&e.dump_id];
+        match data_files.get(&i) {
+            Some(f) => f.size,
+            None if e.desc.is("BLOBS") => blobs_len(e),
+            None => 0,
+        }
+    });
+    let conn = RwLock::new(opts.conn.clone());
+    Ok(Ctx {
+        opts,
+        dir,
+        toc,
+        plan,
+        data,
+        manifest,
+        encoding,
+        std_strings,
+        search_path,
+        by_id,
+        conn,
+        server_version_num: AtomicI32::new(0),
+    })
+}
+
+/// Time and counts of one phase.
+#[derive(Debug, Clone, Default)]
+pub struct PhaseStats {
+    pub entries: usize,
+    pub elapsed: Duration,
+}
+
+/// The end-of-run summary.
+#[derive(Debug, Clone, Default)]
+pub struct RestoreSummary {
+    pub archive: PathBuf,
+    pub database: String,
+    pub jobs: usize,
+    pub pre_data: PhaseStats,
+    pub data: PhaseStats,
+    pub post_data: PhaseStats,
+    pub acl: PhaseStats,
+    pub tables: usize,
+    pub rows: u64,
+    pub raw_bytes: u64,
+    pub elapsed: Duration,
+    /// Tables loaded by several workers at once: name, workers, frames.
+    pub split: Vec<(String, usize, usize)>,
+    pub errors: usize,
+}
+
+impl fmt::Display for RestoreSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let verb = if self.errors > 0 {
+            "restore with errors of"
+        } else {
+            "restored"
+        };
+        writeln!(
+            f,
+            "pgarc: {verb} {} into database {:?} with {} workers in {:.1} s",
+            self.archive.display(),
+            self.database,
+            self.jobs,
+            self.elapsed.as_secs_f64()
+        )?;
+        let line = |f: &mut fmt::Formatter<'_>, name: &str, p: &PhaseStats, extra: String| {
+            writeln!(
+                f,
+                "  {name:<10} {:>7} entries {:>8.1} s{extra}",
+                p.entries,
+                p.elapsed.as_secs_f64()
+            )
+        };
+        line(f, "pre-data", &self.pre_data, String::new())?;
+        line(
+            f,
+            "data",
+            &self.data,
+            format!(
+                "   {} tables, {} rows, {}",
+                self.tables,
+                self.rows,
+                crate::dump::human(self.raw_bytes)
+            ),
+        )?;
+        line(f, "post-data", &self.post_data, String::new())?;
+        line(f, "acl+after", &self.acl, String::new())?;
+        for (name, workers, frames) in &self.split {
+            writeln!(
+                f,
+                "  table {name}: {frames} frames loaded by {workers} workers at once"
+            )?;
+        }
+        if self.errors > 0 {
+            writeln!(f, "  errors: {}", self.errors)?;
+        }
+        Ok(())
+    }
+}
+
+enum Job {
+    Entry {
+        idx: usize,
+        truncate: bool,
+    },
+    Part {
+        idx: usize,
+        range: Range<usize>,
+        gang: Arc<Gang>,
+    },
+}
+
+struct Done {
+    worker: usize,
+    idx: usize,
+    outcome: Outcome,
+}
+
+/// Runs a restore.
+pub async fn run(opts: RestoreOptions) -> Result<RestoreSummary> {
+    let started = Instant::now();
+    let ctx = tokio::task::spawn_blocking(move || prepare(opts))
+        .await
+        .context("the archive reader failed")??;
+    let ctx = Arc::new(ctx);
+    let mut leader = open_leader(&ctx).await?;
+    check_target(&ctx, &leader).await?;
+
+    let mut summary = RestoreSummary {
+        archive: ctx.opts.archive.clone(),
+        jobs: ctx.opts.jobs,
+        ..Default::default()
+    };
+    let mut errors = Errors::new(ctx.opts.exit_on_error);
+
+    if ctx.opts.clean {
+        clean(&ctx, &mut leader, &mut errors).await?;
+    }
+
+    // Pre-data on the leader, in TOC order.
+    let t = Instant::now();
+    let mut created: HashSet<usize> = HashSet::new();
+    for idx in 0..ctx.toc.entries.len() {
+        if !ctx.plan.items[idx].prefork || !ctx.plan.items[idx].reqs.selected() {
+            continue;
+        }
+        let outcome = leader.restore_entry(idx, false).await;
+        if outcome.table_created == Some(true) {
+            if let Some(&td) = ctx.plan.table_data_of.get(&idx) {
+                created.insert(td);
+            }
+        }
+        let reconnect = outcome.reconnect.clone();
+        summary.pre_data.entries += 1;
+        errors.add(outcome.errors)?;
+        if let Some(db) = reconnect {
+            ctx.conn.write().expect("not poisoned").dbname = db;
+            leader = Conn::open(ctx.clone(), "pgarc restore leader").await?;
+        }
+    }
+    summary.pre_data.elapsed = t.elapsed();
+    summary.database = ctx.conn().dbname;
+    eprintln!(
+        "pgarc: pre-data: {} entries in {:.1} s",
+        summary.pre_data.entries,
+        summary.pre_data.elapsed.as_secs_f64()
+    );
+
+    parallel(&ctx, leader, &created, &mut summary, &mut errors).await?;
+
+    summary.errors = errors.count;
+    summary.elapsed = started.elapsed();
+    if errors.count > 0 {
+        eprint!("{summary}");
+        bail!(
+            "restore finished with {} error{}, listed above (as pg_restore, pgarc carried on \
+             after them; -e stops at the first)",
+            errors.count,
+            if errors.count == 1 { "" } else { "s" }
+        );
+    }
+    Ok(summary)
+}
+
+/// Counts errors; the first one is fatal with `--exit-on-error`.
+struct Errors {
+    count: usize,
+    exit_on_error: bool,
+}
+
+impl Errors {
+    fn new(exit_on_error: bool) -> Self {
+        Errors {
+            count: 0,
+            exit_on_error,
+        }
+    }
+
+    fn add(&mut self, errors: Vec<String>) -> Result<()> {
+        for e in errors {
+            if self.exit_on_error {
+                bail!("{e} (stopped by --exit-on-error)");
+            }
+            eprintln!("pgarc: error: {e}");
+            self.count += 1;
+        }
+        Ok(())
+    }
+}
+
+async fn open_leader(ctx: &Arc<Ctx>) -> Result<Conn> {
+    let first = Conn::open(ctx.clone(), "pgarc restore leader").await;
+    match first {
+        Err(e) if ctx.conn().may_prompt() && e.to_string().contains("password missing") => {
+            let mut params = ctx.conn();
+            params.prompt_password().map_err(|e| anyhow!(e))?;
+            *ctx.conn.write().expect("not poisoned") = params;
+            Conn::open(ctx.clone(), "pgarc restore leader").await
+        }
+        r => r,
+    }
+}
+
+/// Refuses to restore over existing objects unless `--clean` says to drop them.
+async fn check_target(ctx: &Ctx, leader: &Conn) -> Result<()> {
+    let client = &leader.session.client;
+    if ctx.opts.create {
+        let db = ctx
+            .toc
+            .entries
+            .iter()
+            .find(|e| e.desc.is("DATABASE"))
+            .and_then(|e| e.tag.to_str_lossy().map(|s| s.into_owned()))
+            .ok_or_else(|| {
+                anyhow!(
+                    "--create: the archive has no DATABASE entry (was it dumped with pg_dump -Fd?)"
+                )
+            })?;
+        let exists = query_text(
+            client,
+            &format!(
+                "SELECT 1 FROM pg_catalog.pg_database WHERE datname = {}",
+                sql::literal(&db)
+            ),
+        )
+        .await?;
+        if !exists.is_empty() && !ctx.opts.clean {
+            bail!(
+                "database {db:?} already exists: drop it first, or add --clean to drop and \
+                 recreate it"
+            );
+        }
+        return Ok(());
+    }
+    let creates_schema = ctx.plan.items.iter().any(|it| it.prefork && it.reqs.schema);
+    if ctx.opts.clean || !creates_schema {
+        return Ok(());
+    }
+    let rows = query_text(client, EMPTY_CHECK).await?;
+    if let Some(row) = rows.first() {
+        let count: u64 = row[0].as_deref().unwrap_or("0").parse().unwrap_or(0);
+        if count > 0 {
+            let example = row[1].clone().unwrap_or_default();
+            bail!(
+                "database {:?} is not empty: it holds {example}{}; restore into an empty \
+                 database (createdb, or --create), or add --clean to drop the archive's objects \
+                 first",
+                ctx.conn().dbname,
+                if count > 1 {
+                    format!(" and {} more objects", count - 1)
+                } else {
+                    String::new()
+                }
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Counts user objects: relations, functions, types, schemas besides public, extensions
+/// besides plpgsql, large objects; and names one of them.
+const EMPTY_CHECK: &str = r#"
+WITH user_ns AS (
+  SELECT oid, nspname FROM pg_catalog.pg_namespace
+  WHERE nspname NOT IN ('pg_catalog', 'information_schema')
+    AND nspname NOT LIKE 'pg\_toast%' AND nspname NOT LIKE 'pg\_temp%'
+), objs AS (
+  SELECT 'relation ' || n.nspname || '.' || c.relname AS what FROM pg_catalog.pg_class c
+    JOIN user_ns n ON n.oid = c.relnamespace
+  UNION ALL
+  SELECT 'function ' || n.nspname || '.' || p.proname FROM pg_catalog.pg_proc p
+    JOIN user_ns n ON n.oid = p.pronamespace
+  UNION ALL
+  SELECT 'type ' || n.nspname || '.' || t.typname FROM pg_catalog.pg_type t
+    JOIN user_ns n ON n.oid = t.typnamespace
+    WHERE t.typrelid = 0 AND t.typelem = 0
+  UNION ALL
+  SELECT 'schema ' || nspname FROM user_ns WHERE nspname <> 'public'
+  UNION ALL
+  SELECT 'extension ' || extname FROM pg_catalog.pg_extension WHERE extname <> 'plpgsql'
+  UNION ALL
+  SELECT 'large object ' || oid FROM pg_catalog.pg_largeobject_metadata
+)
+SELECT count(*), min(what) FROM objs
+"#;
+
+/// `--clean`: the selected entries' DROP statements in reverse TOC order.
+async fn clean(ctx: &Arc<Ctx>, leader: &mut Conn, errors: &mut Errors) -> Result<()> {
+    for idx in (0..ctx.toc.entries.len()).rev() {
+        let e = &ctx.toc.entries[idx];
+        let reqs = ctx.plan.items[idx].reqs;
+        if !(reqs.schema || reqs.data) {
+            continue;
+        }
+        if ctx.opts.create && !(e.desc.is("DATABASE") || e.desc.is("DATABASE PROPERTIES")) {
+            continue;
+        }
+        let (stmts, warning) = sql::drop_statements(e, ctx.opts.if_exists);
+        if stmts.is_empty() {
+            continue;
+        }
+        if let Some(w) = warning {
+            eprintln!("pgarc: warning: {}: {w}", label(e));
+        }
+        let mut out = Outcome::default();
+        if let Some(ns) = e.namespace.to_str_lossy() {
+            if let Some(stmt) = leader.state.schema(&ns) {
+                let _ = leader.session.client.batch_execute(&stmt).await;
+            }
+        }
+        for stmt in stmts {
+            if let Err(err) = leader.session.client.batch_execute(&stmt).await {
+                out.errors.push(format!(
+                    "{}: {} (command: {})",
+                    label(e),
+                    crate::pg::session::describe(&err),
+                    stmt.lines().next().unwrap_or("")
+                ));
+            }
+        }
+        errors.add(out.errors)?;
+    }
+    leader.state.forget_schema();
+    Ok(())
+}
+
+/// How many parts a table should be loaded in: its share of all data times the workers,
+/// at most one per two frames.
+fn parts_wanted(ctx: &Ctx, idx: usize, total: u64) -> usize {
+    let Some(source) = ctx.data.get(&idx) else {
+        return 1;
+    };
+    let Some(frames) = &source.frames else {
+        return 1;
+    };
+    let jobs = ctx.opts.jobs as u64;
+    let share = (source.file.size.saturating_mul(jobs)).div_ceil(total.max(1));
+    let by_frames = (frames.len().saturating_sub(1) / 2).max(1) as u64;
+    share.clamp(1, jobs).min(by_frames) as usize
+}
+
+/// Cuts frames `0..n` into `k` contiguous ranges of about equal stored bytes.
+fn split_frames(frames: &[crate::archive::frame::FrameIndexEntry], k: usize) -> Vec<Range<usize>> {
+    let k = k.clamp(1, frames.len().max(1));
+    let total: u64 = frames.iter().map(|f| f.stored).sum();
+    let mut ranges = Vec::with_capacity(k);
+    let mut start = 0;
+    let mut acc = 0u64;
+    for (i, f) in frames.iter().enumerate() {
+        acc += f.stored;
+        let part = ranges.len() as u64 + 1;
+        let left = frames.len() - (i + 1);
+        let parts_left = k - ranges.len() - 1;
+        if ranges.len() + 1 < k && (acc * k as u64 >= total * part || left == parts_left) {
+            ranges.push(start..i + 1);
+            start = i + 1;
+        }
+    }
+    ranges.push(start..frames.len());
+    ranges
+}
+
+/// The main and later passes with N workers; the leader's connection becomes worker 0.
+async fn parallel(
+    ctx: &Arc<Ctx>,
+    leader: Conn,
+    created: &HashSet<usize>,
+    summary: &mut RestoreSummary,
+    errors: &mut Errors,
+) -> Result<()> {
+    let plan = &ctx.plan;
+    let jobs = ctx.opts.jobs.max(1);
+    let mut conns = vec![leader];
+    let opened = futures_util::future::join_all((1..jobs).map(|n| {
+        let ctx = ctx.clone();
+        async move { Conn::open(ctx, &format!("pgarc restore worker {n}")).await }
+    }))
+    .await;
+    for c in opened {
+        conns.push(c?);
+    }
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
+    let mut job_txs = Vec::new();
+    let mut tasks = Vec::new();
+    for (w, mut conn) in conns.into_iter().enumerate() {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
+        job_txs.push(tx);
+        let done_tx = done_tx.clone();
+        tasks.push(tokio::spawn(async move {
+            while let Some(job) = rx.recv().await {
+                let (idx, outcome) = match job {
+                    Job::Entry { idx, truncate } => (idx, conn.restore_entry(idx, truncate).await),
+                    Job::Part { idx, range, gang } => {
+                        let mut out = Outcome::default();
+                        conn.load_table(idx, Some((range, gang)), false, &mut out)
+                            .await;
+                        (idx, out)
+                    }
+                };
+                if done_tx
+                    .send(Done {
+                        worker: w,
+                        idx,
+                        outcome,
+                    })
+                    .is_err()
+                {
+                    break;
+                }
+            }
+            conn
+        }));
+    }
+    drop(done_tx);
+
+    let is_data = |i: usize| {
+        let e = &ctx.toc.entries[i];
+        e.had_dumper && plan.items[i].reqs.data
+    };
+    let data_total: u64 = (0..plan.items.len())
+        .filter(|&i| is_data(i))
+        .map(|i| plan.items[i].data_len)
+        .sum();
+    let mut data_left = (0..plan.items.len()).filter(|&i| is_data(i)).count();
+    let mut sched = Scheduler::new(plan);
+    let mut running: Vec<Option<usize>> = vec![None; jobs];
+    let mut gang_left: HashMap<usize, usize> = HashMap::new();
+    let main_started = Instant::now();
+    let mut pass_started = Instant::now();
+    let mut data_announced = data_left == 0;
+    let mut ticker = tokio::time::interval(Duration::from_secs(10));
+    ticker.tick().await;
+    let mut loaded_bytes = 0u64;
+
+    loop {
+        // Dispatch to idle workers.
+        loop {
+            let idle: Vec<usize> = (0..jobs).filter(|&w| running[w].is_none()).collect();
+            if idle.is_empty() {
+                break;
+            }
+            let busy: Vec<usize> = running.iter().flatten().copied().collect();
+            let Some(idx) = sched.next(plan, &busy) else {
+                break;
+            };
+            let e = &ctx.toc.entries[idx];
+            let truncate = created.contains(&idx) && !sql::loads_via_partition_root(e);
+            let k = if e.desc.is("TABLE DATA") && plan.items[idx].reqs.data {
+                parts_wanted(ctx, idx, data_total).min(idle.len())
+            } else {
+                1
+            };
+            if k >= 2 {
+                let frames = ctx.data[&idx].frames.clone().expect("split needs frames");
+                let ranges = split_frames(&frames, k);
+                let gang = Gang::new(ranges.len());
+                summary.split.push((
+                    e.tag.to_str_lossy().unwrap_or_default().into_owned(),
+                    ranges.len(),
+                    frames.len(),
+                ));
+                gang_left.insert(idx, ranges.len());
+                for (range, &w) in ranges.into_iter().zip(&idle) {
+                    running[w] = Some(idx);
+                    let _ = job_txs[w].send(Job::Part {
+                        idx,
+                        range,
+                        gang: gang.clone(),
+                    });
+                }
+            } else {
+                let w = idle[0];
+                running[w] = Some(idx);
+                gang_left.insert(idx, 1);
+                let _ = job_txs[w].send(Job::Entry { idx, truncate });
+            }
+        }
+        if running.iter().all(Option::is_none) && !sched.has_ready() {
+            let finished = sched.pass();
+            let elapsed = pass_started.elapsed();
+            match finished {
+                Pass::Main => {
+                    summary.post_data.elapsed =
+                        main_started.elapsed().saturating_sub(summary.data.elapsed);
+                    eprintln!(
+                        "pgarc: post-data: {} entries done after {:.1} s",
+                        summary.post_data.entries,
+                        summary.post_data.elapsed.as_secs_f64()
+                    );
+                }
+                Pass::Acl | Pass::PostAcl => summary.acl.elapsed += elapsed,
+            }
+            if !sched.advance(plan) {
+                break;
+            }
+            pass_started = Instant::now();
+            continue;
+        }
+        tokio::select! {
+            done = done_rx.recv() => {
+                let Some(Done { worker, idx, outcome }) = done else {
+                    bail!("a restore worker stopped unexpectedly");
+                };
+                running[worker] = None;
+                summary.rows += outcome.rows;
+                summary.raw_bytes += outcome.raw_bytes;
+                loaded_bytes += outcome.raw_bytes;
+                errors.add(outcome.errors)?;
+                let left = gang_left.get_mut(&idx).expect("dispatched");
+                *left -= 1;
+                if *left > 0 {
+                    continue;
+                }
+                gang_left.remove(&idx);
+                sched.complete(plan, idx);
+                let e = &ctx.toc.entries[idx];
+                if is_data(idx) {
+                    summary.data.entries += 1;
+                    if e.desc.is("TABLE DATA") {
+                        summary.tables += 1;
+                    }
+                    data_left -= 1;
+                    if data_left == 0 && !data_announced {
+                        data_announced = true;
+                        summary.data.elapsed = main_started.elapsed();
+                        eprintln!(
+                            "pgarc: data: {} tables, {} rows, {} loaded in {:.1} s",
+                            summary.tables,
+                            summary.rows,
+                            crate::dump::human(summary.raw_bytes),
+                            summary.data.elapsed.as_secs_f64()
+                        );
+                    }
+                } else if sched.pass() == Pass::Main {
+                    if e.section == crate::archive::toc::Section::PostData.code() {
+                        summary.post_data.entries += 1;
+                    } else {
+                        summary.data.entries += 1;
+                    }
+                } else {
+                    summary.acl.entries += 1;
+                }
+            }
+            _ = ticker.tick() => {
+                if !data_announced {
+                    eprintln!(
+                        "pgarc: data: {} tables left, {} loaded so far, {:.0} s",
+                        data_left,
+                        crate::dump::human(loaded_bytes),
+                        main_started.elapsed().as_secs_f64()
+                    );
+                }
+            }
+        }
+    }
+    // What a dependency cycle left behind, serially on one worker.
+    drop(job_txs);
+    let mut conns = Vec::new();
+    for t in tasks {
+        conns.push(t.await.context("a restore worker panicked")?);
+    }
+    let left = sched.left_over();
+    if let Some(conn) = conns.first_mut() {
+        for idx in left {
+            if !plan.items[idx].reqs.selected() {
+                continue;
+            }
+            let out = conn.restore_entry(idx, false).await;
+            summary.rows += out.rows;
+            errors.add(out.errors)?;
+        }
+    }
+    eprintln!(
+        "pgarc: acl and after: {} entries in {:.1} s",
+        summary.acl.entries,
+        summary.acl.elapsed.as_secs_f64()
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::archive::frame::FrameIndexEntry;
+
+    fn frames(sizes: &[u64]) -> Vec<FrameIndexEntry> {
+        let mut off = 0;
+        sizes
+            .iter()
+            .map(|&s| {
+                let f = FrameIndexEntry {
+                    offset: off,
+                    stored: s,
+                    raw: s,
+                    rows: 1,
+                    sha256: [0; 32],
+                };
+                off += s;
+                f
+            })
+            .collect()
+    }
+
+    #[test]
+    fn frames_are_cut_into_contiguous_balanced_ranges() {
+        let f = frames(&[10, 10, 10, 10, 10, 10, 10, 10, 1]);
+        let r = split_frames(&f, 2);
+        assert_eq!(r, [0..4, 4..9]);
+        let r = split_frames(&f, 4);
+        assert_eq!(r.len(), 4);
+        assert_eq!(r.first().unwrap().start, 0);
+        assert_eq!(r.last().unwrap().end, 9);
+        for w in r.windows(2) {
+            assert_eq!(w[0].end, w[1].start);
+            assert!(!w[0].is_empty());
+        }
+        // More parts than frames can never produce an empty range.
+        let r = split_frames(&frames(&[100, 1, 1]), 3);
+        assert_eq!(r, [0..1, 1..2, 2..3]);
+    }
+}

@@ -1,0 +1,593 @@
+//! A restore worker: one database session that restores TOC entries the way
+//! pg_restore's `restore_toc_entry` does, and loads table data from the archive through a
+//! reader thread that checks every frame before its rows are sent.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::{pin_mut, SinkExt};
+use tokio::sync::{mpsc, Mutex, Notify};
+
+use super::sql::{self, SessionState};
+use super::Ctx;
+use crate::archive::frame::FrameIndexEntry;
+use crate::archive::reader::{
+    find_data_file, open_stream, safe_relative_name, CopyScanner, DataFile, FrameReader,
+};
+use crate::archive::toc::{ArchiveVersion, TocEntry};
+use crate::pg::session::{describe, Session};
+
+/// Where a TABLE DATA entry's rows are.
+#[derive(Debug, Clone)]
+pub struct DataSource {
+    pub file: DataFile,
+    /// pgarc archives: the frame index (checked against the manifest) and the row count.
+    pub frames: Option<Arc<Vec<FrameIndexEntry>>>,
+    pub rows: Option<u64>,
+}
+
+/// What restoring an entry (or a part of a table) did.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub errors: Vec<String>,
+    /// A TABLE entry: whether it was created without error.
+    pub table_created: Option<bool>,
+    /// A DATABASE entry ran: the leader reconnects to this database.
+    pub reconnect: Option<String>,
+    pub rows: u64,
+    pub raw_bytes: u64,
+}
+
+/// The parts of one table loaded by several workers at once: each part commits only when
+/// every part has loaded without error, so a failure anywhere leaves the table without any
+/// of the table's rows.
+#[derive(Debug)]
+pub struct Gang {
+    parts: usize,
+    state: Mutex<(usize, bool)>,
+    notify: Notify,
+}
+
+impl Gang {
+    pub fn new(parts: usize) -> Arc<Gang> {
+        Arc::new(Gang {
+            parts,
+            state: Mutex::new((0, true)),
+            notify: Notify::new(),
+        })
+    }
+
+    /// Reports this part's result and waits for the others; true when all succeeded.
+    async fn arrive(&self, ok: bool) -> bool {
+        {
+            let mut s = self.state.lock().await;
+            s.0 += 1;
+            s.1 &= ok;
+            if s.0 == self.parts {
+                self.notify.notify_waiters();
+                return s.1;
+            }
+        }
+        loop {
+            let notified = self.notify.notified();
+            pin_mut!(notified);
+            notified.as_mut().enable();
+            {
+                let s = self.state.lock().await;
+                if s.0 == self.parts {
+                    return s.1;
+                }
+            }
+            notified.await;
+        }
+    }
+}
+
+/// A connection with what it has set.
+pub struct Conn {
+    pub session: Session,
+    pub state: SessionState,
+    pub ctx: Arc<Ctx>,
+}
+
+enum Chunk {
+    Rows(Bytes),
+    Done(u64),
+    Failed(String),
+}
+
+const CHUNK_BYTES: usize = 1 << 20;
+
+impl Conn {
+    /// Opens a session and sets the fixed restore state.
+    pub async fn open(ctx: Arc<Ctx>, name: &str) -> anyhow::Result<Conn> {
+        let session = crate::pg::session::connect(&ctx.conn(), name).await?;
+        if ctx.server_version_num() == 0 {
+            let v = crate::pg::session::query_text(
+                &session.client,
+                "SELECT current_setting('server_version_num')",
+            )
+            .await?
+            .pop()
+            .and_then(|r| r.into_iter().next().flatten())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+            ctx.set_server_version_num(v);
+        }
+        let mut conn = Conn {
+            session,
+            state: SessionState::new(ctx.search_path.is_some()),
+            ctx,
+        };
+        conn.fixed_state().await?;
+        Ok(conn)
+    }
+
+    /// `_doSetFixedOutputState`: every statement must succeed (a wrong --role stops here).
+    pub async fn fixed_state(&mut self) -> anyhow::Result<()> {
+        self.state = SessionState::new(self.ctx.search_path.is_some());
+        for stmt in self.ctx.fixed_state(self.ctx.server_version_num()) {
+            self.session
+                .client
+                .batch_execute(&stmt)
+                .await
+                .map_err(|e| anyhow::anyhow!("{stmt}: {}", describe(&e)))?;
+        }
+        Ok(())
+    }
+
+    /// Runs `sql`, recording a failure against `entry` in `out`.
+    async fn exec(&self, entry: &TocEntry, sql: &str, out: &mut Outcome) -> bool {
+        match self.session.client.batch_execute(sql).await {
+            Ok(()) => true,
+            Err(e) => {
+                out.errors.push(format!(
+                    "{}: {} (command: {})",
+                    label(entry),
+                    describe(&e),
+                    brief(sql)
+                ));
+                false
+            }
+        }
+    }
+
+    /// `_printTocEntry`: session state, the definition, the owner, a partitioned table's AM.
+    async fn print_entry(&mut self, idx: usize, out: &mut Outcome) {
+        let ctx = self.ctx.clone();
+        let e = &ctx.toc.entries[idx];
+        for stmt in self.state.enter(e) {
+            self.exec(e, &stmt, out).await;
+        }
+        let by_id = |id: i32| ctx.entry_by_id(id);
+        match sql::definition(e, ctx.opts.no_owner, by_id) {
+            Ok(stmts) => {
+                for stmt in stmts {
+                    self.exec(e, &stmt, out).await;
+                }
+            }
+            Err(msg) => out.errors.push(format!("{}: {msg}", label(e))),
+        }
+        if !ctx.opts.no_owner {
+            match sql::ownership(e) {
+                Ok(stmts) => {
+                    for stmt in stmts {
+                        self.exec(e, &stmt, out).await;
+                    }
+                }
+                Err(msg) => out.errors.push(format!("{}: {msg}", label(e))),
+            }
+        }
+        if let Some(stmt) = sql::partitioned_table_am(e) {
+            self.exec(e, &stmt, out).await;
+        }
+    }
+
+    /// `restore_toc_entry`: the schema part, then the data part of one entry.
+    pub async fn restore_entry(&mut self, idx: usize, truncate: bool) -> Outcome {
+        let ctx = self.ctx.clone();
+        let e = &ctx.toc.entries[idx];
+        let reqs = ctx.plan.items[idx].reqs;
+        let mut out = Outcome::default();
+        let mut printed = false;
+        if reqs.schema {
+            self.print_entry(idx, &mut out).await;
+            printed = true;
+            if e.desc.is("TABLE") {
+                out.table_created = Some(out.errors.is_empty());
+            }
+            if e.desc.is("DATABASE") || e.desc.is("DATABASE PROPERTIES") {
+                out.reconnect = e.tag.to_str_lossy().map(|s| s.into_owned());
+            }
+        }
+        if reqs.data {
+            if e.had_dumper {
+                if e.desc.is("BLOBS") {
+                    self.load_blobs(idx, &mut out).await;
+                } else if e.desc.is("TABLE DATA") {
+                    self.load_table(idx, None, truncate, &mut out).await;
+                }
+            } else if !printed {
+                self.print_entry(idx, &mut out).await;
+                printed = true;
+            }
+        }
+        if reqs.stats && !printed {
+            self.print_entry(idx, &mut out).await;
+        }
+        out
+    }
+
+    /// Loads one table's rows: all of them (`part` None), or frames `range` as one part of a
+    /// gang. A whole table created in this run is loaded as pg_restore does in parallel mode:
+    /// `BEGIN; TRUNCATE TABLE ONLY; COPY; COMMIT`.
+    pub async fn load_table(
+        &mut self,
+        idx: usize,
+        part: Option<(Range<usize>, Arc<Gang>)>,
+        truncate: bool,
+        out: &mut Outcome,
+    ) {
+        let ctx = self.ctx.clone();
+        let e = &ctx.toc.entries[idx];
+        for stmt in self.state.enter(e) {
+            self.exec(e, &stmt, out).await;
+        }
+        let Some(source) = ctx.data.get(&idx).cloned() else {
+            out.errors.push(format!(
+                "{}: no data file was planned for this entry",
+                label(e)
+            ));
+            return;
+        };
+        let copy = e
+            .copy_stmt
+            .to_str_lossy()
+            .map(|c| c.into_owned())
+            .unwrap_or_default();
+        if copy.trim().is_empty() {
+            out.errors.push(format!(
+                "{}: the data is stored as INSERT statements (pg_dump --inserts), which pgarc \
+                 does not restore; use pg_restore",
+                label(e)
+            ));
+            return;
+        }
+        let ns = e.namespace.to_str_lossy().map(|s| s.into_owned());
+        let tag = e.tag.to_str_lossy().unwrap_or_default().into_owned();
+        let in_txn = truncate || part.is_some();
+        if in_txn && !self.exec(e, "BEGIN", out).await {
+            return;
+        }
+        if truncate
+            && part.is_none()
+            && !self
+                .exec(
+                    e,
+                    &format!(
+                        "TRUNCATE TABLE ONLY {}",
+                        sql::qualified(ns.as_deref(), &tag)
+                    ),
+                    out,
+                )
+                .await
+        {
+            self.exec(e, "ROLLBACK", out).await;
+            return;
+        }
+        let range = part.as_ref().map(|(r, _)| r.clone());
+        let result = self.copy_in(&copy, source, range).await;
+        let ok = result.is_ok();
+        match result {
+            Ok((rows, raw)) => {
+                out.rows += rows;
+                out.raw_bytes += raw;
+            }
+            Err(msg) => out.errors.push(format!("{}: {msg}", label(e))),
+        }
+        let commit = match &part {
+            Some((_, gang)) => gang.arrive(ok).await,
+            None => ok,
+        };
+        if in_txn {
+            if commit {
+                self.exec(e, "COMMIT", out).await;
+            } else {
+                // A failed COPY left the transaction aborted; ROLLBACK ends it either way.
+                let _ = self.session.client.batch_execute("ROLLBACK").await;
+                if ok {
+                    out.rows = 0;
+                    out.raw_bytes = 0;
+                }
+            }
+        }
+    }
+
+    /// Streams rows from the archive into `COPY ... FROM stdin`: (rows, raw bytes) sent.
+    async fn copy_in(
+        &mut self,
+        copy: &str,
+        source: DataSource,
+        range: Option<Range<usize>>,
+    ) -> Result<(u64, u64), String> {
+        let (tx, mut rx) = mpsc::channel::<Chunk>(4);
+        let reader = tokio::task::spawn_blocking(move || produce(source, range, tx));
+        let sink = self
+            .session
+            .client
+            .copy_in::<_, Bytes>(copy)
+            .await
+            .map_err(|e| describe(&e))?;
+        pin_mut!(sink);
+        let mut raw = 0u64;
+        let result = loop {
+            match rx.recv().await {
+                Some(Chunk::Rows(b)) => {
+                    raw += b.len() as u64;
+                    if let Err(e) = sink.as_mut().send(b).await {
+                        break Err(format!("COPY failed: {}", describe(&e)));
+                    }
+                }
+                Some(Chunk::Done(rows)) => match sink.as_mut().finish().await {
+                    Ok(n) if n == rows => break Ok((n, raw)),
+                    Ok(n) => {
+                        break Err(format!(
+                            "the server stored {n} rows but the archive holds {rows}"
+                        ))
+                    }
+                    Err(e) => break Err(format!("COPY failed: {}", describe(&e))),
+                },
+                Some(Chunk::Failed(msg)) => break Err(msg),
+                None => break Err("the archive reader stopped unexpectedly".into()),
+            }
+        };
+        drop(rx);
+        let _ = reader.await;
+        // On error the sink is dropped unfinished: tokio-postgres sends CopyFail and the
+        // server discards every row of this COPY.
+        result
+    }
+
+    /// Large objects of a BLOBS entry, in one transaction (`_LoadLOs`, `StartRestoreLOs`).
+    async fn load_blobs(&mut self, idx: usize, out: &mut Outcome) {
+        let ctx = self.ctx.clone();
+        let e = &ctx.toc.entries[idx];
+        if let Some(stmt) = self.state.schema("pg_catalog") {
+            self.exec(e, &stmt, out).await;
+        }
+        let list = match blobs_list(&ctx, e) {
+            Ok(l) => l,
+            Err(msg) => {
+                out.errors.push(format!("{}: {msg}", label(e)));
+                return;
+            }
+        };
+        if !self.exec(e, "BEGIN", out).await {
+            return;
+        }
+        let (tx, mut rx) = mpsc::channel::<Result<(u32, i64, Bytes), String>>(4);
+        let root = ctx.dir.root().to_owned();
+        let reader = tokio::task::spawn_blocking(move || {
+            for (oid, name) in list {
+                let sent = read_blob(&root, oid, &name, &tx);
+                if sent.is_err() {
+                    return;
+                }
+            }
+        });
+        let stmt = "SELECT pg_catalog.lo_put($1, $2, $3)";
+        let mut failed = false;
+        while let Some(item) = rx.recv().await {
+            match item {
+                Ok((oid, offset, data)) => {
+                    let r = self
+                        .session
+                        .client
+                        .execute(stmt, &[&oid, &offset, &data.as_ref()])
+                        .await;
+                    if let Err(err) = r {
+                        out.errors.push(format!(
+                            "{}: large object {oid}: {}",
+                            label(e),
+                            describe(&err)
+                        ));
+                        failed = true;
+                        break;
+                    }
+                    out.raw_bytes += data.len() as u64;
+                }
+                Err(msg) => {
+                    out.errors.push(format!("{}: {msg}", label(e)));
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        drop(rx);
+        let _ = reader.await;
+        if failed {
+            let _ = self.session.client.batch_execute("ROLLBACK").await;
+        } else {
+            self.exec(e, "COMMIT", out).await;
+        }
+    }
+}
+
+/// `(oid, file name)` of every large object a BLOBS entry lists.
+fn blobs_list(ctx: &Ctx, e: &TocEntry) -> Result<Vec<(u32, String)>, String> {
+    // Before 1.16 pg_restore always reads blobs.toc, whatever the entry says.
+    let name = if ctx.toc.header.version < ArchiveVersion::V1_16 {
+        "blobs.toc".to_string()
+    } else {
+        safe_relative_name(e.filename.as_bytes().unwrap_or_default())?.to_string()
+    };
+    let path = ctx.dir.root().join(&name);
+    let text = std::fs::read(&path).map_err(|err| format!("{name}: {err}"))?;
+    let text = String::from_utf8(text).map_err(|_| format!("{name}: not UTF-8"))?;
+    let mut v = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let (oid, file) = line
+            .split_once(' ')
+            .ok_or_else(|| format!("{name}, line {}: expected \"OID FILE\"", n + 1))?;
+        let oid: u32 = oid
+            .parse()
+            .map_err(|_| format!("{name}, line {}: bad OID {oid:?}", n + 1))?;
+        safe_relative_name(file.as_bytes()).map_err(|m| format!("{name}, line {}: {m}", n + 1))?;
+        v.push((oid, file.to_string()));
+    }
+    Ok(v)
+}
+
+/// Sends one large object's contents in chunks; Err when the receiver is gone.
+fn read_blob(
+    root: &std::path::Path,
+    oid: u32,
+    name: &str,
+    tx: &mpsc::Sender<Result<(u32, i64, Bytes), String>>,
+) -> Result<(), ()> {
+    use std::io::Read;
+    let send = |item| tx.blocking_send(item).map_err(|_| ());
+    let file = match find_data_file(root, name.as_bytes()) {
+        Ok(f) => f,
+        Err(err) => return send(Err(format!("large object {oid}: {err}"))).and(Err(())),
+    };
+    let mut r = match open_stream(&file) {
+        Ok(r) => r,
+        Err(err) => return send(Err(format!("large object {oid}: {err}"))).and(Err(())),
+    };
+    let mut offset = 0i64;
+    loop {
+        let mut buf = Vec::with_capacity(CHUNK_BYTES);
+        match (&mut r).take(CHUNK_BYTES as u64).read_to_end(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => {
+                send(Ok((oid, offset, Bytes::from(buf))))?;
+                offset += n as i64;
+            }
+            Err(err) => {
+                return send(Err(format!("large object {oid}: {}: {err}", file.rel))).and(Err(()))
+            }
+        }
+    }
+}
+
+/// The reader thread of one COPY: decompresses, checks and passes on rows.
+fn produce(source: DataSource, range: Option<Range<usize>>, tx: mpsc::Sender<Chunk>) {
+    let result = match &source.frames {
+        Some(index) => produce_frames(&source.file, index, range, &tx),
+        None => produce_stream(&source.file, &tx),
+    };
+    let last = match result {
+        Ok(Some(rows)) => Chunk::Done(rows),
+        Ok(None) => return,
+        Err(msg) => Chunk::Failed(msg),
+    };
+    let _ = tx.blocking_send(last);
+}
+
+/// Ok(None): the receiver went away.
+type Produced = Result<Option<u64>, String>;
+
+fn produce_stream(file: &DataFile, tx: &mpsc::Sender<Chunk>) -> Produced {
+    use std::io::Read;
+    let mut r = open_stream(file).map_err(|e| e.to_string())?;
+    let mut scanner = CopyScanner::new();
+    let mut buf = vec![0u8; CHUNK_BYTES];
+    let mut out = Vec::with_capacity(CHUNK_BYTES + 4096);
+    loop {
+        let n = match r.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(format!("{}: {e}", file.rel)),
+        };
+        scanner
+            .feed(&buf[..n], &mut out)
+            .map_err(|e| format!("{}: {e}", file.rel))?;
+        if out.len() >= CHUNK_BYTES {
+            let chunk = std::mem::replace(&mut out, Vec::with_capacity(CHUNK_BYTES + 4096));
+            if tx.blocking_send(Chunk::Rows(chunk.into())).is_err() {
+                return Ok(None);
+            }
+        }
+    }
+    let rows = scanner
+        .finish(true)
+        .map_err(|e| format!("{}: {e}", file.rel))?;
+    if !out.is_empty() && tx.blocking_send(Chunk::Rows(out.into())).is_err() {
+        return Ok(None);
+    }
+    Ok(Some(rows))
+}
+
+fn produce_frames(
+    file: &DataFile,
+    index: &[FrameIndexEntry],
+    range: Option<Range<usize>>,
+    tx: &mpsc::Sender<Chunk>,
+) -> Produced {
+    let range = range.unwrap_or(0..index.len());
+    let includes_last = range.end == index.len();
+    let mut reader = FrameReader::open(file, index, range).map_err(|e| e.to_string())?;
+    let mut scanner = CopyScanner::new();
+    while let Some((n, raw)) = reader.next_frame().map_err(|e| e.to_string())? {
+        if scanner.ended() {
+            return Err(format!(
+                "{}, frame {n}: data after the end-of-data marker",
+                file.rel
+            ));
+        }
+        let before = scanner.rows();
+        let mut out = Vec::with_capacity(raw.len());
+        scanner
+            .feed(&raw, &mut out)
+            .map_err(|e| format!("{}, frame {n}: {e}", file.rel))?;
+        let rows = scanner.rows() - before;
+        if rows != index[n - 1].rows {
+            return Err(format!(
+                "{}, frame {n}: holds {rows} rows, the frame index says {}",
+                file.rel,
+                index[n - 1].rows
+            ));
+        }
+        if scanner.ended() && n != index.len() {
+            return Err(format!(
+                "{}, frame {n}: {}",
+                file.rel,
+                crate::archive::reader::ScanError::MarkerInsideData
+            ));
+        }
+        if !out.is_empty() && tx.blocking_send(Chunk::Rows(out.into())).is_err() {
+            return Ok(None);
+        }
+    }
+    let rows = scanner
+        .finish(includes_last)
+        .map_err(|e| format!("{}: {e}", file.rel))?;
+    Ok(Some(rows))
+}
+
+/// How errors name an entry: `215 TABLE DATA app.orders`.
+pub fn label(e: &TocEntry) -> String {
+    let ns = e.namespace.to_str_lossy();
+    let tag = e.tag.to_str_lossy().unwrap_or_default();
+    let desc = e.desc.to_str_lossy().unwrap_or_default();
+    match ns {
+        Some(ns) if !ns.is_empty() => format!("entry {} {desc} {ns}.{tag}", e.dump_id),
+        _ => format!("entry {} {desc} {tag}", e.dump_id),
+    }
+}
+
+/// The first line of a statement, shortened, for error messages.
+fn brief(sql: &str) -> String {
+    let line = sql.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+    if line.chars().count() > 100 {
+        format!("{}...", line.chars().take(100).collect::<String>())
+    } else {
+        line.to_string()
+    }
+}

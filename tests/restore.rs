@@ -1,0 +1,351 @@
+//! `pgarc restore` against real servers and the stock tools (issue 4's acceptance): pgarc and
+//! stock archives restore to a database equal to the source and to what pg_restore gives;
+//! the ownership and privilege options match pg_restore's; a big table is loaded by several
+//! workers at once; a damaged frame is named and leaves no partial table; a non-empty target
+//! is refused and left alone.
+
+use std::path::Path;
+
+use pgarc::archive::manifest::Manifest;
+
+use crate::util::{default_bindir, newest_bindir, run_ok, Cluster};
+
+fn pgarc_dump(cluster: &Cluster, db: &str, out: &Path, args: &[&str]) {
+    run_ok(
+        cluster
+            .pgarc()
+            .args(["dump", "-d", db, "-f"])
+            .arg(out)
+            .arg("--pg-dump")
+            .arg(cluster.bindir.join("pg_dump"))
+            .args(args),
+    );
+}
+
+/// Runs `pgarc restore ARGS ARCHIVE`; returns (exit code, stderr).
+fn pgarc_restore(cluster: &Cluster, archive: &Path, args: &[&str]) -> (i32, String) {
+    let out = cluster
+        .pgarc()
+        .arg("restore")
+        .args(args)
+        .arg(archive)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn restore_ok(cluster: &Cluster, archive: &Path, args: &[&str]) -> String {
+    let (code, stderr) = pgarc_restore(cluster, archive, args);
+    assert_eq!(code, 0, "pgarc restore {args:?} failed:\n{stderr}");
+    stderr
+}
+
+fn stock_restore(cluster: &Cluster, archive: &Path, args: &[&str]) {
+    run_ok(cluster.client("pg_restore").args(args).arg(archive));
+}
+
+/// Acceptance 1 and 4: the fixtures database, `pgarc dump -j 4`, `pgarc restore -j 4` into a
+/// fresh database, equal to the source; a table of many frames is split across workers.
+#[test]
+fn pgarc_archives_restore_equal_to_the_source() {
+    let cluster = Cluster::start_in(&newest_bindir());
+    cluster.create_fixtures_db("src");
+    // A table big enough in frames (64 kB each) to be worth splitting.
+    cluster.psql(
+        "src",
+        "CREATE TABLE app.big AS SELECT i AS id, md5(i::text) AS h, repeat('x', i % 200) AS pad \
+         FROM generate_series(1, 60000) i; ALTER TABLE app.big ADD PRIMARY KEY (id)",
+    );
+    let expected = cluster.db_state("src");
+    let work = tempfile::tempdir().unwrap();
+    let archive = work.path().join("a");
+    pgarc_dump(
+        &cluster,
+        "src",
+        &archive,
+        &["-j", "4", "--frame-size", "64kB"],
+    );
+
+    cluster.create_db("dst");
+    let stderr = restore_ok(&cluster, &archive, &["-d", "dst", "-j", "4"]);
+    cluster.assert_same_db(&expected, "dst");
+    assert!(stderr.contains("pre-data:"), "a line per phase: {stderr}");
+    assert!(
+        stderr.contains("data:") && stderr.contains("post-data:"),
+        "{stderr}"
+    );
+    let split = stderr
+        .lines()
+        .find(|l| l.contains("table big:"))
+        .unwrap_or_else(|| panic!("big must be split across workers: {stderr}"));
+    let workers: usize = split
+        .split("loaded by ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    assert!(workers >= 2, "{split}");
+    assert!(
+        stderr.contains("60000") || stderr.contains("rows"),
+        "{stderr}"
+    );
+
+    // -j 1 gives the same database.
+    cluster.create_db("dst1");
+    restore_ok(&cluster, &archive, &["-d", "dst1"]);
+    cluster.assert_same_db(&expected, "dst1");
+}
+
+/// Acceptance 2: stock `pg_dump -Fd` archives in every codec the available pg_dump writes,
+/// restored by `pgarc restore -j 4`, equal the source and what `pg_restore -j 4` restores.
+#[test]
+fn stock_archives_restore_like_pg_restore() {
+    for (bindir, codecs) in [
+        (default_bindir(), vec!["0", "6"]),
+        (newest_bindir(), vec!["none", "gzip", "zstd", "lz4"]),
+    ] {
+        let cluster = Cluster::start_in(&bindir);
+        cluster.create_fixtures_db("src");
+        let expected = cluster.db_state("src");
+        let work = tempfile::tempdir().unwrap();
+        for codec in codecs {
+            let archive = work.path().join(format!("stock-{codec}"));
+            run_ok(
+                cluster
+                    .client("pg_dump")
+                    .args(["-Fd", "-Z", codec, "-d", "src", "-f"])
+                    .arg(&archive),
+            );
+            let ours = format!("pgarc_{codec}");
+            let theirs = format!("stock_{codec}");
+            cluster.create_db(&ours);
+            restore_ok(&cluster, &archive, &["-d", &ours, "-j", "4"]);
+            cluster.assert_same_db(&expected, &ours);
+            cluster.create_db(&theirs);
+            stock_restore(&cluster, &archive, &["-d", &theirs, "-j", "4"]);
+            assert_eq!(
+                cluster.db_state(&ours),
+                cluster.db_state(&theirs),
+                "pg {} -Z {codec}: pgarc and pg_restore differ",
+                cluster.version.major
+            );
+        }
+    }
+}
+
+/// Acceptance 3: with objects owned by a second role and grants to a third, `--no-owner`,
+/// `--no-privileges`, `--clean --if-exists` and `--create` each give the database
+/// pg_restore gives with the same options.
+#[test]
+fn ownership_privilege_clean_and_create_options_match_pg_restore() {
+    let cluster = Cluster::start_in(&newest_bindir());
+    cluster.create_fixtures_db("src");
+    cluster.psql(
+        "src",
+        "CREATE TABLE app.owned_by_reader (id int PRIMARY KEY);
+         ALTER TABLE app.owned_by_reader OWNER TO fixture_reader;
+         GRANT SELECT ON app.vehicles TO fixture_reader",
+    );
+    let owners = "SELECT string_agg(c.relname || ':' || pg_get_userbyid(c.relowner) || ':' || \
+                  coalesce(c.relacl::text, '-'), ' ' ORDER BY c.relname) FROM pg_class c \
+                  JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'app'";
+    assert!(cluster.psql("src", owners).contains("fixture_owner"));
+    let work = tempfile::tempdir().unwrap();
+    let archive = work.path().join("a");
+    pgarc_dump(&cluster, "src", &archive, &["-j", "2"]);
+
+    for opts in [&["--no-owner"][..], &["--no-privileges"], &["-O", "-x"]] {
+        let name = opts.join("").replace('-', "");
+        let (ours, theirs) = (format!("p{name}"), format!("s{name}"));
+        cluster.create_db(&ours);
+        cluster.create_db(&theirs);
+        let mut args = vec!["-d", ours.as_str(), "-j", "4"];
+        args.extend(opts);
+        restore_ok(&cluster, &archive, &args);
+        let mut sargs = vec!["-d", theirs.as_str(), "-j", "4"];
+        sargs.extend(opts);
+        stock_restore(&cluster, &archive, &sargs);
+        assert_eq!(
+            cluster.db_state(&ours),
+            cluster.db_state(&theirs),
+            "{opts:?}"
+        );
+        assert_eq!(cluster.psql(&ours, owners), cluster.psql(&theirs, owners));
+    }
+
+    // --clean --if-exists over a database that already holds a restore (and an extra row).
+    for db in ["pclean", "sclean"] {
+        cluster.create_db(db);
+        stock_restore(&cluster, &archive, &["-d", db]);
+        cluster.psql(db, "INSERT INTO app.owned_by_reader VALUES (42)");
+    }
+    restore_ok(
+        &cluster,
+        &archive,
+        &["-d", "pclean", "-j", "4", "--clean", "--if-exists"],
+    );
+    stock_restore(
+        &cluster,
+        &archive,
+        &["-d", "sclean", "-j", "4", "--clean", "--if-exists"],
+    );
+    let expected = cluster.db_state("src");
+    cluster.assert_same_db(&expected, "pclean");
+    assert_eq!(cluster.db_state("pclean"), cluster.db_state("sclean"));
+
+    // --create: the database is created from the archive's DATABASE entry.
+    cluster.psql(
+        "postgres",
+        "ALTER DATABASE src SET work_mem = '7MB'; COMMENT ON DATABASE src IS 'the source'",
+    );
+    let archive2 = work.path().join("b");
+    pgarc_dump(&cluster, "src", &archive2, &["-j", "2"]);
+    let expected = cluster.db_state("src");
+    let db_props = "SELECT d.datname || '|' || pg_get_userbyid(d.datdba) || '|' || \
+        coalesce(shobj_description(d.oid, 'pg_database'), '-') || '|' || \
+        coalesce((SELECT array_agg(s.setconfig)::text FROM pg_db_role_setting s \
+        WHERE s.setdatabase = d.oid), '-') FROM pg_database d WHERE datname = 'src'";
+    let source_props = cluster.psql("postgres", db_props);
+    cluster.psql("postgres", "DROP DATABASE src");
+    restore_ok(&cluster, &archive2, &["-d", "postgres", "-C", "-j", "4"]);
+    cluster.assert_same_db(&expected, "src");
+    let ours = cluster.psql("postgres", db_props);
+    assert_eq!(ours, source_props);
+    // A second --create is refused while the database exists...
+    let (code, stderr) = pgarc_restore(&cluster, &archive2, &["-d", "postgres", "-C"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("already exists") && stderr.contains("--clean"),
+        "{stderr}"
+    );
+    // ...and with --clean it drops and recreates it, as pg_restore -C -c does.
+    restore_ok(
+        &cluster,
+        &archive2,
+        &["-d", "postgres", "-C", "-c", "-j", "2"],
+    );
+    cluster.assert_same_db(&expected, "src");
+    cluster.psql("postgres", "DROP DATABASE src");
+    stock_restore(&cluster, &archive2, &["-d", "postgres", "-C", "-j", "4"]);
+    assert_eq!(cluster.psql("postgres", db_props), ours);
+    cluster.assert_same_db(&expected, "src");
+}
+
+/// Flips one byte inside frame `frame` (1-based) of the data file of `table`.
+fn damage_frame(archive: &Path, table: &str, frame: usize) -> String {
+    let m = Manifest::parse(&std::fs::read(archive.join("manifest.toml")).unwrap()).unwrap();
+    let t = m.tables.iter().find(|t| t.name == table).unwrap();
+    let index = pgarc::archive::frame::parse_frame_index(
+        &std::fs::read(archive.join(&t.frame_index)).unwrap(),
+    )
+    .unwrap();
+    let f = &index[frame - 1];
+    let path = archive.join(&t.file);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[(f.offset + f.stored / 2) as usize] ^= 0x20;
+    std::fs::write(&path, bytes).unwrap();
+    t.file.clone()
+}
+
+/// Acceptance 5: a flipped byte inside one frame stops that table's load, names the table
+/// and frame, exits non-zero, and the table holds no rows at all; for a table loaded by one
+/// worker and for one loaded by several.
+#[test]
+fn a_damaged_frame_is_named_and_leaves_no_partial_table() {
+    let cluster = Cluster::start_in(&newest_bindir());
+    for db in ["src", "d1", "d2"] {
+        cluster.create_db(db);
+    }
+    cluster.psql(
+        "src",
+        "CREATE TABLE big AS SELECT i AS id, md5(i::text) AS h FROM generate_series(1, 80000) i;
+         CREATE TABLE small AS SELECT i AS id, md5(i::text) AS h FROM generate_series(1, 5000) i;
+         CREATE TABLE intact AS SELECT i AS id FROM generate_series(1, 100) i",
+    );
+    let work = tempfile::tempdir().unwrap();
+    let archive = work.path().join("a");
+    pgarc_dump(
+        &cluster,
+        "src",
+        &archive,
+        &["--frame-size", "32kB", "-Z", "gzip"],
+    );
+    let small_file = damage_frame(&archive, "small", 2);
+    let big_file = damage_frame(&archive, "big", 20);
+
+    let (code, stderr) = pgarc_restore(&cluster, &archive, &["-d", "d1", "-j", "4"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("public.small")
+            && stderr.contains(&format!("{small_file}, frame 2"))
+            && stderr.contains("checksum mismatch"),
+        "the table and frame are named: {stderr}"
+    );
+    assert!(
+        stderr.contains("public.big") && stderr.contains(&format!("{big_file}, frame 20")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("table big:") && stderr.contains("workers at once"),
+        "big was loaded in parts: {stderr}"
+    );
+    assert!(stderr.lines().all(|l| !l.contains("panicked")), "{stderr}");
+    let counts = cluster.psql(
+        "d1",
+        "SELECT (SELECT count(*) FROM big) || ' ' || (SELECT count(*) FROM small) || ' ' || \
+         (SELECT count(*) FROM intact)",
+    );
+    assert_eq!(
+        counts.trim(),
+        "0 0 100",
+        "no partial rows; other tables loaded"
+    );
+
+    // With -e the restore stops at the first error, still with a non-zero exit.
+    let (code, stderr) = pgarc_restore(&cluster, &archive, &["-d", "d2", "-j", "2", "-e"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("frame") && stderr.contains("--exit-on-error"),
+        "{stderr}"
+    );
+}
+
+/// Acceptance 6: a non-empty target without `--clean` is refused with a clear message and
+/// is left exactly as it was.
+#[test]
+fn a_non_empty_target_is_refused_and_left_alone() {
+    let cluster = Cluster::start_in(&newest_bindir());
+    cluster.create_db("src");
+    cluster.create_db("busy");
+    cluster.psql("src", "CREATE TABLE t AS SELECT 1 AS a");
+    cluster.psql(
+        "busy",
+        "CREATE TABLE keep (x int); INSERT INTO keep VALUES (1)",
+    );
+    let work = tempfile::tempdir().unwrap();
+    let archive = work.path().join("a");
+    pgarc_dump(&cluster, "src", &archive, &[]);
+    let before = cluster.db_state("busy");
+    let (code, stderr) = pgarc_restore(&cluster, &archive, &["-d", "busy", "-j", "2"]);
+    assert_eq!(code, 1);
+    let line = stderr.trim();
+    assert_eq!(line.lines().count(), 1, "one line: {stderr}");
+    assert!(
+        line.contains("\"busy\" is not empty")
+            && line.contains("public.keep")
+            && line.contains("--clean"),
+        "{line}"
+    );
+    assert_eq!(cluster.db_state("busy"), before);
+
+    // No -d: a one-line usage error; a missing archive: named.
+    let (code, stderr) = pgarc_restore(&cluster, &archive, &[]);
+    assert_eq!((code, stderr.trim().lines().count()), (1, 1), "{stderr}");
+    assert!(stderr.contains("-d"), "{stderr}");
+    let (code, stderr) = pgarc_restore(&cluster, &work.path().join("nope"), &["-d", "busy"]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("no such directory"), "{stderr}");
+}
