@@ -609,15 +609,19 @@ fn split_frames(frames: &[crate::archive::frame::FrameIndexEntry], k: usize) -> 
     let mut ranges = Vec::with_capacity(k);
     let mut start = 0;
     let mut acc = 0u64;
+    // A frame goes to the part its middle falls in.
     for (i, f) in frames.iter().enumerate() {
-        acc += f.stored;
-        let part = ranges.len() as u64 + 1;
-        let left = frames.len() - (i + 1);
-        let parts_left = k - ranges.len() - 1;
-        if ranges.len() + 1 < k && (acc * k as u64 >= total * part || left == parts_left) {
-            ranges.push(start..i + 1);
-            start = i + 1;
+        let parts_left = k - ranges.len();
+        if parts_left > 1 && i > start {
+            let mid = acc + f.stored / 2;
+            let crossed = mid * k as u64 >= total * (ranges.len() as u64 + 1);
+            let must = frames.len() - i == parts_left - 1;
+            if crossed || must {
+                ranges.push(start..i);
+                start = i;
+            }
         }
+        acc += f.stored;
     }
     ranges.push(start..frames.len());
     ranges
