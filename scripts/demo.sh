@@ -4,8 +4,9 @@
 # as root), loads sample data (the fixtures database plus a 1.5-million-row table), then:
 #   1. pgarc dump -j 2 (default zstd), printing its summary;
 #   2. checks every file against the manifest with sha256sum (pgarc verify arrives in issue 5);
-#   3. restores the archive with stock pg_restore -j 2 into a new database (pgarc restore
-#      arrives in issue 4) and compares every table's row count and content hash.
+#   3. restores the archive with pgarc restore -j 2 into a new database, and with stock
+#      pg_restore -j 2 into another (no lock-in), and compares every table's row count and
+#      content hash in both with the source.
 # Everything is removed at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -66,9 +67,12 @@ echo "== every file checked against manifest.toml with sha256sum:"
    $1 == "sha256" { gsub(/"/, "", $2); print $2 "  " path }' manifest.toml | sha256sum --quiet -c - \
    && echo "$(grep -c '^\[\[file\]\]' manifest.toml) files OK")
 
-echo "== stock pg_restore -j 2 into database 'restored':"
+echo "== pgarc restore -d restored -j 2 $work/archive"
 "$bindir/createdb" restored
-"$bindir/pg_restore" -j 2 -d restored "$work/archive"
+"$pgarc" restore -d restored -j 2 "$work/archive"
+echo "== stock pg_restore -j 2 into database 'restored_stock':"
+"$bindir/createdb" restored_stock
+"$bindir/pg_restore" -j 2 -d restored_stock "$work/archive"
 cat >"$work/fingerprint.sql" <<'SQL'
 SELECT format('SELECT %L || '' '' || count(*) || '' '' || md5(coalesce(string_agg(md5(x::text), '','' ORDER BY md5(x::text)), '''')) FROM ONLY %I.%I x',
               n.nspname || '.' || c.relname, n.nspname, c.relname)
@@ -78,12 +82,14 @@ WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') 
 SQL
 fingerprints() { "$bindir/psql" -X -A -t -v ON_ERROR_STOP=1 -d "$1" -f "$work/fingerprint.sql"; }
 fingerprints demo >"$work/source.txt"
-fingerprints restored >"$work/restored.txt"
-if [ -s "$work/source.txt" ] && cmp -s "$work/source.txt" "$work/restored.txt"; then
-  echo "restored database equals the source: all $(wc -l <"$work/source.txt") tables have the same row count and content hash, e.g."
-  grep -E '^app\.(demo_events|orders) ' "$work/restored.txt"
-else
-  echo "demo: the restored database differs from the source" >&2
-  diff "$work/source.txt" "$work/restored.txt" >&2 || true
-  exit 1
-fi
+for db in restored restored_stock; do
+  fingerprints "$db" >"$work/$db.txt"
+  if [ -s "$work/source.txt" ] && cmp -s "$work/source.txt" "$work/$db.txt"; then
+    echo "database '$db' equals the source: all $(wc -l <"$work/source.txt") tables have the same row count and content hash"
+  else
+    echo "demo: database '$db' differs from the source" >&2
+    diff "$work/source.txt" "$work/$db.txt" >&2 || true
+    exit 1
+  fi
+done
+grep -E '^app\.(demo_events|orders) ' "$work/restored.txt"

@@ -79,7 +79,7 @@ fn pgarc_archives_restore_equal_to_the_source() {
     );
     let split = stderr
         .lines()
-        .find(|l| l.contains("table big:"))
+        .find(|l| l.contains("table app.big:"))
         .unwrap_or_else(|| panic!("big must be split across workers: {stderr}"));
     let workers: usize = split
         .split("loaded by ")
@@ -289,7 +289,7 @@ fn a_damaged_frame_is_named_and_leaves_no_partial_table() {
         "{stderr}"
     );
     assert!(
-        stderr.contains("table big:") && stderr.contains("workers at once"),
+        stderr.contains("table public.big:") && stderr.contains("workers at once"),
         "big was loaded in parts: {stderr}"
     );
     assert!(stderr.lines().all(|l| !l.contains("panicked")), "{stderr}");

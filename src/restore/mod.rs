@@ -722,7 +722,11 @@ async fn parallel(
                 let ranges = split_frames(&frames, k);
                 let gang = Gang::new(ranges.len());
                 summary.split.push((
-                    e.tag.to_str_lossy().unwrap_or_default().into_owned(),
+                    format!(
+                        "{}.{}",
+                        e.namespace.to_str_lossy().unwrap_or_default(),
+                        e.tag.to_str_lossy().unwrap_or_default()
+                    ),
                     ranges.len(),
                     frames.len(),
                 ));
