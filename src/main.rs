@@ -28,20 +28,12 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Dump(args) => {
-            let opts = dump_options(*args)?;
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?;
-            let summary = runtime.block_on(pgarc::dump::run(opts))?;
+            let summary = block_on(pgarc::dump::run(dump_options(*args)?))?;
             eprint!("{summary}");
             Ok(ExitCode::SUCCESS)
         }
         Command::Restore(args) => {
-            let opts = restore_options(*args)?;
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?;
-            let summary = runtime.block_on(pgarc::restore::run(opts))?;
+            let summary = block_on(pgarc::restore::run(restore_options(*args)?))?;
             eprint!("{summary}");
             Ok(ExitCode::SUCCESS)
         }
@@ -54,6 +46,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Runs a pipeline on a multi-threaded runtime.
+fn block_on<T>(fut: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(fut)
 }
 
 /// Turns the dump command line into options: connection resolution (libpq's rules), sizes,

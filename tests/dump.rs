@@ -14,20 +14,6 @@ use pgarc::archive::toc::{Toc, TocEntry};
 
 use crate::util::{default_bindir, newest_bindir, run_ok, sorted_byte_lines, Cluster};
 
-/// Runs `pgarc dump` with `args` against `db`; returns its stderr (the summary).
-fn dump(cluster: &Cluster, db: &str, out: &Path, args: &[&str]) -> String {
-    let output = run_ok(
-        cluster
-            .pgarc()
-            .args(["dump", "-d", db, "-f"])
-            .arg(out)
-            .arg("--pg-dump")
-            .arg(cluster.bindir.join("pg_dump"))
-            .args(args),
-    );
-    String::from_utf8(output.stderr).unwrap()
-}
-
 fn pg_restore(cluster: &Cluster, archive: &Path, db: &str, jobs: &str) {
     cluster.create_db(db);
     run_ok(
@@ -94,7 +80,7 @@ fn fixtures_round_trip(cluster: &Cluster, compress: Option<&str>) {
     if let Some(z) = compress {
         args.extend(["-Z", z]);
     }
-    let summary = dump(cluster, "src", &archive, &args);
+    let summary = cluster.pgarc_dump("src", &archive, &args);
     assert!(summary.contains("tables,"), "summary: {summary}");
 
     pg_restore(cluster, &archive, "restored_j4", "4");
@@ -186,8 +172,7 @@ fn big_tables_are_split_across_workers_and_still_restore() {
     let expected = cluster.db_state("src");
     let work = tempfile::tempdir().unwrap();
     let archive = work.path().join("a");
-    let summary = dump(
-        &cluster,
+    let summary = cluster.pgarc_dump(
         "src",
         &archive,
         &["-j", "4", "-Z", "gzip:1", "--split-size", "1MB"],
@@ -267,8 +252,7 @@ fn dump_is_consistent_under_concurrent_transfers() {
     let before = count();
     let work = tempfile::tempdir().unwrap();
     let archive = work.path().join("a");
-    dump(
-        &cluster,
+    cluster.pgarc_dump(
         "bank",
         &archive,
         &["-j", "4", "-Z", "gzip:1", "--split-size", "2MB"],

@@ -10,18 +10,6 @@ use pgarc::archive::manifest::Manifest;
 
 use crate::util::{default_bindir, newest_bindir, run_ok, Cluster};
 
-fn pgarc_dump(cluster: &Cluster, db: &str, out: &Path, args: &[&str]) {
-    run_ok(
-        cluster
-            .pgarc()
-            .args(["dump", "-d", db, "-f"])
-            .arg(out)
-            .arg("--pg-dump")
-            .arg(cluster.bindir.join("pg_dump"))
-            .args(args),
-    );
-}
-
 /// Runs `pgarc restore ARGS ARCHIVE`; returns (exit code, stderr).
 fn pgarc_restore(cluster: &Cluster, archive: &Path, args: &[&str]) -> (i32, String) {
     let out = cluster
@@ -62,12 +50,7 @@ fn pgarc_archives_restore_equal_to_the_source() {
     let expected = cluster.db_state("src");
     let work = tempfile::tempdir().unwrap();
     let archive = work.path().join("a");
-    pgarc_dump(
-        &cluster,
-        "src",
-        &archive,
-        &["-j", "4", "--frame-size", "64kB"],
-    );
+    cluster.pgarc_dump("src", &archive, &["-j", "4", "--frame-size", "64kB"]);
 
     cluster.create_db("dst");
     let stderr = restore_ok(&cluster, &archive, &["-d", "dst", "-j", "4"]);
@@ -155,7 +138,7 @@ fn ownership_privilege_clean_and_create_options_match_pg_restore() {
     assert!(cluster.psql("src", owners).contains("fixture_owner"));
     let work = tempfile::tempdir().unwrap();
     let archive = work.path().join("a");
-    pgarc_dump(&cluster, "src", &archive, &["-j", "2"]);
+    cluster.pgarc_dump("src", &archive, &["-j", "2"]);
 
     for opts in [&["--no-owner"][..], &["--no-privileges"], &["-O", "-x"]] {
         let name = opts.join("").replace('-', "");
@@ -202,7 +185,7 @@ fn ownership_privilege_clean_and_create_options_match_pg_restore() {
         "ALTER DATABASE src SET work_mem = '7MB'; COMMENT ON DATABASE src IS 'the source'",
     );
     let archive2 = work.path().join("b");
-    pgarc_dump(&cluster, "src", &archive2, &["-j", "2"]);
+    cluster.pgarc_dump("src", &archive2, &["-j", "2"]);
     let expected = cluster.db_state("src");
     let db_props = "SELECT d.datname || '|' || pg_get_userbyid(d.datdba) || '|' || \
         coalesce(shobj_description(d.oid, 'pg_database'), '-') || '|' || \
@@ -267,12 +250,7 @@ fn a_damaged_frame_is_named_and_leaves_no_partial_table() {
     );
     let work = tempfile::tempdir().unwrap();
     let archive = work.path().join("a");
-    pgarc_dump(
-        &cluster,
-        "src",
-        &archive,
-        &["--frame-size", "32kB", "-Z", "gzip"],
-    );
+    cluster.pgarc_dump("src", &archive, &["--frame-size", "32kB", "-Z", "gzip"]);
     let small_file = damage_frame(&archive, "small", 2);
     let big_file = damage_frame(&archive, "big", 20);
 
@@ -327,7 +305,7 @@ fn a_non_empty_target_is_refused_and_left_alone() {
     );
     let work = tempfile::tempdir().unwrap();
     let archive = work.path().join("a");
-    pgarc_dump(&cluster, "src", &archive, &[]);
+    cluster.pgarc_dump("src", &archive, &[]);
     let before = cluster.db_state("busy");
     let (code, stderr) = pgarc_restore(&cluster, &archive, &["-d", "busy", "-j", "2"]);
     assert_eq!(code, 1);

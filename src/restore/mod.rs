@@ -29,10 +29,11 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use tokio::sync::mpsc;
 
+use crate::archive::frame::FrameIndexEntry;
 use crate::archive::manifest::Manifest;
-use crate::archive::reader::{find_data_file, DataFile};
-use crate::archive::select::Selection;
-use crate::archive::toc::{Toc, TocEntry};
+use crate::archive::reader::{find_data_file, safe_relative_name, DataFile};
+use crate::archive::select::{entry_reqs, sections_in_force, Selection};
+use crate::archive::toc::{ArchiveVersion, Toc, TocEntry};
 use crate::archive::{ArchiveDir, TOC_FILE};
 use crate::pg::conn::ConnParams;
 use crate::pg::session::query_text;
@@ -64,7 +65,6 @@ pub struct Ctx {
     pub toc: Toc,
     pub plan: Plan,
     pub data: HashMap<usize, DataSource>,
-    pub manifest: Option<Manifest>,
     pub encoding: String,
     pub std_strings: bool,
     pub search_path: Option<String>,
@@ -165,88 +165,30 @@ pub fn prepare(opts: RestoreOptions) -> Result<Ctx> {
     let search_path = special("SEARCHPATH");
 
     // Every data file to be loaded, found now; pgarc's frame indexes checked now.
-    let mut data_files: HashMap<usize, DataFile> = HashMap::new();
-    let provisional = Plan::build(&toc, &sel, |_| 0);
-    for (i, e) in toc.entries.iter().enumerate() {
-        if e.had_dumper && e.desc.is("TABLE DATA") && provisional.items[i].reqs.data {
-            let name = e.filename.as_bytes().unwrap_or_default();
-            let file = find_data_file(dir.root(), name)
-                .with_context(|| format!("cannot restore {}", label(e)))?;
-            data_files.insert(i, file);
-        }
-    }
     let mut data: HashMap<usize, DataSource> = HashMap::new();
-    for (i, file) in &data_files {
-        let e = &toc.entries[*i];
-        let mut source = DataSource {
-            file: file.clone(),
-            frames: None,
-            rows: None,
+    for ((i, e), current) in sections_in_force(&toc.entries)
+        .enumerate()
+        .map(|(i, (e, c))| ((i, e), c))
+    {
+        if !(e.had_dumper && e.desc.is("TABLE DATA") && entry_reqs(e, current, &sel).data) {
+            continue;
+        }
+        let name = e.filename.as_bytes().unwrap_or_default();
+        let file = find_data_file(dir.root(), name)
+            .with_context(|| format!("cannot restore {}", label(e)))?;
+        let frames = match &manifest {
+            Some(m) => Some(Arc::new(checked_frame_index(&dir, m, e, &file)?)),
+            None => None,
         };
-        if let Some(m) = &manifest {
-            let table = m
-                .tables
-                .iter()
-                .find(|t| t.dump_id == e.dump_id)
-                .ok_or_else(|| {
-                    anyhow!(
-                        "{}: {} is not in the manifest: the archive was changed after the dump; \
-                     run pgarc verify",
-                        dir.toc_path().display(),
-                        label(e)
-                    )
-                })?;
-            if table.file != file.rel {
-                bail!(
-                    "{}: the manifest names {} for {} but the archive holds {}",
-                    dir.root().display(),
-                    table.file,
-                    label(e),
-                    file.rel
-                );
-            }
-            let listed = m.files.iter().find(|f| f.path == file.rel);
-            if listed.map(|f| f.size) != Some(file.size) {
-                bail!(
-                    "{}: size {} differs from the manifest's {:?}: the file is damaged; run \
-                     pgarc verify",
-                    file.path.display(),
-                    file.size,
-                    listed.map(|f| f.size)
-                );
-            }
-            let index = dir.frame_index(m, table)?;
-            let stored: u64 = index.iter().map(|f| f.stored).sum();
-            if stored != file.size {
-                bail!(
-                    "{}: its frame index covers {stored} bytes of {}: run pgarc verify",
-                    file.path.display(),
-                    file.size
-                );
-            }
-            source.frames = Some(Arc::new(index));
-            source.rows = Some(table.rows);
-        }
-        data.insert(*i, source);
+        data.insert(i, DataSource { file, frames });
     }
-    let blobs_len = |e: &TocEntry| -> u64 {
-        std::fs::metadata(dir.root().join("blobs.toc"))
-            .or_else(|_| {
-                std::fs::metadata(
-                    dir.root()
-                        .join(e.filename.to_str_lossy().unwrap_or_default().as_ref()),
-                )
-            })
-            .map(|m| m.len() * 1024)
-            .unwrap_or(0)
-    };
-    let plan = Plan::build(&toc, &sel, |e| {
-        let i = by_id[&e.dump_id];
-        match data_files.get(&i) {
-            Some(f) => f.size,
-            None if e.desc.is("BLOBS") => blobs_len(e),
-            None => 0,
-        }
+    let plan = Plan::build(&toc, &sel, |e| match data.get(&by_id[&e.dump_id]) {
+        Some(source) => source.file.size,
+        None if e.desc.is("BLOBS") => blobs_toc_name(&toc, e)
+            .ok()
+            .and_then(|name| std::fs::metadata(dir.root().join(name)).ok())
+            .map_or(0, |m| m.len() * 1024),
+        None => 0,
     });
     let conn = RwLock::new(opts.conn.clone());
     Ok(Ctx {
@@ -255,7 +197,6 @@ pub fn prepare(opts: RestoreOptions) -> Result<Ctx> {
         toc,
         plan,
         data,
-        manifest,
         encoding,
         std_strings,
         search_path,
@@ -263,6 +204,66 @@ pub fn prepare(opts: RestoreOptions) -> Result<Ctx> {
         conn,
         server_version_num: AtomicI32::new(0),
     })
+}
+
+/// A pgarc table's frame index, after checking that the manifest lists the
+/// entry with this data file, at this size, and that the index tiles the whole file.
+fn checked_frame_index(
+    dir: &ArchiveDir,
+    m: &Manifest,
+    e: &TocEntry,
+    file: &DataFile,
+) -> Result<Vec<FrameIndexEntry>> {
+    let table = m
+        .tables
+        .iter()
+        .find(|t| t.dump_id == e.dump_id)
+        .ok_or_else(|| {
+            anyhow!(
+                "{}: {} is not in the manifest: the archive was changed after the dump; run pgarc \
+             verify",
+                dir.toc_path().display(),
+                label(e)
+            )
+        })?;
+    if table.file != file.rel {
+        bail!(
+            "{}: the manifest names {} for {} but the archive holds {}",
+            dir.root().display(),
+            table.file,
+            label(e),
+            file.rel
+        );
+    }
+    let listed = m.files.iter().find(|f| f.path == file.rel);
+    if listed.map(|f| f.size) != Some(file.size) {
+        bail!(
+            "{}: size {} differs from the manifest's {:?}: the file is damaged; run pgarc verify",
+            file.path.display(),
+            file.size,
+            listed.map(|f| f.size)
+        );
+    }
+    let index = dir.frame_index(m, table)?;
+    let stored: u64 = index.iter().map(|f| f.stored).sum();
+    if stored != file.size {
+        bail!(
+            "{}: its frame index covers {stored} bytes of {}: run pgarc verify",
+            file.path.display(),
+            file.size
+        );
+    }
+    Ok(index)
+}
+
+/// The large-object TOC of a BLOBS entry: before 1.16 pg_restore always reads `blobs.toc`,
+/// whatever the entry says; from 1.16 the entry's file name.
+pub fn blobs_toc_name<'a>(toc: &Toc, e: &'a TocEntry) -> Result<&'a str, String> {
+    if toc.header.version < ArchiveVersion::V1_16 {
+        Ok("blobs.toc")
+    } else {
+        safe_relative_name(e.filename.as_bytes().unwrap_or_default())
+    }
 }
 
 /// Time and counts of one phase.
@@ -568,18 +569,11 @@ async fn clean(ctx: &Arc<Ctx>, leader: &mut Conn, errors: &mut Errors) -> Result
         let mut out = Outcome::default();
         if let Some(ns) = e.namespace.to_str_lossy() {
             if let Some(stmt) = leader.state.schema(&ns) {
-                let _ = leader.session.client.batch_execute(&stmt).await;
+                leader.exec(e, &stmt, &mut out).await;
             }
         }
         for stmt in stmts {
-            if let Err(err) = leader.session.client.batch_execute(&stmt).await {
-                out.errors.push(format!(
-                    "{}: {} (command: {})",
-                    label(e),
-                    crate::pg::session::describe(&err),
-                    stmt.lines().next().unwrap_or("")
-                ));
-            }
+            leader.exec(e, &stmt, &mut out).await;
         }
         errors.add(out.errors)?;
     }

@@ -15,16 +15,15 @@ use crate::archive::frame::FrameIndexEntry;
 use crate::archive::reader::{
     find_data_file, open_stream, safe_relative_name, CopyScanner, DataFile, FrameReader,
 };
-use crate::archive::toc::{ArchiveVersion, TocEntry};
+use crate::archive::toc::TocEntry;
 use crate::pg::session::{describe, Session};
 
 /// Where a TABLE DATA entry's rows are.
 #[derive(Debug, Clone)]
 pub struct DataSource {
     pub file: DataFile,
-    /// pgarc archives: the frame index (checked against the manifest) and the row count.
+    /// pgarc archives: the frame index, checked against the manifest.
     pub frames: Option<Arc<Vec<FrameIndexEntry>>>,
-    pub rows: Option<u64>,
 }
 
 /// What restoring an entry (or a part of a table) did.
@@ -138,7 +137,7 @@ impl Conn {
     }
 
     /// Runs `sql`, recording a failure against `entry` in `out`.
-    async fn exec(&self, entry: &TocEntry, sql: &str, out: &mut Outcome) -> bool {
+    pub(crate) async fn exec(&self, entry: &TocEntry, sql: &str, out: &mut Outcome) -> bool {
         match self.session.client.batch_execute(sql).await {
             Ok(()) => true,
             Err(e) => {
@@ -356,26 +355,28 @@ impl Conn {
         if let Some(stmt) = self.state.schema("pg_catalog") {
             self.exec(e, &stmt, out).await;
         }
-        let list = match blobs_list(&ctx, e) {
-            Ok(l) => l,
-            Err(msg) => {
-                out.errors.push(format!("{}: {msg}", label(e)));
-                return;
-            }
-        };
         if !self.exec(e, "BEGIN", out).await {
             return;
         }
         let (tx, mut rx) = mpsc::channel::<Result<(u32, i64, Bytes), String>>(4);
-        let root = ctx.dir.root().to_owned();
-        let reader = tokio::task::spawn_blocking(move || {
-            for (oid, name) in list {
-                let sent = read_blob(&root, oid, &name, &tx);
-                if sent.is_err() {
-                    return;
+        let reader = {
+            let ctx = ctx.clone();
+            tokio::task::spawn_blocking(move || {
+                let e = &ctx.toc.entries[idx];
+                let list = match blobs_list(&ctx, e) {
+                    Ok(l) => l,
+                    Err(msg) => {
+                        let _ = tx.blocking_send(Err(msg));
+                        return;
+                    }
+                };
+                for (oid, name) in list {
+                    if read_blob(ctx.dir.root(), oid, &name, &tx).is_err() {
+                        return;
+                    }
                 }
-            }
-        });
+            })
+        };
         let stmt = "SELECT pg_catalog.lo_put($1, $2, $3)";
         let mut failed = false;
         while let Some(item) = rx.recv().await {
@@ -416,13 +417,8 @@ impl Conn {
 
 /// `(oid, file name)` of every large object a BLOBS entry lists.
 fn blobs_list(ctx: &Ctx, e: &TocEntry) -> Result<Vec<(u32, String)>, String> {
-    // Before 1.16 pg_restore always reads blobs.toc, whatever the entry says.
-    let name = if ctx.toc.header.version < ArchiveVersion::V1_16 {
-        "blobs.toc".to_string()
-    } else {
-        safe_relative_name(e.filename.as_bytes().unwrap_or_default())?.to_string()
-    };
-    let path = ctx.dir.root().join(&name);
+    let name = super::blobs_toc_name(&ctx.toc, e)?;
+    let path = ctx.dir.root().join(name);
     let text = std::fs::read(&path).map_err(|err| format!("{name}: {err}"))?;
     let text = String::from_utf8(text).map_err(|_| format!("{name}: not UTF-8"))?;
     let mut v = Vec::new();

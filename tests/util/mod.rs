@@ -509,6 +509,20 @@ WHERE c.relkind = 'm' ORDER BY 1
         self.connect_env(&mut cmd);
         cmd
     }
+
+    /// Runs `pgarc dump -d DB -f OUT` with this cluster's pg_dump and `args`; returns its
+    /// stderr (the summary).
+    pub fn pgarc_dump(&self, db: &str, out: &Path, args: &[&str]) -> String {
+        let output = run_ok(
+            self.pgarc()
+                .args(["dump", "-d", db, "-f"])
+                .arg(out)
+                .arg("--pg-dump")
+                .arg(self.bindir.join("pg_dump"))
+                .args(args),
+        );
+        String::from_utf8(output.stderr).unwrap()
+    }
 }
 
 impl Cluster {
