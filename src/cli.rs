@@ -56,6 +56,38 @@ pub enum Command {
         disable_help_flag = true
     )]
     Restore(Box<RestoreArgs>),
+    /// Check an archive offline, without a database, and name every damaged file and frame.
+    #[command(
+        long_about = "Check an archive offline, on any machine, without a database. For a \
+        pgarc archive: the manifest's own checksum; every listed file present with its size \
+        and SHA-256; no unlisted files; toc.dat parses and agrees with the manifest; then \
+        every frame decompresses and matches its checksum, length and row count, and each \
+        data file ends with exactly one end-of-data marker. For an archive that stock pg_dump \
+        wrote (no manifest): a structural check only (toc.dat parses, every data file it names \
+        exists, decompresses fully and ends with the marker), since it holds no checksums.\n\n\
+        --quick reads only small files and each data file's first and last frame: it catches \
+        a damaged manifest, toc.dat or frame index, a missing, added, truncated or grown file, \
+        data files swapped between tables, and damage in a first or last frame, but not damage \
+        inside the other frames that leaves a file's size unchanged.\n\nOne line per problem \
+        (file, frame, table, what is wrong), then the verdict.\n\nExit status: 0 intact, 1 \
+        damaged, 2 could not run (not an archive, unreadable directory).",
+        after_help = "Examples:\n  pgarc verify /backups/mydb\n  \
+        pgarc verify -j 8 /backups/mydb\n  \
+        pgarc verify --quick /backups/mydb || echo damaged"
+    )]
+    Verify(VerifyArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct VerifyArgs {
+    /// The archive directory.
+    pub archive: PathBuf,
+    /// Read with N threads (default: the number of CPUs).
+    #[arg(short = 'j', long = "jobs", value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub jobs: Option<u32>,
+    /// Check sizes and metadata and each data file's first and last frame only.
+    #[arg(long)]
+    pub quick: bool,
 }
 
 #[derive(Debug, clap::Args)]

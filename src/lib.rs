@@ -4,7 +4,7 @@
 //! The crate is a library with a thin binary. Its seams:
 //! - [`archive`]: the archive format, pure code (toc.dat, frames, manifest, writing);
 //! - [`pg`]: connections, the snapshot holder, catalog queries, PostgreSQL programs;
-//! - [`dump`]: the dump pipeline, a planner plus workers;
+//! - [`dump`], [`restore`], [`verify`]: the three pipelines, each a planner plus workers;
 //! - [`cli`]: the command line as the user types it (clap), validated but not interpreted.
 //!
 //! The normative description of the archive is `format-spec/` in the repository.
@@ -14,3 +14,4 @@ pub mod cli;
 pub mod dump;
 pub mod pg;
 pub mod restore;
+pub mod verify;

@@ -1,6 +1,7 @@
 //! The pgarc binary: parses arguments, runs the command, and turns the outcome into one line
 //! on stderr and an exit code. Exit codes: 0 success, 1 failure (for `list`: the archive could
-//! not be read), 2 usage error (clap's own).
+//! not be read; for `verify`: the archive is damaged), 2 usage error (clap's own) and, for
+//! `verify`, a check that could not run.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -12,6 +13,7 @@ use pgarc::cli::{parse_size, Cli, Command, ConnectionArgs, DumpArgs, RestoreArgs
 use pgarc::dump::DumpOptions;
 use pgarc::pg::conn::{ConnArgs, ConnParams};
 use pgarc::restore::RestoreOptions;
+use pgarc::verify::VerifyOptions;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -36,6 +38,29 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let summary = block_on(pgarc::restore::run(restore_options(*args)?))?;
             eprint!("{summary}");
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Verify(args) => {
+            let jobs = args.jobs.map_or_else(
+                || std::thread::available_parallelism().map_or(1, |n| n.get()),
+                |j| j as usize,
+            );
+            let opts = VerifyOptions {
+                archive: args.archive,
+                jobs,
+                quick: args.quick,
+            };
+            // Could not run at all: exit 2 (1 means "damaged").
+            let report = match pgarc::verify::run(&opts) {
+                Ok(r) => r,
+                Err(err) => {
+                    eprintln!("pgarc: {err:#}");
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            let mut out = std::io::stdout().lock();
+            write!(out, "{report}")?;
+            out.flush()?;
+            Ok(ExitCode::from(if report.intact() { 0 } else { 1 }))
         }
         Command::List(args) => {
             let toc = ArchiveDir::open(&args.archive)?.read_toc()?;

@@ -9,6 +9,7 @@ use sha2::{Digest, Sha256};
 use super::error::Error;
 use super::frame::{hex, parse_frame_index, FrameIndexEntry};
 use super::manifest::{Manifest, TableRecord, MANIFEST_FILE, MANIFEST_MAX_BYTES};
+use super::reader::safe_relative_name;
 use super::toc::Toc;
 use super::TOC_FILE;
 
@@ -42,7 +43,12 @@ impl ArchiveDir {
         let dir = ArchiveDir {
             root: path.to_owned(),
         };
-        if !dir.toc_path().is_file() {
+        // A damaged pgarc archive may have lost toc.dat: its manifest still says what it held.
+        if !dir.toc_path().is_file() && !dir.root.join(MANIFEST_FILE).is_file() {
+            // A toc.dat that is a symbolic link to outside the archive is refused by name.
+            if dir.toc_path().is_symlink() {
+                dir.resolve(TOC_FILE)?;
+            }
             return Err(not_archive(
                 "no toc.dat: not a directory-format archive, or one whose dump did not finish",
             ));
@@ -58,43 +64,170 @@ impl ArchiveDir {
         self.root.join(TOC_FILE)
     }
 
+    /// Reads and parses toc.dat, and refuses it if any entry names a file outside the archive.
     pub fn read_toc(&self) -> Result<Toc, Error> {
-        Toc::read_file(&self.toc_path())
+        let path = self.resolve(TOC_FILE)?;
+        let toc = Toc::read_file(&path)?;
+        self.check_toc_names(&toc)?;
+        Ok(toc)
     }
+
+    /// Parses toc.dat bytes read (and checked) elsewhere, with the same name checks as
+    /// [`ArchiveDir::read_toc`].
+    pub fn parse_toc(&self, bytes: &[u8]) -> Result<Toc, Error> {
+        let toc = Toc::parse(bytes).map_err(|error| Error::Toc {
+            path: self.toc_path(),
+            error,
+        })?;
+        self.check_toc_names(&toc)?;
+        Ok(toc)
+    }
+
+    /// The path of a file the archive names (in toc.dat, a blobs TOC or the manifest), after
+    /// the checks of format-spec §8.2: see [`inside_archive`].
+    pub fn resolve(&self, name: &str) -> Result<PathBuf, Error> {
+        inside_archive(&self.root, name)
+    }
+
+    /// Every file name in toc.dat must stay inside the archive, and so must the data files
+    /// it names where they exist (with any compression suffix).
+    pub fn check_toc_names(&self, toc: &Toc) -> Result<(), Error> {
+        for e in &toc.entries {
+            let Some(name) = e.filename.as_bytes().filter(|n| !n.is_empty()) else {
+                continue;
+            };
+            let refuse = |problem: String| Error::NotArchive {
+                path: self.toc_path(),
+                problem: format!(
+                    "entry {} {}: {problem}: refused; the archive is damaged or was made to \
+                     read files it does not own",
+                    e.dump_id,
+                    e.desc.to_str_lossy().unwrap_or_default()
+                ),
+            };
+            let rel = safe_relative_name(name).map_err(refuse)?;
+            for suffix in ["", ".gz", ".lz4", ".zst"] {
+                self.resolve(&format!("{rel}{suffix}"))
+                    .map_err(|e| refuse(e.to_string()))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Checks a file name found in an archive (format-spec §8.2) and returns its path: the name
+/// must be relative, UTF-8, without `..` or NUL ([`safe_relative_name`]), and if the file
+/// exists, the path must not resolve through a symbolic link to outside the archive
+/// directory. Nothing outside the directory is opened: only the link is read.
+pub fn inside_archive(root: &Path, name: &str) -> Result<PathBuf, Error> {
+    let refuse = |problem: String| Error::NotArchive {
+        path: root.join(name),
+        problem,
+    };
+    let rel = safe_relative_name(name.as_bytes()).map_err(refuse)?;
+    let path = root.join(rel);
+    // Walk the components so that a link anywhere on the way is seen, even a dangling one.
+    let mut at = root.to_path_buf();
+    let mut links = false;
+    for c in Path::new(rel).components() {
+        at.push(c);
+        match std::fs::symlink_metadata(&at) {
+            Ok(m) if m.file_type().is_symlink() => links = true,
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    if links {
+        let base = std::fs::canonicalize(root).map_err(|error| Error::Io {
+            path: root.to_owned(),
+            action: "could not resolve",
+            error,
+        })?;
+        let escapes = match std::fs::canonicalize(&path) {
+            Ok(target) => !target.starts_with(&base),
+            // A link whose target does not exist: refuse it too rather than guess.
+            Err(_) => true,
+        };
+        if escapes {
+            let target = std::fs::read_link(&path)
+                .map(|t| format!(" ({})", t.display()))
+                .unwrap_or_default();
+            return Err(refuse(format!(
+                "resolves through a symbolic link{target} to outside the archive directory: \
+                 refused"
+            )));
+        }
+    }
+    Ok(path)
+}
+
+/// What the archive's manifest is, for `pgarc verify`.
+#[derive(Debug)]
+pub enum ManifestState {
+    /// No manifest: a stock pg_dump archive.
+    Absent,
+    /// No manifest but a `pgarc/` directory: a pgarc dump that did not finish, or damage.
+    Missing,
+    /// A manifest that cannot be trusted: the problem, one line.
+    Bad(Error),
+    Good(Box<Manifest>),
 }
 
 /// What a restore trusts from a pgarc archive's manifest.
 impl ArchiveDir {
+    /// Reads the manifest and says what it is; never fails.
+    pub fn manifest_state(&self) -> ManifestState {
+        let path = match self.resolve(MANIFEST_FILE) {
+            Ok(p) => p,
+            Err(e) => return ManifestState::Bad(e),
+        };
+        match read_bounded(&path, MANIFEST_MAX_BYTES) {
+            Ok(bytes) => match Manifest::parse(&bytes) {
+                Ok(m) => ManifestState::Good(Box::new(m)),
+                Err(e) => ManifestState::Bad(Error::NotArchive {
+                    path,
+                    problem: e.to_string(),
+                }),
+            },
+            Err(Error::Io { error, .. }) if error.kind() == std::io::ErrorKind::NotFound => {
+                if self.root.join("pgarc").is_dir() {
+                    ManifestState::Missing
+                } else {
+                    ManifestState::Absent
+                }
+            }
+            Err(e) => ManifestState::Bad(e),
+        }
+    }
+
+    /// Reads a small file of the archive (toc.dat, a frame index, a blobs TOC) whole.
+    pub fn read_small_file(&self, rel: &str) -> Result<Vec<u8>, Error> {
+        read_bounded(&self.resolve(rel)?, MANIFEST_MAX_BYTES)
+    }
+
     /// Reads `manifest.toml` if there is one. `Ok(None)` for a stock pg_dump archive; an
     /// error for a pgarc archive whose dump never finished or whose manifest is damaged.
     pub fn read_manifest(&self) -> Result<Option<Manifest>, Error> {
-        let path = self.root.join(MANIFEST_FILE);
-        let bytes = match read_bounded(&path, MANIFEST_MAX_BYTES) {
-            Ok(b) => b,
-            Err(Error::Io { error, .. }) if error.kind() == std::io::ErrorKind::NotFound => {
-                if self.root.join("pgarc").is_dir() {
-                    return Err(Error::NotArchive {
-                        path,
-                        problem: "missing: this pgarc archive is incomplete (its dump did not \
-                                  finish); dump again"
-                            .into(),
-                    });
-                }
-                return Ok(None);
-            }
-            Err(e) => return Err(e),
-        };
-        Manifest::parse(&bytes)
-            .map(Some)
-            .map_err(|e| Error::NotArchive {
+        match self.manifest_state() {
+            ManifestState::Absent => Ok(None),
+            ManifestState::Good(m) => Ok(Some(*m)),
+            ManifestState::Missing => Err(Error::NotArchive {
+                path: self.root.join(MANIFEST_FILE),
+                problem: "missing: this pgarc archive is incomplete (its dump did not finish); \
+                          dump again"
+                    .into(),
+            }),
+            ManifestState::Bad(Error::NotArchive { path, problem }) => Err(Error::NotArchive {
                 path,
-                problem: format!("{e}; run pgarc verify"),
-            })
+                problem: format!("{problem}; run pgarc verify"),
+            }),
+            ManifestState::Bad(e) => Err(e),
+        }
     }
 
     /// Reads a file the manifest lists, refusing it unless its size and SHA-256 match.
     pub fn read_listed_file(&self, manifest: &Manifest, rel: &str) -> Result<Vec<u8>, Error> {
-        let path = self.root.join(rel);
+        let path = self.resolve(rel)?;
         let record = manifest
             .files
             .iter()
@@ -152,4 +285,38 @@ fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>, Error> {
         });
     }
     Ok(bytes)
+}
+
+impl ArchiveDir {
+    /// Every file in the archive directory (not directories), as `/`-separated paths relative
+    /// to the root, sorted. Symbolic links are listed as files and never followed.
+    pub fn all_files(&self) -> Result<Vec<String>, Error> {
+        let mut out = Vec::new();
+        for entry in walkdir::WalkDir::new(&self.root)
+            .follow_links(false)
+            .min_depth(1)
+        {
+            let entry = entry.map_err(|e| Error::Io {
+                path: e
+                    .path()
+                    .map_or_else(|| self.root.clone(), Path::to_path_buf),
+                action: "could not list",
+                error: e.into(),
+            })?;
+            if entry.file_type().is_dir() {
+                continue;
+            }
+            let rel = entry
+                .path()
+                .strip_prefix(&self.root)
+                .unwrap_or(entry.path());
+            let parts: Vec<String> = rel
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect();
+            out.push(parts.join("/"));
+        }
+        out.sort();
+        Ok(out)
+    }
 }

@@ -30,7 +30,7 @@ pub mod select;
 pub mod toc;
 pub mod writer;
 
-pub use dir::ArchiveDir;
+pub use dir::{inside_archive, ArchiveDir, ManifestState};
 pub use error::{Error, TocError, TocErrorKind};
 
 /// The name of the table of contents inside a directory archive.

@@ -24,6 +24,11 @@ pub enum FileCodec {
 }
 
 impl FileCodec {
+    /// The codec a file name's suffix says (`.gz`, `.lz4`, `.zst`), none for any other.
+    pub fn of_file_name(name: &str) -> FileCodec {
+        Self::of_name(name).unwrap_or(FileCodec::None)
+    }
+
     fn of_name(name: &str) -> Option<FileCodec> {
         if name.ends_with(".gz") {
             Some(FileCodec::Gzip)
@@ -97,7 +102,7 @@ pub fn find_data_file(root: &Path, name: &[u8]) -> Result<DataFile, Error> {
         ],
     };
     for (name, codec) in &candidates {
-        let path = root.join(name);
+        let path = super::dir::inside_archive(root, name)?;
         match std::fs::metadata(&path) {
             Ok(meta) if meta.is_file() => {
                 return Ok(DataFile {
@@ -134,17 +139,23 @@ pub fn open_stream(file: &DataFile) -> Result<Box<dyn Read + Send>, Error> {
         action: "could not open",
         error,
     })?;
-    let buffered = BufReader::with_capacity(256 << 10, f);
-    Ok(match file.codec {
+    decode_stream(file.codec, f).map_err(|error| Error::Io {
+        path: file.path.clone(),
+        action: "could not start decompression of",
+        error,
+    })
+}
+
+/// Decompresses the bytes `stored` yields as one stream, as [`open_stream`] does a file.
+pub fn decode_stream(
+    codec: FileCodec,
+    stored: impl Read + Send + 'static,
+) -> io::Result<Box<dyn Read + Send>> {
+    let buffered = BufReader::with_capacity(256 << 10, stored);
+    Ok(match codec {
         FileCodec::None => Box::new(buffered),
         FileCodec::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(buffered)),
-        FileCodec::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(buffered).map_err(
-            |error| Error::Io {
-                path: file.path.clone(),
-                action: "could not start zstd decompression of",
-                error,
-            },
-        )?),
+        FileCodec::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(buffered)?),
         FileCodec::Lz4 => Box::new(Lz4Frames::new(buffered)),
     })
 }
@@ -280,6 +291,126 @@ impl CopyScanner {
         }
         Ok(self.rows)
     }
+}
+
+/// Checks the decompressed rows of one frame of a pgarc data file (format-spec §4): whole
+/// rows, and the end-of-data marker in the file's last frame and nowhere else. Appends the
+/// rows (without the marker) to `out` and returns how many there are.
+pub fn check_frame_rows(raw: &[u8], last: bool, out: &mut Vec<u8>) -> Result<u64, ScanError> {
+    let mut scanner = CopyScanner::new();
+    scanner.feed(raw, out)?;
+    if scanner.ended() && !last {
+        return Err(ScanError::MarkerInsideData);
+    }
+    scanner.finish(last)
+}
+
+/// What reading a whole file found: its size and SHA-256, and whether its contents decode.
+#[derive(Debug)]
+pub struct WholeFile {
+    pub size: u64,
+    pub sha256: String,
+    /// `None` when not asked to decode; else the rows (COPY data) or decompressed bytes
+    /// (a large object), or what is wrong.
+    pub decoded: Option<Result<u64, String>>,
+}
+
+/// How [`read_whole`] is to decode a file while hashing it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decode {
+    /// Only hash it.
+    No,
+    /// COPY data: decompresses fully, whole rows, ends with the end-of-data marker.
+    Copy(FileCodec),
+    /// A large object: decompresses fully.
+    Blob(FileCodec),
+}
+
+/// Reads a file once, hashing its stored bytes and, if asked, decompressing and checking its
+/// contents on the way. Only an I/O error opening or reading it is an `Err`.
+pub fn read_whole(path: &Path, decode: Decode) -> io::Result<WholeFile> {
+    struct Hashing<R> {
+        inner: R,
+        hasher: std::sync::Arc<std::sync::Mutex<(Sha256, u64)>>,
+    }
+    impl<R: Read> Read for Hashing<R> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = self.inner.read(buf)?;
+            let mut h = self.hasher.lock().expect("not poisoned");
+            h.0.update(&buf[..n]);
+            h.1 += n as u64;
+            Ok(n)
+        }
+    }
+    let hasher = std::sync::Arc::new(std::sync::Mutex::new((Sha256::new(), 0u64)));
+    let file = File::open(path)?;
+    let stored = Hashing {
+        inner: file,
+        hasher: hasher.clone(),
+    };
+    let mut buf = vec![0u8; 256 << 10];
+    let decoded = match decode {
+        Decode::No => {
+            let mut r = BufReader::with_capacity(256 << 10, stored);
+            io::copy(&mut r, &mut io::sink())?;
+            None
+        }
+        Decode::Copy(codec) | Decode::Blob(codec) => {
+            let mut r = decode_stream(codec, stored)?;
+            let mut scanner = CopyScanner::new();
+            let mut sink = Vec::new();
+            let mut total = 0u64;
+            let result = loop {
+                match r.read(&mut buf) {
+                    Ok(0) => break Ok(()),
+                    Ok(n) => {
+                        total += n as u64;
+                        if matches!(decode, Decode::Copy(_)) {
+                            sink.clear();
+                            if let Err(e) = scanner.feed(&buf[..n], &mut sink) {
+                                break Err(e.to_string());
+                            }
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        break Err(format!(
+                            "does not decompress after {total} bytes of output: {e}"
+                        ))
+                    }
+                }
+            };
+            // Hash what decoding did not read (after an error, or a trailer).
+            drop(r);
+            Some(result.and_then(|()| match decode {
+                Decode::Copy(_) => scanner.finish(true).map_err(|e| e.to_string()),
+                _ => Ok(total),
+            }))
+        }
+    };
+    let file = File::open(path)?;
+    let (size, sha256) = {
+        let h = hasher.lock().expect("not poisoned");
+        (h.1, h.0.clone())
+    };
+    // A decoder may stop before the end of the stored bytes: hash the rest too.
+    let mut rest = file;
+    rest.seek(SeekFrom::Start(size))?;
+    let mut sha = sha256;
+    let mut total = size;
+    loop {
+        let n = rest.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        sha.update(&buf[..n]);
+        total += n as u64;
+    }
+    Ok(WholeFile {
+        size: total,
+        sha256: hex(&sha.finalize()),
+        decoded,
+    })
 }
 
 /// Why a frame of a pgarc data file is refused.

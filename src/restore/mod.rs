@@ -132,10 +132,7 @@ pub fn prepare(opts: RestoreOptions) -> Result<Ctx> {
     let toc = match &manifest {
         Some(m) => {
             let bytes = dir.read_listed_file(m, TOC_FILE)?;
-            Toc::parse(&bytes).map_err(|error| crate::archive::Error::Toc {
-                path: dir.toc_path(),
-                error,
-            })?
+            dir.parse_toc(&bytes)?
         }
         None => dir.read_toc()?,
     };
@@ -186,7 +183,8 @@ pub fn prepare(opts: RestoreOptions) -> Result<Ctx> {
         Some(source) => source.file.size,
         None if e.desc.is("BLOBS") => blobs_toc_name(&toc, e)
             .ok()
-            .and_then(|name| std::fs::metadata(dir.root().join(name)).ok())
+            .and_then(|name| dir.resolve(name).ok())
+            .and_then(|path| std::fs::metadata(path).ok())
             .map_or(0, |m| m.len() * 1024),
         None => 0,
     });

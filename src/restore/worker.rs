@@ -13,7 +13,8 @@ use super::sql::{self, SessionState};
 use super::Ctx;
 use crate::archive::frame::FrameIndexEntry;
 use crate::archive::reader::{
-    find_data_file, open_stream, safe_relative_name, CopyScanner, DataFile, FrameReader,
+    check_frame_rows, find_data_file, open_stream, safe_relative_name, CopyScanner, DataFile,
+    FrameReader,
 };
 use crate::archive::toc::TocEntry;
 use crate::pg::session::{describe, Session};
@@ -418,7 +419,7 @@ impl Conn {
 /// `(oid, file name)` of every large object a BLOBS entry lists.
 fn blobs_list(ctx: &Ctx, e: &TocEntry) -> Result<Vec<(u32, String)>, String> {
     let name = super::blobs_toc_name(&ctx.toc, e)?;
-    let path = ctx.dir.root().join(name);
+    let path = ctx.dir.resolve(name).map_err(|err| err.to_string())?;
     let text = std::fs::read(&path).map_err(|err| format!("{name}: {err}"))?;
     let text = String::from_utf8(text).map_err(|_| format!("{name}: not UTF-8"))?;
     let mut v = Vec::new();
@@ -529,41 +530,38 @@ fn produce_frames(
     let range = range.unwrap_or(0..index.len());
     let includes_last = range.end == index.len();
     let mut reader = FrameReader::open(file, index, range).map_err(|e| e.to_string())?;
-    let mut scanner = CopyScanner::new();
+    let mut rows = 0;
     while let Some((n, raw)) = reader.next_frame().map_err(|e| e.to_string())? {
-        if scanner.ended() {
-            return Err(format!(
-                "{}, frame {n}: data after the end-of-data marker",
-                file.rel
-            ));
-        }
-        let before = scanner.rows();
+        let e = &index[n - 1];
+        let at = || {
+            format!(
+                "{}, frame {n} (bytes {}..{})",
+                file.rel,
+                e.offset,
+                e.offset + e.stored
+            )
+        };
         let mut out = Vec::with_capacity(raw.len());
-        scanner
-            .feed(&raw, &mut out)
-            .map_err(|e| format!("{}, frame {n}: {e}", file.rel))?;
-        let rows = scanner.rows() - before;
-        if rows != index[n - 1].rows {
+        let got = check_frame_rows(&raw, n == index.len(), &mut out)
+            .map_err(|err| format!("{}: {err}", at()))?;
+        if got != e.rows {
             return Err(format!(
-                "{}, frame {n}: holds {rows} rows, the frame index says {}",
-                file.rel,
-                index[n - 1].rows
+                "{}: holds {got} rows, the frame index says {}",
+                at(),
+                e.rows
             ));
         }
-        if scanner.ended() && n != index.len() {
-            return Err(format!(
-                "{}, frame {n}: {}",
-                file.rel,
-                crate::archive::reader::ScanError::MarkerInsideData
-            ));
-        }
+        rows += got;
         if !out.is_empty() && tx.blocking_send(Chunk::Rows(out.into())).is_err() {
             return Ok(None);
         }
     }
-    let rows = scanner
-        .finish(includes_last)
-        .map_err(|e| format!("{}: {e}", file.rel))?;
+    if includes_last && index.is_empty() {
+        return Err(format!(
+            "{}: its frame index lists no frame, not even the end frame",
+            file.rel
+        ));
+    }
     Ok(Some(rows))
 }
 

@@ -1,0 +1,164 @@
+//! The workers of `pgarc verify`: read what the planner left (frames of pgarc data files,
+//! whole files), on N threads, largest first.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use crate::archive::reader::{check_frame_rows, read_whole, FrameCheckError, FrameReader};
+
+use super::plan::{Problem, Unit};
+
+/// At most this many problems are reported per file; the rest are counted.
+const MAX_PER_FILE: usize = 10;
+
+/// What the workers found and how much they read.
+#[derive(Debug, Default)]
+pub struct Found {
+    pub problems: Vec<Problem>,
+    pub bytes: u64,
+    pub frames: u64,
+    pub rows: u64,
+}
+
+/// Runs every unit on `jobs` threads.
+pub fn run(mut units: Vec<Unit>, jobs: usize) -> Found {
+    units.sort_by_key(|u| std::cmp::Reverse(u.weight()));
+    let next = AtomicUsize::new(0);
+    let found = Mutex::new(Found::default());
+    std::thread::scope(|s| {
+        for _ in 0..jobs.max(1).min(units.len().max(1)) {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(unit) = units.get(i) else { break };
+                let mut mine = Found::default();
+                check(unit, &mut mine);
+                let mut all = found.lock().expect("not poisoned");
+                all.problems.append(&mut mine.problems);
+                all.bytes += mine.bytes;
+                all.frames += mine.frames;
+                all.rows += mine.rows;
+            });
+        }
+    });
+    found.into_inner().expect("not poisoned")
+}
+
+fn check(unit: &Unit, out: &mut Found) {
+    match unit {
+        Unit::Frames {
+            file,
+            index,
+            range,
+            table,
+            size_ok,
+        } => {
+            let problem = |frame: Option<(usize, u64, u64)>, what: String| Problem {
+                file: file.rel.clone(),
+                frame,
+                table: Some(table.clone()),
+                what,
+            };
+            let mut reader = match FrameReader::open(file, index, range.clone()) {
+                Ok(r) => r,
+                Err(e) => {
+                    out.problems.push(problem(None, e.to_string()));
+                    return;
+                }
+            };
+            let first = out.problems.len();
+            let mut sink = Vec::new();
+            loop {
+                match reader.next_frame() {
+                    Ok(None) => break,
+                    Ok(Some((n, raw))) => {
+                        let e = &index[n - 1];
+                        out.frames += 1;
+                        out.bytes += e.stored;
+                        sink.clear();
+                        let at = Some((n, e.offset, e.offset + e.stored));
+                        match check_frame_rows(&raw, n == index.len(), &mut sink) {
+                            Ok(rows) if rows == e.rows => out.rows += rows,
+                            Ok(rows) => out.problems.push(problem(
+                                at,
+                                format!("holds {rows} rows, the frame index says {}", e.rows),
+                            )),
+                            Err(err) => out.problems.push(problem(at, err.to_string())),
+                        }
+                    }
+                    Err(FrameCheckError::Bad {
+                        frame,
+                        offset,
+                        end,
+                        problem: what,
+                        ..
+                    }) => {
+                        let truncated = what.contains("truncated");
+                        // Past the end of a truncated file every frame would say the same, and
+                        // in a file of the wrong size every later frame is shifted.
+                        if truncated || !size_ok {
+                            let what = if truncated {
+                                what
+                            } else {
+                                format!(
+                                    "{what} (the file's size differs from the manifest: \
+                                         later frames not checked)"
+                                )
+                            };
+                            out.problems.push(problem(Some((frame, offset, end)), what));
+                            break;
+                        }
+                        out.problems.push(problem(Some((frame, offset, end)), what));
+                    }
+                    Err(e @ FrameCheckError::Io { .. }) => {
+                        out.problems.push(problem(None, e.to_string()));
+                        break;
+                    }
+                }
+                if out.problems.len() - first >= MAX_PER_FILE {
+                    out.problems.push(problem(
+                        None,
+                        format!("more problems after these {MAX_PER_FILE}: not checked further"),
+                    ));
+                    break;
+                }
+            }
+        }
+        Unit::Whole {
+            rel,
+            path,
+            expect,
+            decode,
+            table,
+        } => {
+            let problem = |what: String| Problem::new(rel, what).of_table(table.as_ref());
+            let whole = match read_whole(path, *decode) {
+                Ok(w) => w,
+                Err(e) => {
+                    out.problems.push(problem(format!("could not read: {e}")));
+                    return;
+                }
+            };
+            out.bytes += whole.size;
+            if let Some((size, sha)) = expect {
+                if whole.size != *size {
+                    out.problems.push(problem(format!(
+                        "{} bytes, the manifest says {size}: the file changed while being read",
+                        whole.size
+                    )));
+                } else if &whole.sha256 != sha {
+                    out.problems.push(problem(format!(
+                        "SHA-256 is {}, the manifest says {sha}: the file is damaged",
+                        whole.sha256
+                    )));
+                }
+            }
+            match whole.decoded {
+                Some(Ok(rows)) if matches!(decode, crate::archive::reader::Decode::Copy(_)) => {
+                    out.rows += rows
+                }
+                Some(Err(what)) => out.problems.push(problem(what)),
+                _ => {}
+            }
+        }
+    }
+}
