@@ -13,3 +13,5 @@ mod toc_damage;
 mod toc_props;
 // pgarc restore against real servers and stock pg_restore.
 mod restore;
+// pgarc verify: the damage matrix, stock archives, hostile file names.
+mod verify;
