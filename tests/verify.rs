@@ -56,9 +56,11 @@ fn flip(path: &Path, at: u64) {
 
 /// One kind of damage: how to make it, what a full verify must name, and whether `--quick`
 /// catches it (the list in `pgarc help verify` and format-spec §6.2).
+type Apply = Box<dyn Fn(&Path)>;
+
 struct Damage {
     name: &'static str,
-    apply: Box<dyn Fn(&Path)>,
+    apply: Apply,
     names: Vec<String>,
     quick_catches: bool,
 }
@@ -275,7 +277,7 @@ fn stock_archives_get_a_structural_check() {
     assert_eq!(code, 1, "{out}");
     let name = biggest.file_name().unwrap().to_string_lossy().into_owned();
     assert!(
-        out.contains(&format!("{name}")) && out.contains("DAMAGED"),
+        out.contains(&name) && out.contains("DAMAGED"),
         "{out}"
     );
     // --quick does not decompress: it still finds the structure intact.
@@ -346,7 +348,8 @@ fn hostile_file_names_are_refused_by_verify_list_and_restore() {
     let stem = table.file.trim_end_matches(".zst");
 
     let absolute = outside.join(stem).to_string_lossy().into_owned();
-    let cases: Vec<(&str, Box<dyn Fn(&Path)>)> = vec![
+    type Hostile<'a> = (&'a str, Box<dyn Fn(&Path) + 'a>);
+    let cases: Vec<Hostile> = vec![
         (
             "absolute",
             Box::new(move |a: &Path| rename_in_toc(a, table.dump_id, &absolute)),
