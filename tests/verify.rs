@@ -102,7 +102,7 @@ fn every_kind_of_damage_is_found_and_named() {
         format!("frame {n} (bytes {}..{})", f.offset, f.offset + f.stored)
     };
 
-    let damages = vec![
+    let damages = [
         Damage {
             name: "a flipped byte in toc.dat",
             apply: Box::new(|a: &Path| flip(&a.join("toc.dat"), 200)),
@@ -276,10 +276,7 @@ fn stock_archives_get_a_structural_check() {
     let (code, out) = verify(&stock, &[]);
     assert_eq!(code, 1, "{out}");
     let name = biggest.file_name().unwrap().to_string_lossy().into_owned();
-    assert!(
-        out.contains(&name) && out.contains("DAMAGED"),
-        "{out}"
-    );
+    assert!(out.contains(&name) && out.contains("DAMAGED"), "{out}");
     // --quick does not decompress: it still finds the structure intact.
     let (code, out) = verify(&stock, &["--quick"]);
     assert_eq!(code, 0, "{out}");
