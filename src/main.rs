@@ -20,6 +20,13 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
+        Err(err) if err.downcast_ref::<pgarc::dump::Interrupted>().is_some() => {
+            eprintln!("pgarc: {err:#}");
+            let code = err
+                .downcast_ref::<pgarc::dump::Interrupted>()
+                .map_or(1, |i| i.exit_code());
+            ExitCode::from(code)
+        }
         Err(err) => {
             eprintln!("pgarc: {err:#}");
             ExitCode::from(1)

@@ -15,3 +15,5 @@ mod toc_props;
 mod restore;
 // pgarc verify: the damage matrix, stock archives, hostile file names.
 mod verify;
+// Failures in dump and restore: no manifest, no leftovers, the cause and unfinished tables named.
+mod faults;

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The file could not be opened, read or written.
-    #[error("{}: {action}: {error}", path.display())]
+    #[error("{}: {action}: {error}{}", path.display(), io_hint(error))]
     Io {
         path: PathBuf,
         action: &'static str,
@@ -22,6 +22,15 @@ pub enum Error {
     /// The file was read but its contents are not a valid `toc.dat`.
     #[error("{}: {error}", path.display())]
     Toc { path: PathBuf, error: TocError },
+}
+
+/// What to do about the I/O errors a user can fix.
+fn io_hint(error: &std::io::Error) -> &'static str {
+    match error.raw_os_error() {
+        Some(28) => " (the disk is full: free space or write elsewhere)",
+        Some(122) => " (the disk quota is exhausted)",
+        _ => "",
+    }
 }
 
 /// A problem found while decoding or encoding `toc.dat` bytes, with its position.

@@ -128,8 +128,87 @@ pub fn human(bytes: u64) -> String {
     }
 }
 
-/// Runs a dump. On error the output directory has no manifest.
-pub async fn run(mut opts: DumpOptions) -> Result<DumpSummary> {
+/// The dump was stopped by a signal before its manifest was written.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "interrupted by {signal}: the dump stopped and the archive in {} is incomplete (no \
+     {MANIFEST_FILE}): remove it",
+    out.display()
+)]
+pub struct Interrupted {
+    pub signal: &'static str,
+    pub out: PathBuf,
+}
+
+impl Interrupted {
+    /// The shell's convention: 128 + the signal's number.
+    pub fn exit_code(&self) -> u8 {
+        if self.signal == "SIGTERM" {
+            143
+        } else {
+            130
+        }
+    }
+}
+
+/// SIGINT and SIGTERM, as they arrive.
+struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            int: signal(SignalKind::interrupt()).context("could not handle SIGINT")?,
+            term: signal(SignalKind::terminate()).context("could not handle SIGTERM")?,
+        })
+    }
+
+    async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.int.recv() => "SIGINT",
+            _ = self.term.recv() => "SIGTERM",
+        }
+    }
+}
+
+/// Runs a dump. On error, and when SIGINT or SIGTERM stops it, the output directory has no
+/// manifest; pg_dump is killed and every session closed when the pipeline is dropped.
+pub async fn run(opts: DumpOptions) -> Result<DumpSummary> {
+    let out = opts.out.clone();
+    let committing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut signals = Signals::new()?;
+    let pipeline = run_pipeline(opts, committing.clone());
+    tokio::pin!(pipeline);
+    let signal = tokio::select! {
+        biased;
+        signal = signals.recv() => signal,
+        result = &mut pipeline => {
+            if result.is_err() {
+                // A Ctrl-C reaches pg_dump too, which may fail before our handler runs.
+                if let Ok(signal) =
+                    tokio::time::timeout(Duration::from_millis(300), signals.recv()).await
+                {
+                    return Err(Interrupted { signal, out }.into());
+                }
+            }
+            return result;
+        }
+    };
+    if committing.load(std::sync::atomic::Ordering::SeqCst) {
+        // The snapshot holder has committed and the manifest is being written: a moment
+        // from now the archive is complete, so finishing is the honest outcome.
+        return pipeline.await;
+    }
+    Err(Interrupted { signal, out }.into())
+}
+
+async fn run_pipeline(
+    mut opts: DumpOptions,
+    committing: Arc<std::sync::atomic::AtomicBool>,
+) -> Result<DumpSummary> {
     let started_at = SystemTime::now();
     let started = Instant::now();
     let incomplete = |e: anyhow::Error| {
@@ -218,7 +297,24 @@ pub async fn run(mut opts: DumpOptions) -> Result<DumpSummary> {
     };
     let mut closed = holder.session.closed.clone();
     tokio::select! {
-        r = work => r.map_err(incomplete)?,
+        r = work => if let Err(e) = r {
+            // When the server went away, every session fails at once: say so first.
+            let mut again = holder.session.closed.clone();
+            let lost = tokio::time::timeout(
+                Duration::from_millis(500),
+                again.wait_for(|c| c.is_some()),
+            )
+            .await
+            .is_ok();
+            if lost {
+                let reason = holder.lost().unwrap_or_default();
+                return Err(incomplete(anyhow!(
+                    "snapshot lost: the snapshot holder's session ended ({reason}), and with it \
+                     {e:#}"
+                )));
+            }
+            return Err(incomplete(e));
+        },
         _ = closed.wait_for(|c| c.is_some()) => {
             shared.stop();
             let reason = holder.lost().unwrap_or_default();
@@ -266,6 +362,7 @@ pub async fn run(mut opts: DumpOptions) -> Result<DumpSummary> {
         };
         let tables = manifest.tables.len();
         let archive = archive.clone();
+        committing.store(true, std::sync::atomic::Ordering::SeqCst);
         tokio::task::spawn_blocking(move || archive.write_manifest(&manifest))
             .await
             .context("the manifest task failed")??;

@@ -197,11 +197,10 @@ async fn copy_chunk(
     writer: &Arc<DataFileWriter>,
     shared: &Shared,
 ) -> Result<()> {
-    let stream = session
-        .client
-        .copy_out(sql)
-        .await
-        .map_err(|e| anyhow!("{}", describe(&e)))?;
+    let stream = match session.client.copy_out(sql).await {
+        Ok(s) => s,
+        Err(e) => bail!("{}", session.explain(&e).await),
+    };
     pin_mut!(stream);
     let mut batcher = RowBatcher::new(shared.frame_size);
     let mut pending: Option<JoinHandle<Result<(), crate::archive::Error>>> = None;
@@ -210,7 +209,10 @@ async fn copy_chunk(
         tokio::task::spawn_blocking(move || writer.append_rows(&batch))
     };
     while let Some(row) = stream.next().await {
-        let row = row.map_err(|e| anyhow!("{}", describe(&e)))?;
+        let row = match row {
+            Ok(row) => row,
+            Err(e) => bail!("{}", session.explain(&e).await),
+        };
         if let Some(batch) = batcher.push(&row) {
             wait(pending.take()).await?;
             pending = Some(submit(batch));

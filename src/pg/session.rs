@@ -15,6 +15,35 @@ pub struct Session {
     pub closed: watch::Receiver<Option<String>>,
 }
 
+impl Session {
+    /// Like [`describe`], but for an error that closed the connection also says why the
+    /// connection ended (the server's FATAL message, e.g. `pg_terminate_backend` or a
+    /// shutdown), as the connection task saw it.
+    pub async fn explain(&self, err: &tokio_postgres::Error) -> String {
+        if !err.is_closed() && err.as_db_error().is_none_or(|db| db.severity() != "FATAL") {
+            return describe(err);
+        }
+        let mut closed = self.closed.clone();
+        let reason = tokio::time::timeout(
+            std::time::Duration::from_secs(2),
+            closed.wait_for(|c| c.is_some()),
+        )
+        .await
+        .ok()
+        .and_then(|r| r.ok().and_then(|c| c.clone()));
+        match reason {
+            Some(reason) if reason.contains("FATAL") => {
+                format!("lost its connection to the server: {reason}")
+            }
+            reason => format!(
+                "lost its connection to the server ({}): the session was terminated \
+                 (pg_terminate_backend), or the server stopped or crashed",
+                reason.unwrap_or_else(|| describe(err))
+            ),
+        }
+    }
+}
+
 /// Describes a tokio-postgres error in one line: the server's message (with its hint) or the
 /// client-side cause chain.
 pub fn describe(err: &tokio_postgres::Error) -> String {

@@ -163,6 +163,7 @@ pub fn prepare(opts: RestoreOptions) -> Result<Ctx> {
 
     // Every data file to be loaded, found now; pgarc's frame indexes checked now.
     let mut data: HashMap<usize, DataSource> = HashMap::new();
+    let mut missing: Vec<String> = Vec::new();
     for ((i, e), current) in sections_in_force(&toc.entries)
         .enumerate()
         .map(|(i, (e, c))| ((i, e), c))
@@ -171,13 +172,38 @@ pub fn prepare(opts: RestoreOptions) -> Result<Ctx> {
             continue;
         }
         let name = e.filename.as_bytes().unwrap_or_default();
-        let file = find_data_file(dir.root(), name)
-            .with_context(|| format!("cannot restore {}", label(e)))?;
+        let file = match find_data_file(dir.root(), name) {
+            Ok(f) => f,
+            Err(crate::archive::Error::NotArchive { problem, .. })
+                if problem.starts_with("data file missing") =>
+            {
+                missing.push(format!(
+                    "{}.{} ({})",
+                    e.namespace.to_str_lossy().unwrap_or_default(),
+                    e.tag.to_str_lossy().unwrap_or_default(),
+                    String::from_utf8_lossy(name)
+                ));
+                continue;
+            }
+            Err(err) => return Err(err).with_context(|| format!("cannot restore {}", label(e))),
+        };
         let frames = match &manifest {
             Some(m) => Some(Arc::new(checked_frame_index(&dir, m, e, &file)?)),
             None => None,
         };
         data.insert(i, DataSource { file, frames });
+    }
+    if !missing.is_empty() {
+        bail!(
+            "{}: data file{} missing for {} table{}: {}; nothing was restored (the database \
+             was not touched): put the files back, or restore the rest with pg_restore -L; \
+             pgarc verify names every damaged file",
+            dir.root().display(),
+            if missing.len() == 1 { "" } else { "s" },
+            missing.len(),
+            if missing.len() == 1 { "" } else { "s" },
+            missing.join(", ")
+        );
     }
     let plan = Plan::build(&toc, &sel, |e| match data.get(&by_id[&e.dump_id]) {
         Some(source) => source.file.size,
@@ -394,6 +420,16 @@ pub async fn run(opts: RestoreOptions) -> Result<RestoreSummary> {
         }
         let reconnect = outcome.reconnect.clone();
         summary.pre_data.entries += 1;
+        if let Some(reason) = leader.lost() {
+            for e in &outcome.errors {
+                eprintln!("pgarc: error: {e}");
+            }
+            bail!(
+                "the connection to the server was lost during pre-data ({reason}): the restore \
+                 stopped before any table data was loaded; the database holds part of the \
+                 schema: restore again with --clean, or into a new database"
+            );
+        }
         errors.add(outcome.errors)?;
         if let Some(db) = reconnect {
             ctx.conn.write().expect("not poisoned").dbname = db;
@@ -422,6 +458,61 @@ pub async fn run(opts: RestoreOptions) -> Result<RestoreSummary> {
         );
     }
     Ok(summary)
+}
+
+/// The message when a session's connection is lost mid-restore: which tables' data is in
+/// (committed) and which is not.
+fn connection_lost(
+    ctx: &Ctx,
+    reason: &str,
+    loaded: &HashSet<usize>,
+    failed: &HashSet<usize>,
+) -> String {
+    let tables: Vec<usize> = (0..ctx.toc.entries.len())
+        .filter(|&i| {
+            let e = &ctx.toc.entries[i];
+            e.had_dumper && e.desc.is("TABLE DATA") && ctx.plan.items[i].reqs.data
+        })
+        .collect();
+    let name = |i: usize| {
+        let e = &ctx.toc.entries[i];
+        format!(
+            "{}.{}",
+            e.namespace.to_str_lossy().unwrap_or_default(),
+            e.tag.to_str_lossy().unwrap_or_default()
+        )
+    };
+    let done = tables.iter().filter(|i| loaded.contains(i)).count();
+    let mut unfinished: Vec<String> = tables
+        .iter()
+        .filter(|i| !loaded.contains(i))
+        .map(|&i| name(i))
+        .collect();
+    unfinished.sort();
+    const SHOWN: usize = 20;
+    let more = unfinished.len().saturating_sub(SHOWN);
+    unfinished.truncate(SHOWN);
+    let failed_note = if failed.is_empty() {
+        String::new()
+    } else {
+        format!(" ({} with errors, listed above)", failed.len())
+    };
+    format!(
+        "the connection to the server was lost ({reason}): the restore stopped; data of {done} \
+         of {} tables is complete (committed); unfinished{failed_note}: {}{}; restore again \
+         with --clean, or into a new database",
+        tables.len(),
+        if unfinished.is_empty() {
+            "none".to_string()
+        } else {
+            unfinished.join(", ")
+        },
+        if more > 0 {
+            format!(" and {more} more")
+        } else {
+            String::new()
+        }
+    )
 }
 
 /// Counts errors; the first one is fatal with `--exit-on-error`.
@@ -656,6 +747,8 @@ async fn parallel(
                         (idx, out)
                     }
                 };
+                let mut outcome = outcome;
+                outcome.lost = conn.lost();
                 if done_tx
                     .send(Done {
                         worker: w,
@@ -690,6 +783,9 @@ async fn parallel(
     let mut ticker = tokio::time::interval(Duration::from_secs(10));
     ticker.tick().await;
     let mut loaded_bytes = 0u64;
+    // Entries finished without error, and entries with an error in any part.
+    let mut loaded: HashSet<usize> = HashSet::new();
+    let mut failed: HashSet<usize> = HashSet::new();
 
     loop {
         // Dispatch to idle workers.
@@ -765,6 +861,16 @@ async fn parallel(
                     bail!("a restore worker stopped unexpectedly");
                 };
                 running[worker] = None;
+                if let Some(reason) = &outcome.lost {
+                    for e in &outcome.errors {
+                        eprintln!("pgarc: error: {e}");
+                    }
+                    failed.insert(idx);
+                    bail!("{}", connection_lost(ctx, reason, &loaded, &failed));
+                }
+                if !outcome.errors.is_empty() {
+                    failed.insert(idx);
+                }
                 summary.rows += outcome.rows;
                 summary.raw_bytes += outcome.raw_bytes;
                 loaded_bytes += outcome.raw_bytes;
@@ -776,6 +882,9 @@ async fn parallel(
                 }
                 gang_left.remove(&idx);
                 sched.complete(plan, idx);
+                if !failed.contains(&idx) {
+                    loaded.insert(idx);
+                }
                 let e = &ctx.toc.entries[idx];
                 if is_data(idx) {
                     summary.data.entries += 1;

@@ -37,6 +37,8 @@ pub struct Outcome {
     pub reconnect: Option<String>,
     pub rows: u64,
     pub raw_bytes: u64,
+    /// The session's connection is gone (server restart, crash, termination): why.
+    pub lost: Option<String>,
 }
 
 /// The parts of one table loaded by several workers at once: each part commits only when
@@ -89,6 +91,13 @@ pub struct Conn {
     pub session: Session,
     pub state: SessionState,
     pub ctx: Arc<Ctx>,
+}
+
+impl Conn {
+    /// Why the connection ended, once it has.
+    pub fn lost(&self) -> Option<String> {
+        self.session.closed.borrow().clone()
+    }
 }
 
 enum Chunk {

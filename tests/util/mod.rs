@@ -286,6 +286,22 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// Runs `pg_ctl -w ARGS -D data` as the server's user; true on success.
+    pub fn pg_ctl(&self, args: &[&str]) -> bool {
+        let mut ctl = Command::new(self.bindir.join("pg_ctl"));
+        ctl.arg("-w")
+            .args(args)
+            .arg("-D")
+            .arg(&self.data)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        as_user(&mut ctl, self.user)
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+}
+
 impl Drop for Cluster {
     fn drop(&mut self) {
         let mut ctl = Command::new(self.bindir.join("pg_ctl"));
