@@ -98,13 +98,8 @@ pub enum ManifestError {
 impl Manifest {
     /// The bytes of the manifest file, checksum line included.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut text = toml::to_string(self).expect("a manifest always serialises");
-        if !text.ends_with('\n') {
-            text.push('\n');
-        }
-        let sum = hex(&Sha256::digest(text.as_bytes()));
-        text.push_str(&format!("{CHECKSUM_KEY}{sum}\"\n"));
-        text.into_bytes()
+        let text = toml::to_string(self).expect("a manifest always serialises");
+        with_checksum(text.as_bytes())
     }
 
     /// Parses a manifest after checking its own checksum.
@@ -123,6 +118,17 @@ impl Manifest {
         }
         toml::from_str(text).map_err(|e| ManifestError::Syntax(one_line(&e.to_string())))
     }
+}
+
+/// `body` (with a final newline added if missing) followed by its checksum line.
+pub fn with_checksum(body: &[u8]) -> Vec<u8> {
+    let mut out = body.to_vec();
+    if !out.ends_with(b"\n") {
+        out.push(b'\n');
+    }
+    let sum = hex(&Sha256::digest(&out));
+    out.extend_from_slice(format!("{CHECKSUM_KEY}{sum}\"\n").as_bytes());
+    out
 }
 
 /// Checks the trailing checksum line and returns the length of the body it covers.
