@@ -12,7 +12,9 @@ use pgarc::archive::frame::{parse_frame_index, Codec};
 use pgarc::archive::manifest::Manifest;
 use pgarc::archive::toc::{Toc, TocEntry};
 
-use crate::util::{default_bindir, newest_bindir, run_ok, sorted_byte_lines, Cluster};
+use crate::util::{
+    all_cmdlines, default_bindir, newest_bindir, run_ok, sorted_byte_lines, Cluster,
+};
 
 fn pg_restore(cluster: &Cluster, archive: &Path, db: &str, jobs: &str) {
     cluster.create_db(db);
@@ -357,22 +359,6 @@ fn all_files(dir: &Path) -> Vec<String> {
     }
     out.sort();
     out
-}
-
-/// The command lines of every process on the machine, as text.
-fn all_cmdlines() -> Vec<String> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .bytes()
-                .all(|b| b.is_ascii_digit())
-        })
-        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
-        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
-        .collect()
 }
 
 #[test]

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::util::{newest_bindir, Cluster};
+use crate::util::{all_cmdlines, cluster_with_big_table, Cluster};
 
 fn sessions(cluster: &Cluster) -> String {
     cluster
@@ -20,17 +20,8 @@ fn sessions(cluster: &Cluster) -> String {
 
 /// Every process whose command line mentions `needle`.
 fn processes_mentioning(needle: &str) -> Vec<String> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .bytes()
-                .all(|b| b.is_ascii_digit())
-        })
-        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
-        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+    all_cmdlines()
+        .into_iter()
         .filter(|c| c.contains(needle))
         .collect()
 }
@@ -123,13 +114,7 @@ impl Drop for Mount {
 /// and no pg_dump left. (The terminated snapshot holder is tested in `dump`.)
 #[test]
 fn dump_faults_leave_no_manifest_and_no_sessions() {
-    let cluster = Cluster::start_in(&newest_bindir());
-    cluster.create_db("src");
-    cluster.psql(
-        "src",
-        "CREATE TABLE big AS SELECT i AS id, md5(i::text) AS h, repeat('x', 200) AS pad \
-         FROM generate_series(1, 300000) i",
-    );
+    let cluster = cluster_with_big_table("");
     let work = tempfile::tempdir().unwrap();
 
     // A worker's session terminated.
@@ -215,14 +200,8 @@ fn start_restore(cluster: &Cluster, archive: &Path, db: &str) -> Child {
 /// and name the unfinished tables.
 #[test]
 fn restore_faults_name_the_unfinished_tables() {
-    let cluster = Cluster::start_in(&newest_bindir());
-    cluster.create_db("src");
-    cluster.psql(
-        "src",
-        "CREATE TABLE big AS SELECT i AS id, md5(i::text) AS h, repeat('x', 200) AS pad \
-         FROM generate_series(1, 300000) i;
-         CREATE INDEX ON big (h);
-         CREATE TABLE small AS SELECT i AS id FROM generate_series(1, 10) i",
+    let cluster = cluster_with_big_table(
+        "CREATE INDEX ON big (h); CREATE TABLE small AS SELECT i AS id FROM generate_series(1, 10) i",
     );
     let work = tempfile::tempdir().unwrap();
     let archive = work.path().join("a");

@@ -565,3 +565,34 @@ pub fn sorted_byte_lines(bytes: &[u8]) -> Vec<&[u8]> {
     lines.sort();
     lines
 }
+
+/// The command lines of every process on the machine, as text (arguments space-separated).
+pub fn all_cmdlines() -> Vec<String> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .collect()
+}
+
+/// A cluster with database `src` holding `big` (300,000 rows of about 250 bytes: long enough
+/// to copy that a fault can be injected mid-way) and whatever `more_sql` adds.
+pub fn cluster_with_big_table(more_sql: &str) -> Cluster {
+    let cluster = Cluster::start_in(&newest_bindir());
+    cluster.create_db("src");
+    cluster.psql(
+        "src",
+        &format!(
+            "CREATE TABLE big AS SELECT i AS id, md5(i::text) AS h, repeat('x', 200) AS pad \
+             FROM generate_series(1, 300000) i; {more_sql}"
+        ),
+    );
+    cluster
+}
