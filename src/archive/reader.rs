@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 
 use super::error::Error;
 use super::frame::{hex, Codec, FrameIndexEntry};
+use super::toc::{ArchiveVersion, Toc, TocEntry};
 
 /// How one data file is compressed, decided by its name as pg_restore decides it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,6 +83,41 @@ pub fn safe_relative_name(name: &[u8]) -> Result<&str, String> {
         ));
     }
     Ok(text)
+}
+
+/// The large-object list of a BLOBS entry: before archive version 1.16 pg_restore always
+/// reads `blobs.toc`, whatever the entry says; from 1.16 the entry's file name.
+pub fn blobs_toc_name<'a>(toc: &Toc, e: &'a TocEntry) -> Result<&'a str, String> {
+    if toc.header.version < ArchiveVersion::V1_16 {
+        Ok("blobs.toc")
+    } else {
+        safe_relative_name(e.filename.as_bytes().unwrap_or_default())
+    }
+}
+
+/// One line of a large-object list: `(oid, file name)`, or what is wrong with it.
+pub type BlobLine = Result<(u32, String), String>;
+
+/// The lines of a large-object list (`OID FILE`), each parsed or the problem with it
+/// (`line N: ...`). File names are checked with [`safe_relative_name`].
+pub fn parse_blobs_toc(bytes: &[u8]) -> Result<Vec<BlobLine>, String> {
+    let text = std::str::from_utf8(bytes).map_err(|_| "not UTF-8".to_string())?;
+    Ok(text
+        .lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty())
+        .map(|(n, line)| {
+            let n = n + 1;
+            let (oid, file) = line
+                .split_once(' ')
+                .ok_or_else(|| format!("line {n}: expected \"OID FILE\""))?;
+            let oid: u32 = oid
+                .parse()
+                .map_err(|_| format!("line {n}: bad OID {oid:?}"))?;
+            safe_relative_name(file.as_bytes()).map_err(|m| format!("line {n}: {m}"))?;
+            Ok((oid, file.to_string()))
+        })
+        .collect())
 }
 
 /// Finds the file holding the data of an entry whose TOC file name is `name`: a name with a

@@ -289,6 +289,15 @@ impl TocEntry {
     pub fn section(&self) -> Option<Section> {
         Section::from_code(self.section)
     }
+
+    /// `schema.name`, as messages name a table (unquoted, lossy for non-UTF-8 bytes).
+    pub fn qualified_name(&self) -> String {
+        format!(
+            "{}.{}",
+            self.namespace.to_str_lossy().unwrap_or_default(),
+            self.tag.to_str_lossy().unwrap_or_default()
+        )
+    }
 }
 
 /// A whole `toc.dat`.

@@ -31,9 +31,10 @@ use tokio::sync::mpsc;
 
 use crate::archive::frame::FrameIndexEntry;
 use crate::archive::manifest::Manifest;
-use crate::archive::reader::{find_data_file, safe_relative_name, DataFile};
+pub use crate::archive::reader::blobs_toc_name;
+use crate::archive::reader::{find_data_file, DataFile};
 use crate::archive::select::{entry_reqs, sections_in_force, Selection};
-use crate::archive::toc::{ArchiveVersion, Toc, TocEntry};
+use crate::archive::toc::{Toc, TocEntry};
 use crate::archive::{ArchiveDir, TOC_FILE};
 use crate::pg::conn::ConnParams;
 use crate::pg::session::query_text;
@@ -178,9 +179,8 @@ pub fn prepare(opts: RestoreOptions) -> Result<Ctx> {
                 if problem.starts_with("data file missing") =>
             {
                 missing.push(format!(
-                    "{}.{} ({})",
-                    e.namespace.to_str_lossy().unwrap_or_default(),
-                    e.tag.to_str_lossy().unwrap_or_default(),
+                    "{} ({})",
+                    e.qualified_name(),
                     String::from_utf8_lossy(name)
                 ));
                 continue;
@@ -278,16 +278,6 @@ fn checked_frame_index(
         );
     }
     Ok(index)
-}
-
-/// The large-object TOC of a BLOBS entry: before 1.16 pg_restore always reads `blobs.toc`,
-/// whatever the entry says; from 1.16 the entry's file name.
-pub fn blobs_toc_name<'a>(toc: &Toc, e: &'a TocEntry) -> Result<&'a str, String> {
-    if toc.header.version < ArchiveVersion::V1_16 {
-        Ok("blobs.toc")
-    } else {
-        safe_relative_name(e.filename.as_bytes().unwrap_or_default())
-    }
 }
 
 /// Time and counts of one phase.
@@ -474,14 +464,7 @@ fn connection_lost(
             e.had_dumper && e.desc.is("TABLE DATA") && ctx.plan.items[i].reqs.data
         })
         .collect();
-    let name = |i: usize| {
-        let e = &ctx.toc.entries[i];
-        format!(
-            "{}.{}",
-            e.namespace.to_str_lossy().unwrap_or_default(),
-            e.tag.to_str_lossy().unwrap_or_default()
-        )
-    };
+    let name = |i: usize| ctx.toc.entries[i].qualified_name();
     let done = tables.iter().filter(|i| loaded.contains(i)).count();
     let mut unfinished: Vec<String> = tables
         .iter()
@@ -809,15 +792,9 @@ async fn parallel(
                 let frames = ctx.data[&idx].frames.clone().expect("split needs frames");
                 let ranges = split_frames(&frames, k);
                 let gang = Gang::new(ranges.len());
-                summary.split.push((
-                    format!(
-                        "{}.{}",
-                        e.namespace.to_str_lossy().unwrap_or_default(),
-                        e.tag.to_str_lossy().unwrap_or_default()
-                    ),
-                    ranges.len(),
-                    frames.len(),
-                ));
+                summary
+                    .split
+                    .push((e.qualified_name(), ranges.len(), frames.len()));
                 gang_left.insert(idx, ranges.len());
                 for (range, &w) in ranges.into_iter().zip(&idle) {
                     running[w] = Some(idx);

@@ -13,7 +13,7 @@ use super::sql::{self, SessionState};
 use super::Ctx;
 use crate::archive::frame::FrameIndexEntry;
 use crate::archive::reader::{
-    check_frame_rows, find_data_file, open_stream, safe_relative_name, CopyScanner, DataFile,
+    check_frame_rows, find_data_file, open_stream, parse_blobs_toc, CopyScanner, DataFile,
     FrameReader,
 };
 use crate::archive::toc::TocEntry;
@@ -430,22 +430,9 @@ fn blobs_list(ctx: &Ctx, e: &TocEntry) -> Result<Vec<(u32, String)>, String> {
     let name = super::blobs_toc_name(&ctx.toc, e)?;
     let path = ctx.dir.resolve(name).map_err(|err| err.to_string())?;
     let text = std::fs::read(&path).map_err(|err| format!("{name}: {err}"))?;
-    let text = String::from_utf8(text).map_err(|_| format!("{name}: not UTF-8"))?;
-    let mut v = Vec::new();
-    for (n, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let (oid, file) = line
-            .split_once(' ')
-            .ok_or_else(|| format!("{name}, line {}: expected \"OID FILE\"", n + 1))?;
-        let oid: u32 = oid
-            .parse()
-            .map_err(|_| format!("{name}, line {}: bad OID {oid:?}", n + 1))?;
-        safe_relative_name(file.as_bytes()).map_err(|m| format!("{name}, line {}: {m}", n + 1))?;
-        v.push((oid, file.to_string()));
-    }
-    Ok(v)
+    parse_blobs_toc(&text)
+        .and_then(|lines| lines.into_iter().collect())
+        .map_err(|m| format!("{name}, {m}"))
 }
 
 /// Sends one large object's contents in chunks; Err when the receiver is gone.

@@ -10,8 +10,11 @@ use std::sync::Arc;
 
 use crate::archive::frame::{hex, parse_frame_index, FrameIndexEntry};
 use crate::archive::manifest::{Manifest, TableRecord, MANIFEST_FILE};
-use crate::archive::reader::{find_data_file, safe_relative_name, DataFile, Decode, FileCodec};
-use crate::archive::toc::{ArchiveVersion, Toc, TocEntry};
+use crate::archive::reader::{
+    blobs_toc_name, find_data_file, parse_blobs_toc, safe_relative_name, DataFile, Decode,
+    FileCodec,
+};
+use crate::archive::toc::Toc;
 use crate::archive::{ArchiveDir, ManifestState, TOC_FILE};
 
 /// One thing wrong with the archive.
@@ -271,10 +274,11 @@ fn with_manifest(dir: &ArchiveDir, m: &Manifest, quick: bool, p: &mut Plan) {
                 let name = e.filename.to_str_lossy().unwrap_or_default().into_owned();
                 match tables_by_id.get(&e.dump_id) {
                     Some(t) => {
-                        if FileCodec::of_file_name(&t.file) != FileCodec::None
-                            && t.file.rsplit_once('.').map(|x| x.0) != Some(name.as_str())
-                            || FileCodec::of_file_name(&t.file) == FileCodec::None && t.file != name
-                        {
+                        let stem = [".gz", ".zst", ".lz4"]
+                            .iter()
+                            .find_map(|suffix| t.file.strip_suffix(suffix))
+                            .unwrap_or(&t.file);
+                        if stem != name {
                             p.problems.push(
                                 Problem::new(
                                     TOC_FILE,
@@ -283,27 +287,31 @@ fn with_manifest(dir: &ArchiveDir, m: &Manifest, quick: bool, p: &mut Plan) {
                                         e.dump_id, t.file
                                     ),
                                 )
-                                .of_table(Some(&qualified(e))),
+                                .of_table(Some(&e.qualified_name())),
                             );
                         }
                     }
                     None => match find_data_file(dir.root(), name.as_bytes()) {
                         // Data pg_dump wrote itself (an extension's configuration table).
                         Ok(f) if listed.contains(f.rel.as_str()) => {
-                            decode_as.insert(f.rel, (Decode::Copy(f.codec), Some(qualified(e))));
+                            decode_as
+                                .insert(f.rel, (Decode::Copy(f.codec), Some(e.qualified_name())));
                         }
                         Ok(f) => p.problems.push(
                             Problem::new(&f.rel, "data file not listed in the manifest")
-                                .of_table(Some(&qualified(e))),
+                                .of_table(Some(&e.qualified_name())),
                         ),
                         Err(err) => p.problems.push(
                             Problem::new(&name, strip_path(&err, dir))
-                                .of_table(Some(&qualified(e))),
+                                .of_table(Some(&e.qualified_name())),
                         ),
                     },
                 }
             } else if e.desc.is("BLOBS") {
-                let blobs = blobs_toc_name(toc, e);
+                // An unsafe name is reported by check_names.
+                let Ok(blobs) = blobs_toc_name(toc, e).map(str::to_string) else {
+                    continue;
+                };
                 hashed.insert(blobs.clone());
                 let Some(bytes) = read_small(&blobs, p) else {
                     if !listed.contains(blobs.as_str()) {
@@ -484,17 +492,20 @@ fn structure(dir: &ArchiveDir, quick: bool, p: &mut Plan) {
                             path: f.path.clone(),
                             expect: None,
                             decode: Decode::Copy(f.codec),
-                            table: Some(qualified(e)),
+                            table: Some(e.qualified_name()),
                         });
                     }
                 }
                 Err(err) => p.problems.push(
                     Problem::new(&String::from_utf8_lossy(name), strip_path(&err, dir))
-                        .of_table(Some(&qualified(e))),
+                        .of_table(Some(&e.qualified_name())),
                 ),
             }
         } else if e.desc.is("BLOBS") {
-            let blobs = blobs_toc_name(&toc, e);
+            // An unsafe name is reported by check_names.
+            let Ok(blobs) = blobs_toc_name(&toc, e).map(str::to_string) else {
+                continue;
+            };
             let bytes = match dir.read_small_file(&blobs) {
                 Ok(b) => b,
                 Err(err) => {
@@ -545,7 +556,7 @@ fn check_names(dir: &ArchiveDir, toc: &Toc, p: &mut Plan) {
                     TOC_FILE,
                     format!("entry {} names file {shown:?}: {what}", e.dump_id),
                 )
-                .of_table(e.desc.is("TABLE DATA").then(|| qualified(e)).as_ref()),
+                .of_table(e.desc.is("TABLE DATA").then(|| e.qualified_name()).as_ref()),
             );
         }
     }
@@ -553,51 +564,20 @@ fn check_names(dir: &ArchiveDir, toc: &Toc, p: &mut Plan) {
 
 /// The data files a large-object list names, each with the problem found, if any.
 fn blob_files(dir: &ArchiveDir, list: &str, bytes: &[u8]) -> Vec<(String, Option<String>)> {
-    let Ok(text) = std::str::from_utf8(bytes) else {
-        return vec![(list.to_string(), Some("not UTF-8".into()))];
+    let lines = match parse_blobs_toc(bytes) {
+        Ok(lines) => lines,
+        Err(what) => return vec![(list.to_string(), Some(what))],
     };
-    let mut out = Vec::new();
-    for (n, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let Some((oid, name)) = line.split_once(' ') else {
-            out.push((
-                list.to_string(),
-                Some(format!("line {}: expected \"OID FILE\"", n + 1)),
-            ));
-            continue;
-        };
-        if oid.parse::<u32>().is_err() {
-            out.push((
-                list.to_string(),
-                Some(format!("line {}: bad OID {oid:?}", n + 1)),
-            ));
-            continue;
-        }
-        match find_data_file(dir.root(), name.as_bytes()) {
-            Ok(f) => out.push((f.rel, None)),
-            Err(e) => out.push((name.to_string(), Some(strip_path(&e, dir)))),
-        }
-    }
-    out
-}
-
-/// The large-object list of a BLOBS entry (`blobs.toc` before archive version 1.16).
-fn blobs_toc_name(toc: &Toc, e: &TocEntry) -> String {
-    if toc.header.version < ArchiveVersion::V1_16 {
-        "blobs.toc".into()
-    } else {
-        e.filename.to_str_lossy().unwrap_or_default().into_owned()
-    }
-}
-
-fn qualified(e: &TocEntry) -> String {
-    format!(
-        "{}.{}",
-        e.namespace.to_str_lossy().unwrap_or_default(),
-        e.tag.to_str_lossy().unwrap_or_default()
-    )
+    lines
+        .into_iter()
+        .map(|line| match line {
+            Err(what) => (list.to_string(), Some(what)),
+            Ok((_, name)) => match find_data_file(dir.root(), name.as_bytes()) {
+                Ok(f) => (f.rel, None),
+                Err(e) => (name, Some(strip_path(&e, dir))),
+            },
+        })
+        .collect()
 }
 
 /// An archive error's message without the leading absolute path (problems name files
