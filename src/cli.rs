@@ -169,12 +169,13 @@ pub struct DumpArgs {
     #[arg(short = 'j', long = "jobs", value_name = "N", default_value_t = 1,
           value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub jobs: u16,
-    /// Compression of data files: none, gzip[:1-9] or zstd[:1-22].
+    /// Compression of data files: none, gzip[:1-9] or zstd[:1-22]. Without a level, gzip is
+    /// level 6 and zstd level 3, as in pg_dump; without -Z, zstd:1 (fastest, see bench/).
     #[arg(
         short = 'Z',
         long = "compress",
         value_name = "METHOD[:LEVEL]",
-        default_value = "zstd"
+        default_value = "zstd:1"
     )]
     pub compress: String,
     /// Use this exported snapshot (from pg_export_snapshot() in a transaction that stays open).

@@ -256,6 +256,29 @@ pub struct CopyScanner {
     ended: bool,
 }
 
+/// Where a [`CopyScanner`] puts the row bytes it passes on.
+pub trait RowSink {
+    fn put(&mut self, bytes: &[u8]);
+}
+
+impl RowSink for Vec<u8> {
+    fn put(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+}
+
+/// Counts the row bytes without keeping them: the rows are always a prefix of the input (the
+/// scanner only drops the end marker and what follows it), so a caller that holds the input
+/// can cut it to this length instead of copying it.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct CountSink(pub usize);
+
+impl RowSink for CountSink {
+    fn put(&mut self, bytes: &[u8]) {
+        self.0 += bytes.len();
+    }
+}
+
 const MARKER_LF: &[u8] = b"\\.\n";
 const MARKER_CRLF: &[u8] = b"\\.\r\n";
 
@@ -272,8 +295,8 @@ impl CopyScanner {
         self.ended
     }
 
-    /// Appends the rows in `chunk` to `out`.
-    pub fn feed(&mut self, chunk: &[u8], out: &mut Vec<u8>) -> Result<(), ScanError> {
+    /// Passes the rows in `chunk` on to `out`.
+    pub fn feed<S: RowSink>(&mut self, chunk: &[u8], out: &mut S) -> Result<(), ScanError> {
         let mut i = 0;
         while i < chunk.len() {
             if self.ended {
@@ -285,13 +308,13 @@ impl CopyScanner {
             if self.mid_line {
                 match memchr::memchr(b'\n', &chunk[i..]) {
                     Some(p) => {
-                        out.extend_from_slice(&chunk[i..i + p + 1]);
+                        out.put(&chunk[i..i + p + 1]);
                         self.rows += 1;
                         self.mid_line = false;
                         i += p + 1;
                     }
                     None => {
-                        out.extend_from_slice(&chunk[i..]);
+                        out.put(&chunk[i..]);
                         i = chunk.len();
                     }
                 }
@@ -304,7 +327,7 @@ impl CopyScanner {
                 self.carry.clear();
             } else if !(MARKER_LF.starts_with(&self.carry) || MARKER_CRLF.starts_with(&self.carry))
             {
-                out.extend_from_slice(&self.carry);
+                out.put(&self.carry);
                 if self.carry.last() == Some(&b'\n') {
                     self.rows += 1;
                 } else {
@@ -330,15 +353,16 @@ impl CopyScanner {
 }
 
 /// Checks the decompressed rows of one frame of a pgarc data file (format-spec §4): whole
-/// rows, and the end-of-data marker in the file's last frame and nowhere else. Appends the
-/// rows (without the marker) to `out` and returns how many there are.
-pub fn check_frame_rows(raw: &[u8], last: bool, out: &mut Vec<u8>) -> Result<u64, ScanError> {
+/// rows, and the end-of-data marker in the file's last frame and nowhere else. Returns how
+/// many rows there are and the length of the prefix of `raw` they fill (without the marker).
+pub fn check_frame_rows(raw: &[u8], last: bool) -> Result<(u64, usize), ScanError> {
     let mut scanner = CopyScanner::new();
-    scanner.feed(raw, out)?;
+    let mut len = CountSink::default();
+    scanner.feed(raw, &mut len)?;
     if scanner.ended() && !last {
         return Err(ScanError::MarkerInsideData);
     }
-    scanner.finish(last)
+    Ok((scanner.finish(last)?, len.0))
 }
 
 /// What reading a whole file found: its size and SHA-256, and whether its contents decode.
@@ -394,7 +418,7 @@ pub fn read_whole(path: &Path, decode: Decode) -> io::Result<WholeFile> {
         Decode::Copy(codec) | Decode::Blob(codec) => {
             let mut r = decode_stream(codec, stored)?;
             let mut scanner = CopyScanner::new();
-            let mut sink = Vec::new();
+            let mut sink = CountSink::default();
             let mut total = 0u64;
             let result = loop {
                 match r.read(&mut buf) {
@@ -402,7 +426,6 @@ pub fn read_whole(path: &Path, decode: Decode) -> io::Result<WholeFile> {
                     Ok(n) => {
                         total += n as u64;
                         if matches!(decode, Decode::Copy(_)) {
-                            sink.clear();
                             if let Err(e) = scanner.feed(&buf[..n], &mut sink) {
                                 break Err(e.to_string());
                             }

@@ -1,8 +1,9 @@
 //! The schema capture: the stock pg_dump, under the dump's snapshot, writes everything except
 //! the rows of the tables pgarc copies itself. Sequence values (SEQUENCE SET), materialized
 //! view data (REFRESH), large objects and extension configuration tables stay pg_dump's: only
-//! the plain tables are named in `--exclude-table-data`, one exact pattern each, because a
-//! wildcard would also drop sequence values and matview data (reference notes §5.2).
+//! the plain tables are named in `--exclude-table-data` patterns that match exactly them
+//! ([`exclude_data_patterns`]), because a wildcard would also drop sequence values and matview
+//! data (reference notes §5.2).
 
 use std::path::Path;
 use std::process::Stdio;
@@ -10,7 +11,7 @@ use std::process::Stdio;
 use anyhow::{bail, Context, Result};
 use tokio::process::Command;
 
-use super::plan::exact_pattern;
+use super::plan::exclude_data_patterns;
 use crate::archive::frame::Codec;
 use crate::pg::conn::ConnParams;
 use crate::pg::session::CatalogTable;
@@ -58,11 +59,8 @@ pub async fn capture(
             "--compress={}",
             pg_dump_compression(codec, version)
         ));
-    for t in tables {
-        cmd.arg(format!(
-            "--exclude-table-data={}",
-            exact_pattern(&t.schema, &t.name)
-        ));
+    for pattern in exclude_data_patterns(tables) {
+        cmd.arg(format!("--exclude-table-data={pattern}"));
     }
     for var in CLEARED_ENV {
         cmd.env_remove(var);

@@ -12,7 +12,7 @@ use futures_util::{pin_mut, StreamExt};
 use tokio::task::JoinHandle;
 
 use super::plan::{copy_sql, Chunk};
-use crate::archive::frame::{Codec, RowBatcher};
+use crate::archive::frame::{Codec, Encoder, RowBatcher};
 use crate::archive::writer::{ArchiveWriter, DataFileWriter, FinishedDataFile};
 use crate::pg::session::{describe, CatalogTable, Session};
 
@@ -140,12 +140,14 @@ impl Shared {
 /// One worker's loop, on a session that has imported the snapshot.
 pub async fn run(n: usize, session: Arc<Session>, shared: Arc<Shared>) -> Result<()> {
     let mut locked = HashSet::new();
+    let mut encoder = None;
     while let Some(chunk) = shared.next_chunk() {
         let table = &shared.tables[chunk.table];
         let state = &shared.state[chunk.table];
-        if locked.insert(table.oid) {
-            lock_nowait(&session, table).await?;
-        }
+        // The worker's own NOWAIT lock on a table it has not locked yet goes out in the same
+        // round trip as the COPY (pipelined): a failed lock aborts the transaction, so the
+        // COPY cannot run without it.
+        let lock = locked.insert(table.oid).then_some(table);
         let writer = shared.writer(chunk.table)?;
         let now = state.active.fetch_add(1, Ordering::SeqCst) + 1;
         state.max_active.fetch_max(now, Ordering::SeqCst);
@@ -154,7 +156,15 @@ pub async fn run(n: usize, session: Arc<Session>, shared: Arc<Shared>) -> Result
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(n);
-        let copied = copy_chunk(&session, &copy_sql(table, &chunk), &writer, &shared).await;
+        let copied = copy_chunk(
+            &session,
+            lock,
+            &copy_sql(table, &chunk),
+            &writer,
+            &shared,
+            &mut encoder,
+        )
+        .await;
         state.active.fetch_sub(1, Ordering::SeqCst);
         copied.with_context(|| format!("worker {n}: copying {}", table.display_name()))?;
         if state.remaining.fetch_sub(1, Ordering::SeqCst) == 1 {
@@ -173,40 +183,68 @@ pub async fn run(n: usize, session: Arc<Session>, shared: Arc<Shared>) -> Result
     Ok(())
 }
 
-async fn lock_nowait(session: &Session, table: &CatalogTable) -> Result<()> {
-    let sql = format!("LOCK TABLE {} IN ACCESS SHARE MODE NOWAIT", table.qualified);
-    match session.client.batch_execute(&sql).await {
-        Ok(()) => Ok(()),
-        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) => bail!(
+fn lock_error(e: &tokio_postgres::Error, table: &CatalogTable) -> anyhow::Error {
+    if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) {
+        anyhow!(
             "could not obtain lock on table {}: another session holds or waits for a \
              conflicting lock (ALTER TABLE, TRUNCATE, VACUUM FULL, ...); run the dump again \
              when it is done",
             table.display_name()
-        ),
-        Err(e) => bail!(
+        )
+    } else {
+        anyhow!(
             "cannot lock table {}: {}",
             table.display_name(),
-            describe(&e)
-        ),
+            describe(e)
+        )
     }
 }
 
+/// A frame being compressed and appended off the async threads; it gives back the encoder and
+/// the batch's buffer.
+type Pending = JoinHandle<(Encoder, Vec<u8>, Result<(), crate::archive::Error>)>;
+
 async fn copy_chunk(
     session: &Session,
+    lock: Option<&CatalogTable>,
     sql: &str,
     writer: &Arc<DataFileWriter>,
     shared: &Shared,
+    encoder: &mut Option<Encoder>,
 ) -> Result<()> {
-    let stream = match session.client.copy_out(sql).await {
+    let lock_nowait = async {
+        match lock {
+            Some(t) => {
+                let sql = format!("LOCK TABLE {} IN ACCESS SHARE MODE NOWAIT", t.qualified);
+                Some((t, session.client.batch_execute(&sql).await))
+            }
+            None => None,
+        }
+    };
+    let (locked, stream) = tokio::join!(lock_nowait, session.client.copy_out(sql));
+    if let Some((t, Err(e))) = locked {
+        if e.as_db_error().is_some() {
+            return Err(lock_error(&e, t));
+        }
+        bail!("{}", session.explain(&e).await);
+    }
+    let stream = match stream {
         Ok(s) => s,
         Err(e) => bail!("{}", session.explain(&e).await),
     };
     pin_mut!(stream);
+    let mut idle = match encoder.take() {
+        Some(e) => Some(e),
+        None => Some(Encoder::new(shared.codec).context("could not start the compressor")?),
+    };
     let mut batcher = RowBatcher::new(shared.frame_size);
-    let mut pending: Option<JoinHandle<Result<(), crate::archive::Error>>> = None;
-    let submit = |batch: Vec<u8>| {
+    let mut pending: Option<Pending> = None;
+    let submit = |mut encoder: Encoder, batch: Vec<u8>| {
         let writer = writer.clone();
-        tokio::task::spawn_blocking(move || writer.append_rows(&batch))
+        tokio::task::spawn_blocking(move || {
+            let result = writer.append_rows(&batch, &mut encoder);
+            (encoder, batch, result)
+        })
     };
     while let Some(row) = stream.next().await {
         let row = match row {
@@ -214,20 +252,31 @@ async fn copy_chunk(
             Err(e) => bail!("{}", session.explain(&e).await),
         };
         if let Some(batch) = batcher.push(&row) {
-            wait(pending.take()).await?;
-            pending = Some(submit(batch));
+            let encoder = ready(&mut pending, &mut idle, &mut batcher).await?;
+            pending = Some(submit(encoder, batch));
         }
     }
     if let Some(batch) = batcher.finish() {
-        wait(pending.take()).await?;
-        pending = Some(submit(batch));
+        let encoder = ready(&mut pending, &mut idle, &mut batcher).await?;
+        pending = Some(submit(encoder, batch));
     }
-    wait(pending).await
+    *encoder = Some(ready(&mut pending, &mut idle, &mut batcher).await?);
+    Ok(())
 }
 
-async fn wait(pending: Option<JoinHandle<Result<(), crate::archive::Error>>>) -> Result<()> {
-    if let Some(handle) = pending {
-        handle.await.context("a compression task failed")??;
+/// The encoder, once the frame in flight (if any) is written: at most one frame per worker is
+/// being compressed while the next is read.
+async fn ready(
+    pending: &mut Option<Pending>,
+    idle: &mut Option<Encoder>,
+    batcher: &mut RowBatcher,
+) -> Result<Encoder> {
+    if let Some(handle) = pending.take() {
+        let (encoder, buf, result) = handle.await.context("a compression task failed")?;
+        result?;
+        batcher.recycle(buf);
+        return Ok(encoder);
     }
-    Ok(())
+    idle.take()
+        .ok_or_else(|| anyhow!("internal error: the worker's encoder went missing"))
 }

@@ -537,9 +537,11 @@ fn produce_frames(
                 e.offset + e.stored
             )
         };
-        let mut out = Vec::with_capacity(raw.len());
-        let got = check_frame_rows(&raw, n == index.len(), &mut out)
-            .map_err(|err| format!("{}: {err}", at()))?;
+        let (got, len) =
+            check_frame_rows(&raw, n == index.len()).map_err(|err| format!("{}: {err}", at()))?;
+        // The rows are the frame's bytes up to the end marker: sent without a copy.
+        let mut out = raw;
+        out.truncate(len);
         if got != e.rows {
             return Err(format!(
                 "{}: holds {got} rows, the frame index says {}",

@@ -66,7 +66,6 @@ fn check(unit: &Unit, out: &mut Found) {
                 }
             };
             let first = out.problems.len();
-            let mut sink = Vec::new();
             loop {
                 match reader.next_frame() {
                     Ok(None) => break,
@@ -74,11 +73,10 @@ fn check(unit: &Unit, out: &mut Found) {
                         let e = &index[n - 1];
                         out.frames += 1;
                         out.bytes += e.stored;
-                        sink.clear();
                         let at = Some((n, e.offset, e.offset + e.stored));
-                        match check_frame_rows(&raw, n == index.len(), &mut sink) {
-                            Ok(rows) if rows == e.rows => out.rows += rows,
-                            Ok(rows) => out.problems.push(problem(
+                        match check_frame_rows(&raw, n == index.len()) {
+                            Ok((rows, _)) if rows == e.rows => out.rows += rows,
+                            Ok((rows, _)) => out.problems.push(problem(
                                 at,
                                 format!("holds {rows} rows, the frame index says {}", e.rows),
                             )),
