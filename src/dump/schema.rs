@@ -9,6 +9,7 @@ use std::path::Path;
 use std::process::Stdio;
 
 use anyhow::{bail, Context, Result};
+use tokio::io::AsyncReadExt;
 use tokio::process::Command;
 
 use super::plan::exclude_data_patterns;
@@ -37,6 +38,25 @@ fn pg_dump_compression(codec: Codec, pg_dump: &ToolVersion) -> String {
         (Codec::Gzip(l), false) => l.to_string(),
         // pg_dump 15 has no zstd: its few files stay uncompressed.
         (_, false) => "0".into(),
+    }
+}
+
+/// pg_dump while it runs: when the capture is abandoned (a failure elsewhere, SIGINT), it is
+/// killed and waited for, so that no pg_dump outlives pgarc (at most 2 s; SIGKILL is not
+/// refused). Blocking, but only on that path.
+struct Reaper(Option<tokio::process::Child>);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.start_kill();
+            for _ in 0..200 {
+                if !matches!(child.try_wait(), Ok(None)) {
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        }
     }
 }
 
@@ -71,15 +91,30 @@ pub async fn capture(
     }
     cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let child = cmd
+        .stderr(Stdio::piped());
+    let mut child = cmd
         .spawn()
         .with_context(|| format!("could not run {}", pg_dump.display()))?;
-    let output = child
-        .wait_with_output()
-        .await
-        .with_context(|| format!("could not wait for {}", pg_dump.display()))?;
+    let stderr_pipe = child.stderr.take();
+    let mut reaper = Reaper(Some(child));
+    let read_stderr = async {
+        let mut buf = Vec::new();
+        if let Some(mut pipe) = stderr_pipe {
+            let _ = pipe.read_to_end(&mut buf).await;
+        }
+        buf
+    };
+    let (status, stderr) = match reaper.0.as_mut() {
+        Some(child) => tokio::join!(child.wait(), read_stderr),
+        None => bail!("internal error: pg_dump's process handle is gone"),
+    };
+    reaper.0 = None;
+    let status = status.with_context(|| format!("could not wait for {}", pg_dump.display()))?;
+    let output = std::process::Output {
+        status,
+        stdout: Vec::new(),
+        stderr,
+    };
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         let msg: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
