@@ -1,0 +1,566 @@
+#!/usr/bin/env python3
+"""pgarc's benchmark: pgarc against stock pg_dump/pg_restore on the same throwaway server, in
+one run, alternating the tools round by round (A B A B ...), with medians, min/max, ratios pair
+by pair, archive sizes and peak RSS. See bench/README.md.
+
+Nothing here is asserted: the run prints what it measured next to the targets of issue 6, and
+says which are met.
+"""
+
+import argparse
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+# Server settings for every run, the same for both tools: enough WAL that a checkpoint does
+# not land in the middle of one tool's run only, and shared buffers as a DBA would set them.
+SERVER_SETTINGS = {
+    "shared_buffers": "1GB",
+    "max_wal_size": "32GB",
+    "checkpoint_timeout": "1h",
+    "maintenance_work_mem": "256MB",
+    "max_connections": "100",
+    # Off: a restored database gets vacuumed and analyzed by autovacuum soon after, and that
+    # work would land on whichever run comes next (it made restores 30 % slower at random).
+    "autovacuum": "off",
+}
+
+
+def log(msg):
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def find_bindir(wanted):
+    majors = [wanted] if wanted else ["18", "17", "16", "15"]
+    home = os.path.expanduser("~")
+    for major in majors:
+        for d in (f"/usr/lib/postgresql/{major}/bin", f"/var/cache/pgarc/pg/{major}/bin",
+                  f"{home}/.cache/pgarc/pg/{major}/bin"):
+            if os.access(os.path.join(d, "initdb"), os.X_OK):
+                return d
+    sys.exit(f"bench: no PostgreSQL {wanted or '15-18'} server binaries found; "
+             "run scripts/install-deps.sh")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Run:
+    seconds: float
+    maxrss_kib: int
+
+
+def run_timed(cmd, env, cwd=None):
+    """Runs a command (a list, or a string for bash), returns wall time and the peak RSS of
+    the largest process in it (wait4's ru_maxrss covers the child and its reaped children)."""
+    if isinstance(cmd, str):
+        cmd = ["bash", "-o", "pipefail", "-c", cmd]
+    err = tempfile.TemporaryFile()
+    start = time.monotonic()
+    p = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=err)
+    _, status, usage = os.wait4(p.pid, 0)
+    seconds = time.monotonic() - start
+    p.returncode = os.waitstatus_to_exitcode(status)
+    if p.returncode != 0:
+        err.seek(0)
+        tail = err.read().decode(errors="replace")[-2000:]
+        raise RuntimeError(f"{' '.join(cmd)} exited with {p.returncode}:\n{tail}")
+    return Run(seconds, usage.ru_maxrss)
+
+
+class Cluster:
+    def __init__(self, bindir, work):
+        self.bindir = bindir
+        self.work = work
+        self.data = os.path.join(work, "data")
+        self.sock = os.path.join(work, "sock")
+        self.port = free_port()
+        self.as_server = []
+        os.makedirs(self.sock)
+        if os.geteuid() == 0:
+            # initdb refuses root: the server runs as nobody, in directories nobody owns.
+            for d in (work, self.sock):
+                shutil.chown(d, "nobody", "nogroup")
+            self.as_server = ["runuser", "-u", "nobody", "--"]
+        self.env = dict(os.environ, PGHOST=self.sock, PGPORT=str(self.port), PGUSER="postgres",
+                        PGDATABASE="postgres")
+        self.env["PATH"] = bindir + ":" + self.env.get("PATH", "")
+        self.env.pop("PGPASSWORD", None)
+
+    def bin(self, name):
+        return os.path.join(self.bindir, name)
+
+    def start(self):
+        subprocess.run(self.as_server + [self.bin("initdb"), "-D", self.data, "-U", "postgres",
+                                         "-A", "trust", "-E", "UTF8", "--locale=C", "-N"],
+                       check=True, stdout=subprocess.DEVNULL)
+        opts = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.sock}"
+        for k, v in SERVER_SETTINGS.items():
+            opts += f" -c {k}={v}"
+        subprocess.run(self.as_server + [self.bin("pg_ctl"), "-D", self.data, "-l",
+                                         os.path.join(self.work, "server.log"), "-w", "-o",
+                                         opts, "start"],
+                       check=True, stdout=subprocess.DEVNULL)
+
+    def stop(self):
+        subprocess.run(self.as_server + [self.bin("pg_ctl"), "-D", self.data, "-m", "fast",
+                                         "-w", "stop"],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def psql(self, db, sql):
+        out = subprocess.run([self.bin("psql"), "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1",
+                              "-d", db, "-c", sql],
+                             env=self.env, check=True, capture_output=True, text=True)
+        return out.stdout.strip()
+
+    def psql_file(self, db, script):
+        subprocess.run([self.bin("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", db],
+                       input=script, env=self.env, check=True, text=True,
+                       stdout=subprocess.DEVNULL)
+
+    def recreate(self, db):
+        self.psql("postgres", f'DROP DATABASE IF EXISTS "{db}"')
+        self.psql("postgres", f'CREATE DATABASE "{db}" TEMPLATE template0')
+
+    def settle(self):
+        """Before each timed run: a checkpoint, so that no run pays for another's dirty pages."""
+        self.psql("postgres", "CHECKPOINT")
+        os.sync()
+
+
+# ---------------------------------------------------------------------------------------------
+# Datasets. Deterministic: generate_series and md5, no random().
+
+def build_skewed(c, db, scale):
+    rows = int(5_000_000 * scale)
+    c.recreate(db)
+    c.psql_file(db, f"""
+CREATE TABLE big (
+    id bigint PRIMARY KEY,
+    label text NOT NULL,
+    amount numeric(14,2) NOT NULL,
+    created timestamptz NOT NULL,
+    attrs jsonb NOT NULL,
+    payload bytea
+);
+INSERT INTO big
+SELECT g,
+       'item ' || g || ' ' || md5(g::text),
+       ((g * 7919) % 10000000) / 100.0,
+       timestamptz '2020-01-01 00:00:00+00' + g * interval '7 seconds',
+       jsonb_build_object('n', g, 'kind', 'k' || (g % 13), 'tags',
+                          jsonb_build_array(g % 7, g % 11, g % 17), 'ref', md5((g * 3)::text)),
+       decode(md5(g::text) || substr(md5((g + 1)::text), 1, 2 * (g % 16)::int), 'hex')
+FROM generate_series(1::bigint, {rows}) g;
+CREATE INDEX big_created ON big (created);
+CREATE TABLE small_00 (id int PRIMARY KEY, name text NOT NULL);
+INSERT INTO small_00 SELECT g, 'parent ' || g FROM generate_series(1, 1000) g;
+""")
+    script = []
+    for i in range(1, 21):
+        n = 2000 * i
+        script.append(f"""
+CREATE TABLE small_{i:02} (
+    id int PRIMARY KEY,
+    parent int NOT NULL REFERENCES small_00 (id),
+    big_id bigint,
+    qty int NOT NULL,
+    note text
+);
+INSERT INTO small_{i:02}
+SELECT g, 1 + g % 1000, 1 + (g::bigint * 104729) % {rows}, g % 97, 'note ' || md5((g + {i})::text)
+FROM generate_series(1, {n}) g;
+CREATE INDEX small_{i:02}_parent ON small_{i:02} (parent);
+""")
+    c.psql_file(db, "".join(script) + "VACUUM ANALYZE;")
+
+
+def build_pgbench(c, db, scale):
+    c.recreate(db)
+    subprocess.run([c.bin("pgbench"), "-i", "-q", "-I", "dtGvp", "-s", str(scale), db],
+                   env=c.env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    c.psql(db, "VACUUM ANALYZE")
+
+
+def build_many(c, db, tables):
+    c.recreate(db)
+    for start in range(0, tables, 200):
+        script = []
+        for i in range(start, min(tables, start + 200)):
+            script.append(f"""
+CREATE TABLE t_{i:05} (id int PRIMARY KEY, name text NOT NULL, at timestamptz NOT NULL);
+INSERT INTO t_{i:05} SELECT g, 'row ' || g || ' of {i}',
+       timestamptz '2024-01-01 00:00:00+00' + g * interval '1 hour'
+FROM generate_series(1, {50 + i % 100}) g;
+""")
+        c.psql_file(db, "".join(script))
+    c.psql(db, "VACUUM ANALYZE")
+
+
+# ---------------------------------------------------------------------------------------------
+# Measurement.
+
+@dataclass
+class Series:
+    label: str
+    runs: list = field(default_factory=list)
+    size: int = 0
+
+    def add(self, run):
+        self.runs.append(run)
+
+    @property
+    def times(self):
+        return [r.seconds for r in self.runs]
+
+    @property
+    def median(self):
+        return statistics.median(self.times)
+
+    @property
+    def peak_rss_mib(self):
+        return max(r.maxrss_kib for r in self.runs) / 1024
+
+
+def ratio(a, b):
+    """The median of the ratios of runs paired by round."""
+    return statistics.median(x / y for x, y in zip(a.times, b.times))
+
+
+def dir_size(path):
+    total = 0
+    for dirpath, _, files in os.walk(path):
+        for f in files:
+            total += os.path.getsize(os.path.join(dirpath, f))
+    return total
+
+
+class Bench:
+    def __init__(self, args, cluster, pgarc):
+        self.args = args
+        self.c = cluster
+        self.pgarc = pgarc
+        self.out = os.path.join(args.workdir, "archives")
+        os.makedirs(self.out, exist_ok=True)
+        self.series = {}
+
+    def s(self, key, label):
+        if key not in self.series:
+            self.series[key] = Series(label)
+        return self.series[key]
+
+    def fresh(self, name):
+        """A new archive path. Archives stay until their dataset is done: removing thousands
+        of files just before the next run makes ext4 skip the recently freed inodes when it
+        allocates new ones, a cost that would land on whichever tool runs next."""
+        self.count = getattr(self, "count", 0) + 1
+        return os.path.join(self.out, f"{name}-{self.count}")
+
+    def new_db(self):
+        """A new, empty database to restore into. Like archives, restored databases are
+        dropped only when their dataset is done: dropping one just before a run would put
+        thousands of freshly freed inodes in the way of the server's next file creations."""
+        self.count = getattr(self, "count", 0) + 1
+        name = f"restored_{self.count}"
+        self.c.recreate(name)
+        self.dbs = getattr(self, "dbs", []) + [name]
+        return name
+
+    def clean(self):
+        shutil.rmtree(self.out, ignore_errors=True)
+        os.makedirs(self.out)
+        for db in getattr(self, "dbs", []):
+            self.c.psql("postgres", f'DROP DATABASE "{db}"')
+        self.dbs = []
+
+    def timed(self, key, label, cmd, archive=None):
+        self.c.settle()
+        run = run_timed(cmd, self.c.env)
+        s = self.s(key, label)
+        s.add(run)
+        if archive:
+            s.size = dir_size(archive)
+        log(f"  {label}: {run.seconds:.2f} s, peak RSS {run.maxrss_kib / 1024:.0f} MiB")
+        return run
+
+    # The commands, exactly as a user types them.
+    def pgarc_dump(self, db, path, jobs, compress=None):
+        cmd = [self.pgarc, "dump", "-d", db, "-j", str(jobs), "-f", path,
+               "--pg-dump", self.c.bin("pg_dump")]
+        if compress:
+            cmd += ["-Z", compress]
+        return cmd
+
+    def pg_dump(self, db, path, jobs):
+        return [self.c.bin("pg_dump"), "-Fd", "-j", str(jobs), "-f", path, db]
+
+    def pgarc_restore(self, db, path, jobs):
+        return [self.pgarc, "restore", "-d", db, "-j", str(jobs), path]
+
+    def pg_restore(self, db, path, jobs):
+        return [self.c.bin("pg_restore"), "-d", db, "-j", str(jobs), "--exit-on-error", path]
+
+    def dump_pair(self, name, db, extra=()):
+        """One round of pgarc dump and pg_dump; returns the archives' paths."""
+        j = self.args.jobs
+        a = self.fresh(f"{name}-pgarc")
+        self.timed(f"{name}/dump/pgarc", f"{name}: pgarc dump -j {j}",
+                   self.pgarc_dump(db, a, j), a)
+        b = self.fresh(f"{name}-pg_dump")
+        self.timed(f"{name}/dump/pg_dump", f"{name}: pg_dump -Fd -j {j}",
+                   self.pg_dump(db, b, j), b)
+        for key, label, cmd in extra:
+            self.timed(key, label, cmd)
+        return a, b
+
+    def restore_pair(self, name, a, b, keep=True):
+        """One round of pgarc restore and pg_restore, each into a new database. With `keep`
+        False (pgbench: 9 GB per copy), each is dropped right after its run."""
+        j = self.args.jobs
+        for key, label, cmd in (
+                (f"{name}/restore/pgarc", f"{name}: pgarc restore -j {j}", self.pgarc_restore),
+                (f"{name}/restore/pg_restore", f"{name}: pg_restore -j {j}", self.pg_restore)):
+            db = self.new_db()
+            self.timed(key, label, cmd(db, a if cmd == self.pgarc_restore else b, j))
+            if not keep:
+                self.c.psql("postgres", f'DROP DATABASE "{db}"')
+                self.dbs.remove(db)
+
+    def floor_cmd(self, db, path):
+        """The big table copied as two concurrent ctid halves into zstd -1."""
+        pages = int(self.c.psql(db, "SELECT pg_relation_size('big') / current_setting('block_size')::int"))
+        half = pages // 2
+        psql = self.c.bin("psql")
+        q1 = f"COPY (SELECT * FROM big WHERE ctid < '({half},0)'::tid) TO STDOUT"
+        q2 = f"COPY (SELECT * FROM big WHERE ctid >= '({half},0)'::tid) TO STDOUT"
+        os.makedirs(path, exist_ok=True)
+        return (f"{psql} -X -d {db} -c \"{q1}\" | zstd -1 -q -f -o {path}/1.zst & "
+                f"{psql} -X -d {db} -c \"{q2}\" | zstd -1 -q -f -o {path}/2.zst & "
+                "wait -n && wait -n")
+
+    def skewed(self):
+        a = self.args
+        j = a.jobs
+        log(f"building skewed (scale {a.scale})")
+        build_skewed(self.c, "skewed", a.scale)
+        log(f"skewed: {self.c.psql('skewed', 'SELECT pg_size_pretty(pg_total_relation_size($$big$$))')} "
+            "big table (with indexes)")
+        for r in range(a.rounds):
+            log(f"skewed dump, round {r + 1} of {a.rounds}")
+            g = self.fresh("skewed-gzip")
+            f = self.fresh("skewed-floor")
+            pa, pb = self.dump_pair("skewed", "skewed", extra=[
+                ("skewed/dump/pgarc-gzip6", f"skewed: pgarc dump -j {j} -Z gzip:6",
+                 self.pgarc_dump("skewed", g, j, "gzip:6")),
+                ("skewed/dump/floor", "skewed: floor (2 ctid halves | zstd -1)",
+                 self.floor_cmd("skewed", f)),
+            ])
+        for r in range(a.rounds):
+            log(f"skewed restore, round {r + 1} of {a.rounds}")
+            self.restore_pair("skewed", pa, pb)
+        log("skewed at -j 8 (peak RSS)")
+        big = self.fresh("skewed-j8")
+        self.timed("skewed/dump/pgarc-j8", "skewed: pgarc dump -j 8",
+                   self.pgarc_dump("skewed", big, 8), big)
+        self.timed("skewed/restore/pgarc-j8", "skewed: pgarc restore -j 8",
+                   self.pgarc_restore(self.new_db(), big, 8))
+        self.clean()
+
+    def linear(self):
+        a = self.args
+        j = a.jobs
+        log(f"building skewed at scale {a.scale * 4} (x4)")
+        build_skewed(self.c, "skewed_x4", a.scale * 4)
+        for r in range(a.rounds):
+            log(f"skewed x1 / x4 dump, round {r + 1} of {a.rounds}")
+            p1 = self.fresh("x1")
+            self.timed("x1/dump/pgarc", f"skewed x1: pgarc dump -j {j}",
+                       self.pgarc_dump("skewed", p1, j))
+            p4 = self.fresh("x4")
+            self.timed("x4/dump/pgarc", f"skewed x4: pgarc dump -j {j}",
+                       self.pgarc_dump("skewed_x4", p4, j))
+        self.c.psql("postgres", 'DROP DATABASE "skewed_x4"')
+        self.clean()
+
+    def simple(self, name, build, keep=True):
+        a = self.args
+        log(f"building {name}")
+        build()
+        for r in range(a.rounds):
+            log(f"{name} dump, round {r + 1} of {a.rounds}")
+            pa, pb = self.dump_pair(name, name)
+        for r in range(a.rounds):
+            log(f"{name} restore, round {r + 1} of {a.rounds}")
+            self.restore_pair(name, pa, pb, keep)
+        self.c.psql("postgres", f'DROP DATABASE "{name}"')
+        self.clean()
+
+
+# ---------------------------------------------------------------------------------------------
+# Report.
+
+def fmt_s(s):
+    return f"{s.median:.2f} s ({min(s.times):.2f}..{max(s.times):.2f})"
+
+
+def report(b, args, versions, started):
+    S = b.series
+    lines = []
+    p = lines.append
+    p(f"Machine: {platform.node() and 'host'} {platform.machine()}, {os.cpu_count()} CPUs "
+      f"({cpu_model()}), {mem_gib():.0f} GiB RAM, {platform.system()} {platform.release()}")
+    p(f"Versions: {versions}")
+    p(f"Server settings: " + ", ".join(f"{k}={v}" for k, v in SERVER_SETTINGS.items()))
+    p(f"Run: {args.rounds} rounds alternating the tools, -j {args.jobs}, skewed scale "
+      f"{args.scale}, pgbench scale {args.pgbench_scale}, many {args.many_tables} tables; "
+      f"{(time.time() - started) / 60:.0f} min in all")
+    p("")
+    p("| run | median (min..max) | archive | peak RSS |")
+    p("|---|---|---|---|")
+    for s in S.values():
+        size = f"{s.size / 2**20:.0f} MiB" if s.size else ""
+        p(f"| {s.label} | {fmt_s(s)} | {size} | {s.peak_rss_mib:.0f} MiB |")
+    p("")
+    p("| target | goal | measured | met |")
+    p("|---|---|---|---|")
+
+    def row(what, goal, value, ok, unit=""):
+        p(f"| {what} | {goal} | {value}{unit} | {'yes' if ok else '**NO**'} |")
+
+    def r(key_a, key_b, what, goal):
+        if key_a in S and key_b in S:
+            v = ratio(S[key_a], S[key_b])
+            row(what, f"<= {goal:.2f}", f"{v:.2f}", v <= goal)
+
+    r("skewed/dump/pgarc", "skewed/dump/pg_dump",
+      "skewed: pgarc dump (defaults) / pg_dump -Fd -j 2", 0.30)
+    r("skewed/dump/pgarc-gzip6", "skewed/dump/pg_dump",
+      "skewed: pgarc dump -Z gzip:6 / pg_dump -Fd -j 2", 0.70)
+    r("skewed/dump/pgarc", "skewed/dump/floor", "skewed: pgarc dump / zstd floor", 1.25)
+    r("skewed/restore/pgarc", "skewed/restore/pg_restore",
+      "skewed: pgarc restore / pg_restore -j 2", 0.80)
+    r("many/dump/pgarc", "many/dump/pg_dump", "many: pgarc dump / pg_dump", 1.00)
+    r("many/restore/pgarc", "many/restore/pg_restore", "many: pgarc restore / pg_restore", 1.00)
+    for what in ("dump", "restore"):
+        a, b = S.get(f"pgbench/{what}/pgarc"), S.get(f"pgbench/{what}/pg_" + what)
+        if a and b:
+            p(f"| pgbench: pgarc {what} / pg_{what} | (no target) | {ratio(a, b):.2f} | |")
+    if "skewed/dump/pgarc" in S:
+        v = S["skewed/dump/pgarc"].size / S["skewed/dump/pg_dump"].size
+        row("skewed: pgarc archive size / pg_dump archive size",
+            "<= 1.00", f"{v:.3f} ({S['skewed/dump/pgarc'].size / 2**20:.0f} / "
+            f"{S['skewed/dump/pg_dump'].size / 2**20:.0f} MiB)", v <= 1.0)
+        rss2 = max(S[k].peak_rss_mib for k in ("skewed/dump/pgarc", "skewed/restore/pgarc"))
+        rss8 = max(S[k].peak_rss_mib for k in ("skewed/dump/pgarc-j8", "skewed/restore/pgarc-j8"))
+        row("skewed: peak RSS of pgarc dump and restore at -j 2", "<= 128 MiB",
+            f"{rss2:.0f}", rss2 <= 128, " MiB")
+        row("skewed: peak RSS of pgarc dump and restore at -j 8", "<= 256 MiB",
+            f"{rss8:.0f}", rss8 <= 256, " MiB")
+    if "x4/dump/pgarc" in S:
+        v = ratio(S["x4/dump/pgarc"], S["x1/dump/pgarc"])
+        row("skewed x4: pgarc dump time / time at x1", "<= 4.40", f"{v:.2f}", v <= 4.4)
+    return "\n".join(lines)
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def mem_gib():
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) / 2**20
+    return 0
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--pgarc", default=os.path.join(ROOT, "target", "release", "pgarc"))
+    ap.add_argument("--pg", default=os.environ.get("PGARC_BENCH_PG", ""),
+                    help="PostgreSQL major version to run (default: the newest installed)")
+    ap.add_argument("--datasets", default="skewed,pgbench,many,linear",
+                    help="comma-separated: skewed, pgbench, many, linear (skewed x1 vs x4)")
+    ap.add_argument("--scale", type=float, default=1.0,
+                    help="skewed scale: 1 = 5 million rows, about 1.2 GB")
+    ap.add_argument("--pgbench-scale", type=int, default=600,
+                    help="pgbench -s (600: pg_dump -Fd -j 2 takes about 30 s on 2 cores)")
+    ap.add_argument("--many-tables", type=int, default=2000)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("-j", "--jobs", type=int, default=2)
+    ap.add_argument("--workdir", default="",
+                    help="where the cluster and archives go (default: a new directory in /tmp)")
+    ap.add_argument("--out", default="", help="also write the report to this file (markdown)")
+    args = ap.parse_args()
+
+    started = time.time()
+    bindir = find_bindir(args.pg)
+    for tool in ("zstd",):
+        if not shutil.which(tool):
+            sys.exit(f"bench: {tool} is missing; run scripts/install-deps.sh")
+    if not os.access(args.pgarc, os.X_OK):
+        sys.exit(f"bench: {args.pgarc} is missing; run cargo build --release")
+    args.workdir = tempfile.mkdtemp(prefix="pgarc-bench.", dir=args.workdir or None)
+    os.chmod(args.workdir, 0o755)
+    c = Cluster(bindir, args.workdir)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        c.start()
+        pgarc_version = subprocess.run([args.pgarc, "--version"], capture_output=True,
+                                       text=True).stdout.strip()
+        server = subprocess.run([c.bin("postgres"), "--version"], capture_output=True,
+                                text=True).stdout.strip()
+        zstd_v = subprocess.run(["zstd", "--version"], capture_output=True,
+                                text=True).stdout.strip()
+        versions = f"{pgarc_version}; {server} (pg_dump/pg_restore of the same); {zstd_v}"
+        log(f"cluster up: {server}, port {c.port}, in {args.workdir}")
+        b = Bench(args, c, args.pgarc)
+        sets = [d.strip() for d in args.datasets.split(",") if d.strip()]
+        for d in sets:
+            if d == "skewed":
+                b.skewed()
+            elif d == "pgbench":
+                b.simple("pgbench", lambda: build_pgbench(c, "pgbench", args.pgbench_scale),
+                         keep=False)
+            elif d == "many":
+                b.simple("many", lambda: build_many(c, "many", args.many_tables))
+            elif d == "linear":
+                if "skewed" not in sets:
+                    build_skewed(c, "skewed", args.scale)
+                b.linear()
+            else:
+                sys.exit(f"bench: unknown dataset {d!r}")
+        text = report(b, args, versions, started)
+        print(text)
+        if args.out:
+            with open(args.out, "w") as f:
+                f.write(text + "\n")
+    finally:
+        c.stop()
+        shutil.rmtree(args.workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
