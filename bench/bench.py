@@ -367,7 +367,7 @@ class Bench:
             pa, pb = self.dump_pair("skewed", "skewed", extra=[
                 ("skewed/dump/pgarc-gzip6", f"skewed: pgarc dump -j {j} -Z gzip:6",
                  self.pgarc_dump("skewed", g, j, "gzip:6")),
-                ("skewed/dump/floor", "skewed: floor (2 ctid halves | zstd -1)",
+                ("skewed/dump/floor", "skewed: floor (2 ctid halves into zstd -1)",
                  self.floor_cmd("skewed", f)),
             ])
         for r in range(a.rounds):
