@@ -268,13 +268,13 @@ impl Frame {
 
     /// The index line of this frame when it starts at `offset` in its data file.
     pub fn index_entry(&self, offset: u64) -> FrameIndexEntry {
-        FrameIndexEntry {
-            offset,
-            stored: self.stored.len() as u64,
-            raw: self.raw_len,
+        EncodedFrame {
+            stored: &self.stored,
+            raw_len: self.raw_len,
             rows: self.rows,
             sha256: self.sha256,
         }
+        .index_entry(offset)
     }
 
     fn new(codec: Codec, raw: &[u8], rows: u64) -> io::Result<Frame> {
