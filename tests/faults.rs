@@ -264,3 +264,66 @@ fn restore_faults_name_the_unfinished_tables() {
     // What the message says is complete is complete, and big holds no partial data.
     assert_eq!(cluster.psql("t2", "SELECT count(*) FROM big").trim(), "0");
 }
+
+/// A worker's NOWAIT lock (pipelined with its COPY) that cannot be had: an `ALTER TABLE`
+/// queued behind the snapshot holder's lock on a table no worker has reached yet. pg_dump's
+/// workers stop here too, rather than wait behind the ALTER (which waits for the dump: a
+/// deadlock). The dump stops naming the table and the way out; the ALTER then proceeds.
+#[test]
+fn a_conflicting_lock_stops_the_dump_naming_the_table() {
+    let cluster =
+        cluster_with_big_table("CREATE TABLE small (id int); INSERT INTO small VALUES (1);");
+    let work = tempfile::tempdir().unwrap();
+    let archive = work.path().join("locked");
+    // One worker: big (largest first), then small.
+    let mut child = start_dump(&cluster, &archive, &["-j", "1", "-Z", "gzip:9"]);
+    wait_until(&cluster, &mut child, WORKER_COPYING);
+    // pg_dump takes its own locks without NOWAIT: let it finish first.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while cluster
+        .psql(
+            "postgres",
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgarc schema capture'",
+        )
+        .trim()
+        != "0"
+    {
+        assert!(Instant::now() < deadline, "pg_dump never finished");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut alter = cluster
+        .client("psql")
+        .args([
+            "-X",
+            "-q",
+            "-d",
+            "src",
+            "-c",
+            "ALTER TABLE small ADD COLUMN z int",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_incomplete(
+        Some(&cluster),
+        &archive,
+        &out,
+        1,
+        "could not obtain lock on table public.small",
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("run the dump again"), "{stderr}");
+    // With the dump gone, the ALTER gets its lock.
+    assert!(alter.wait().unwrap().success());
+    assert_eq!(
+        cluster
+            .psql(
+                "src",
+                "SELECT count(*) FROM information_schema.columns WHERE table_name = 'small'"
+            )
+            .trim(),
+        "2"
+    );
+}
