@@ -339,19 +339,8 @@ impl Conn {
     ) -> Result<(u64, u64), String> {
         // One chunk waits while the reader decompresses and checks the next: enough to keep
         // the session busy, and memory per worker stays at a few frames (issue 6: -j 8).
-        let (reader, mut rx) = if small_enough(&source, &range) {
-            let mut chunks = Vec::new();
-            produce(source, range, &mut chunks);
-            let (tx, rx) = mpsc::channel::<Chunk>(chunks.len().max(1));
-            for chunk in chunks {
-                let _ = tx.try_send(chunk);
-            }
-            (None, rx)
-        } else {
-            let (mut tx, rx) = mpsc::channel::<Chunk>(1);
-            let reader = tokio::task::spawn_blocking(move || produce(source, range, &mut tx));
-            (Some(reader), rx)
-        };
+        let (tx, mut rx) = mpsc::channel::<Chunk>(1);
+        let reader = tokio::task::spawn_blocking(move || produce(source, range, tx));
         let sink = self
             .session
             .client
@@ -393,9 +382,7 @@ impl Conn {
             }
         };
         drop(rx);
-        if let Some(reader) = reader {
-            let _ = reader.await;
-        }
+        let _ = reader.await;
         // On error the sink is dropped unfinished: tokio-postgres sends CopyFail and the
         // server discards every row of this COPY.
         result
@@ -511,63 +498,24 @@ fn read_blob(
     }
 }
 
-/// Where a reader puts what it produces: the channel to the session (from a reader thread),
-/// or a list (a small table read on the worker's own task).
-trait ChunkOut {
-    /// False when the receiver went away.
-    fn put(&mut self, chunk: Chunk) -> bool;
-}
-
-impl ChunkOut for mpsc::Sender<Chunk> {
-    fn put(&mut self, chunk: Chunk) -> bool {
-        self.blocking_send(chunk).is_ok()
-    }
-}
-
-impl ChunkOut for Vec<Chunk> {
-    fn put(&mut self, chunk: Chunk) -> bool {
-        self.push(chunk);
-        true
-    }
-}
-
-/// The reader of one COPY: decompresses, checks and passes on rows.
-fn produce(source: DataSource, range: Option<Range<usize>>, out: &mut impl ChunkOut) {
+/// The reader thread of one COPY: decompresses, checks and passes on rows.
+fn produce(source: DataSource, range: Option<Range<usize>>, tx: mpsc::Sender<Chunk>) {
     let result = match &source.frames {
-        Some(index) => produce_frames(&source.file, index, range, out),
-        None => produce_stream(&source.file, out),
+        Some(index) => produce_frames(&source.file, index, range, &tx),
+        None => produce_stream(&source.file, &tx),
     };
     let last = match result {
         Ok(Some(rows)) => Chunk::Done(rows),
         Ok(None) => return,
         Err(msg) => Chunk::Failed(msg),
     };
-    out.put(last);
-}
-
-/// A pgarc table part at most this big (raw and stored) is read and checked on the worker's
-/// own task: for a table of a few rows, handing the work to a reader thread and the rows back
-/// cost more (thread wake-ups on busy cores) than the work itself (issue 6, `many`).
-const INLINE_BYTES: u64 = 256 << 10;
-
-fn small_enough(source: &DataSource, range: &Option<Range<usize>>) -> bool {
-    let Some(index) = &source.frames else {
-        return false;
-    };
-    let frames = match range {
-        Some(r) => index.get(r.clone()).unwrap_or(&[]),
-        None => &index[..],
-    };
-    let (raw, stored) = frames.iter().fold((0u64, 0u64), |(r, s), f| {
-        (r.saturating_add(f.raw), s.saturating_add(f.stored))
-    });
-    raw <= INLINE_BYTES && stored <= INLINE_BYTES
+    let _ = tx.blocking_send(last);
 }
 
 /// Ok(None): the receiver went away.
 type Produced = Result<Option<u64>, String>;
 
-fn produce_stream(file: &DataFile, tx: &mut impl ChunkOut) -> Produced {
+fn produce_stream(file: &DataFile, tx: &mpsc::Sender<Chunk>) -> Produced {
     use std::io::Read;
     let mut r = open_stream(file).map_err(|e| e.to_string())?;
     let mut scanner = CopyScanner::new();
@@ -585,7 +533,7 @@ fn produce_stream(file: &DataFile, tx: &mut impl ChunkOut) -> Produced {
             .map_err(|e| format!("{}: {e}", file.rel))?;
         if out.len() >= CHUNK_BYTES {
             let chunk = std::mem::replace(&mut out, Vec::with_capacity(CHUNK_BYTES + 4096));
-            if !tx.put(Chunk::Rows(chunk.into())) {
+            if tx.blocking_send(Chunk::Rows(chunk.into())).is_err() {
                 return Ok(None);
             }
         }
@@ -593,7 +541,7 @@ fn produce_stream(file: &DataFile, tx: &mut impl ChunkOut) -> Produced {
     let rows = scanner
         .finish(true)
         .map_err(|e| format!("{}: {e}", file.rel))?;
-    if !out.is_empty() && !tx.put(Chunk::Rows(out.into())) {
+    if !out.is_empty() && tx.blocking_send(Chunk::Rows(out.into())).is_err() {
         return Ok(None);
     }
     Ok(Some(rows))
@@ -603,7 +551,7 @@ fn produce_frames(
     file: &DataFile,
     index: &[FrameIndexEntry],
     range: Option<Range<usize>>,
-    tx: &mut impl ChunkOut,
+    tx: &mpsc::Sender<Chunk>,
 ) -> Produced {
     let range = range.unwrap_or(0..index.len());
     let includes_last = range.end == index.len();
@@ -632,7 +580,7 @@ fn produce_frames(
             ));
         }
         rows += got;
-        if !out.is_empty() && !tx.put(Chunk::Rows(out.into())) {
+        if !out.is_empty() && tx.blocking_send(Chunk::Rows(out.into())).is_err() {
             return Ok(None);
         }
     }
