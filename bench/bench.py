@@ -422,7 +422,7 @@ def report(b, args, versions, started):
     S = b.series
     lines = []
     p = lines.append
-    p(f"Machine: {platform.node() and 'host'} {platform.machine()}, {os.cpu_count()} CPUs "
+    p(f"Machine: {platform.machine()}, {os.cpu_count()} CPUs "
       f"({cpu_model()}), {mem_gib():.0f} GiB RAM, {platform.system()} {platform.release()}")
     p(f"Versions: {versions}")
     p(f"Server settings: " + ", ".join(f"{k}={v}" for k, v in SERVER_SETTINGS.items()))
