@@ -258,6 +258,8 @@ class Bench:
         self.out = os.path.join(args.workdir, "archives")
         os.makedirs(self.out, exist_ok=True)
         self.series = {}
+        self.count = 0  # numbers new archive paths and restore targets
+        self.dbs = []  # restored databases, dropped when their dataset is done
 
     def s(self, key, label):
         if key not in self.series:
@@ -268,23 +270,23 @@ class Bench:
         """A new archive path. Archives stay until their dataset is done: removing thousands
         of files just before the next run makes ext4 skip the recently freed inodes when it
         allocates new ones, a cost that would land on whichever tool runs next."""
-        self.count = getattr(self, "count", 0) + 1
+        self.count += 1
         return os.path.join(self.out, f"{name}-{self.count}")
 
     def new_db(self):
         """A new, empty database to restore into. Like archives, restored databases are
         dropped only when their dataset is done: dropping one just before a run would put
         thousands of freshly freed inodes in the way of the server's next file creations."""
-        self.count = getattr(self, "count", 0) + 1
+        self.count += 1
         name = f"restored_{self.count}"
         self.c.recreate(name)
-        self.dbs = getattr(self, "dbs", []) + [name]
+        self.dbs.append(name)
         return name
 
     def clean(self):
         shutil.rmtree(self.out, ignore_errors=True)
         os.makedirs(self.out)
-        for db in getattr(self, "dbs", []):
+        for db in self.dbs:
             self.c.psql("postgres", f'DROP DATABASE "{db}"')
         self.dbs = []
 
@@ -332,11 +334,11 @@ class Bench:
         """One round of pgarc restore and pg_restore, each into a new database. With `keep`
         False (pgbench: 9 GB per copy), each is dropped right after its run."""
         j = self.args.jobs
-        for key, label, cmd in (
-                (f"{name}/restore/pgarc", f"{name}: pgarc restore -j {j}", self.pgarc_restore),
-                (f"{name}/restore/pg_restore", f"{name}: pg_restore -j {j}", self.pg_restore)):
+        for key, label, cmd, archive in (
+                (f"{name}/restore/pgarc", f"{name}: pgarc restore -j {j}", self.pgarc_restore, a),
+                (f"{name}/restore/pg_restore", f"{name}: pg_restore -j {j}", self.pg_restore, b)):
             db = self.new_db()
-            self.timed(key, label, cmd(db, a if cmd == self.pgarc_restore else b, j))
+            self.timed(key, label, cmd(db, archive, j))
             if not keep:
                 self.c.psql("postgres", f'DROP DATABASE "{db}"')
                 self.dbs.remove(db)

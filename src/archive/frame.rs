@@ -86,18 +86,9 @@ impl Codec {
         }
     }
 
-    /// Compresses `raw` into one frame.
+    /// Compresses `raw` into one frame (a one-off [`Encoder`]).
     pub fn encode(self, raw: &[u8]) -> io::Result<Vec<u8>> {
-        match self {
-            Codec::None => Ok(raw.to_vec()),
-            Codec::Gzip(level) => {
-                let out = Vec::with_capacity(raw.len() / 3 + 64);
-                let mut enc = flate2::write::GzEncoder::new(out, flate2::Compression::new(level));
-                enc.write_all(raw)?;
-                enc.finish()
-            }
-            Codec::Zstd(level) => zstd::bulk::compress(raw, level),
-        }
+        Ok(Encoder::new(self)?.frame(raw, 0)?.stored.to_vec())
     }
 
     /// Decompresses exactly one frame, refusing trailing bytes and any output larger than
@@ -177,6 +168,16 @@ pub struct EncodedFrame<'a> {
 }
 
 impl EncodedFrame<'_> {
+    /// An owned copy.
+    pub fn to_frame(&self) -> Frame {
+        Frame {
+            stored: self.stored.to_vec(),
+            raw_len: self.raw_len,
+            rows: self.rows,
+            sha256: self.sha256,
+        }
+    }
+
     /// The index line of this frame when it starts at `offset` in its data file.
     pub fn index_entry(&self, offset: u64) -> FrameIndexEntry {
         FrameIndexEntry {
@@ -255,37 +256,29 @@ pub struct Frame {
 
 impl Frame {
     /// Compresses a batch of whole COPY text rows (each ending in `\n`; COPY escapes newlines
-    /// inside values, so every `\n` ends a row).
+    /// inside values, so every `\n` ends a row), with a one-off [`Encoder`].
     pub fn of_rows(codec: Codec, raw: &[u8]) -> io::Result<Frame> {
-        let rows = memchr::memchr_iter(b'\n', raw).count() as u64;
-        Frame::new(codec, raw, rows)
+        Ok(Encoder::new(codec)?.rows(raw)?.to_frame())
     }
 
     /// The end frame: [`END_MARKER`], zero rows.
     pub fn end(codec: Codec) -> io::Result<Frame> {
-        Frame::new(codec, END_MARKER, 0)
+        Ok(Encoder::new(codec)?.end()?.to_frame())
     }
 
-    /// The index line of this frame when it starts at `offset` in its data file.
-    pub fn index_entry(&self, offset: u64) -> FrameIndexEntry {
+    /// A borrowed view, as an [`Encoder`] makes them.
+    pub fn as_encoded(&self) -> EncodedFrame<'_> {
         EncodedFrame {
             stored: &self.stored,
             raw_len: self.raw_len,
             rows: self.rows,
             sha256: self.sha256,
         }
-        .index_entry(offset)
     }
 
-    fn new(codec: Codec, raw: &[u8], rows: u64) -> io::Result<Frame> {
-        let stored = codec.encode(raw)?;
-        let sha256 = Sha256::digest(&stored).into();
-        Ok(Frame {
-            stored,
-            raw_len: raw.len() as u64,
-            rows,
-            sha256,
-        })
+    /// The index line of this frame when it starts at `offset` in its data file.
+    pub fn index_entry(&self, offset: u64) -> FrameIndexEntry {
+        self.as_encoded().index_entry(offset)
     }
 }
 

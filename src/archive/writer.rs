@@ -14,7 +14,7 @@ use std::sync::Mutex;
 use sha2::{Digest, Sha256};
 
 use super::error::Error;
-use super::frame::{hex, write_frame_index, Codec, EncodedFrame, Encoder, FrameIndexEntry};
+use super::frame::{hex, write_frame_index, Codec, EncodedFrame, Encoder, Frame, FrameIndexEntry};
 use super::manifest::{FileRecord, Manifest, MANIFEST_FILE};
 use super::toc::Toc;
 use super::TOC_FILE;
@@ -354,14 +354,10 @@ impl DataFileWriter {
         Ok(())
     }
 
-    /// Appends the end frame. No frame may be appended afterwards. Blocking.
-    pub fn finish(&self) -> Result<FinishedDataFile, Error> {
-        let mut encoder =
-            Encoder::new(self.codec).map_err(io_err(&self.path, "could not compress"))?;
-        let end = encoder
-            .end()
-            .map_err(io_err(&self.path, "could not compress"))?;
-        self.append(&end)?;
+    /// Appends the end frame (`Frame::end` of this file's codec: the same bytes for every
+    /// file, so callers make it once). No frame may be appended afterwards. Blocking.
+    pub fn finish(&self, end: &Frame) -> Result<FinishedDataFile, Error> {
+        self.append(&end.as_encoded())?;
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let sha = std::mem::take(&mut inner.hasher).finalize();
         Ok(FinishedDataFile {

@@ -262,7 +262,7 @@ async fn run_pipeline(
         opts.codec,
         opts.frame_size,
         archive.clone(),
-    ));
+    )?);
 
     let work = async {
         // Every worker imports the snapshot before any starts copying.

@@ -43,19 +43,20 @@ fn pg_dump_compression(codec: Codec, pg_dump: &ToolVersion) -> String {
 
 /// pg_dump while it runs: when the capture is abandoned (a failure elsewhere, SIGINT), it is
 /// killed and waited for, so that no pg_dump outlives pgarc (at most 2 s; SIGKILL is not
-/// refused). Blocking, but only on that path.
-struct Reaper(Option<tokio::process::Child>);
+/// refused). Blocking, but only on that path: a child already waited for is left alone.
+struct Reaper(tokio::process::Child);
 
 impl Drop for Reaper {
     fn drop(&mut self) {
-        if let Some(mut child) = self.0.take() {
-            let _ = child.start_kill();
-            for _ in 0..200 {
-                if !matches!(child.try_wait(), Ok(None)) {
-                    return;
-                }
-                std::thread::sleep(std::time::Duration::from_millis(10));
+        if !matches!(self.0.try_wait(), Ok(None)) {
+            return;
+        }
+        let _ = self.0.start_kill();
+        for _ in 0..200 {
+            if !matches!(self.0.try_wait(), Ok(None)) {
+                return;
             }
+            std::thread::sleep(std::time::Duration::from_millis(10));
         }
     }
 }
@@ -96,7 +97,7 @@ pub async fn capture(
         .spawn()
         .with_context(|| format!("could not run {}", pg_dump.display()))?;
     let stderr_pipe = child.stderr.take();
-    let mut reaper = Reaper(Some(child));
+    let mut reaper = Reaper(child);
     let read_stderr = async {
         let mut buf = Vec::new();
         if let Some(mut pipe) = stderr_pipe {
@@ -104,23 +105,13 @@ pub async fn capture(
         }
         buf
     };
-    let (status, stderr) = match reaper.0.as_mut() {
-        Some(child) => tokio::join!(child.wait(), read_stderr),
-        None => bail!("internal error: pg_dump's process handle is gone"),
-    };
-    reaper.0 = None;
+    let (status, stderr) = tokio::join!(reaper.0.wait(), read_stderr);
     let status = status.with_context(|| format!("could not wait for {}", pg_dump.display()))?;
-    let output = std::process::Output {
-        status,
-        stdout: Vec::new(),
-        stderr,
-    };
-    if !output.status.success() {
-        let stderr = String::from_utf8_lossy(&output.stderr);
+    if !status.success() {
+        let stderr = String::from_utf8_lossy(&stderr);
         let msg: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
         let tail = msg[msg.len().saturating_sub(3)..].join(" / ");
-        let status = output
-            .status
+        let status = status
             .code()
             .map_or("a signal".to_string(), |c| format!("exit status {c}"));
         bail!(

@@ -12,7 +12,7 @@ use futures_util::{pin_mut, StreamExt};
 use tokio::task::JoinHandle;
 
 use super::plan::{copy_sql, Chunk};
-use crate::archive::frame::{Codec, Encoder, RowBatcher};
+use crate::archive::frame::{Codec, Encoder, Frame, RowBatcher};
 use crate::archive::writer::{ArchiveWriter, DataFileWriter, FinishedDataFile};
 use crate::pg::session::{describe, CatalogTable, Session};
 
@@ -22,6 +22,8 @@ pub struct Shared {
     pub codec: Codec,
     pub frame_size: usize,
     pub archive: Arc<ArchiveWriter>,
+    /// The end frame every data file closes with, compressed once.
+    end: Frame,
     queue: Mutex<VecDeque<Chunk>>,
     state: Vec<TableState>,
     stop: AtomicBool,
@@ -55,21 +57,22 @@ impl Shared {
         codec: Codec,
         frame_size: usize,
         archive: Arc<ArchiveWriter>,
-    ) -> Shared {
+    ) -> Result<Shared> {
         let mut state: Vec<TableState> = (0..tables.len()).map(|_| TableState::default()).collect();
         for c in &chunks {
             state[c.table].chunks += 1;
             *state[c.table].remaining.get_mut() += 1;
         }
-        Shared {
+        Ok(Shared {
             tables,
             codec,
             frame_size,
             archive,
+            end: Frame::end(codec).context("could not compress the end frame")?,
             queue: Mutex::new(chunks.into()),
             state,
             stop: AtomicBool::new(false),
-        }
+        })
     }
 
     /// Makes every worker stop after its current chunk.
@@ -174,7 +177,8 @@ pub async fn run(n: usize, session: Arc<Session>, shared: Arc<Shared>) -> Result
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .take();
-            let finished = tokio::task::spawn_blocking(move || writer.finish())
+            let shared = shared.clone();
+            let finished = tokio::task::spawn_blocking(move || writer.finish(&shared.end))
                 .await
                 .context("a file writer task failed")??;
             *state.finished.lock().unwrap_or_else(|p| p.into_inner()) = Some(finished);

@@ -285,13 +285,19 @@ impl Conn {
             async { prelude.is_empty() || self.exec(e, &prelude, out).await },
             client.prepare(&copy)
         );
+        let prepared = match (prelude_ok, prepared) {
+            (true, Ok(statement)) => Some(statement),
+            (true, Err(err)) => {
+                out.errors
+                    .push(format!("{}: COPY failed: {}", label(e), describe(&err)));
+                None
+            }
+            // The prelude's error is recorded already.
+            (false, _) => None,
+        };
         let prepared = match prepared {
-            Ok(statement) if prelude_ok => statement,
-            failed => {
-                if let (Err(err), true) = (&failed, prelude_ok) {
-                    out.errors
-                        .push(format!("{}: COPY failed: {}", label(e), describe(err)));
-                }
+            Some(statement) => statement,
+            None => {
                 if in_txn {
                     let _ = client.batch_execute("ROLLBACK").await;
                 }
