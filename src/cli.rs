@@ -127,6 +127,89 @@ pub struct RestoreArgs {
     /// Stop at the first error instead of carrying on.
     #[arg(short = 'e', long = "exit-on-error")]
     pub exit_on_error: bool,
+    /// Print the archive's table of contents (as `pgarc list`, with these selection options
+    /// applied) instead of restoring; no database is needed.
+    #[arg(short = 'l', long = "list")]
+    pub list: bool,
+    /// Restore only the entries listed in FILE, in its order (a `-l` listing, edited; lines
+    /// starting with `;` are comments).
+    #[arg(short = 'L', long = "use-list", value_name = "FILE")]
+    pub use_list: Option<PathBuf>,
+    /// Restore only objects in this schema (repeatable; exact name).
+    #[arg(
+        short = 'n',
+        long = "schema",
+        value_name = "NAME",
+        help_heading = "Selection"
+    )]
+    pub schema: Vec<String>,
+    /// Do not restore objects in this schema (repeatable; exact name).
+    #[arg(
+        short = 'N',
+        long = "exclude-schema",
+        value_name = "NAME",
+        help_heading = "Selection"
+    )]
+    pub exclude_schema: Vec<String>,
+    /// Restore only this table, view, sequence or materialized view (repeatable; exact name).
+    #[arg(
+        short = 't',
+        long = "table",
+        value_name = "NAME",
+        help_heading = "Selection"
+    )]
+    pub table: Vec<String>,
+    /// Restore only this index (repeatable).
+    #[arg(
+        short = 'I',
+        long = "index",
+        value_name = "NAME",
+        help_heading = "Selection"
+    )]
+    pub index: Vec<String>,
+    /// Restore only this function, e.g. 'add(integer, integer)' (repeatable).
+    #[arg(
+        short = 'P',
+        long = "function",
+        value_name = "NAME(ARGS)",
+        help_heading = "Selection"
+    )]
+    pub function: Vec<String>,
+    /// Restore only this trigger (repeatable).
+    #[arg(
+        short = 'T',
+        long = "trigger",
+        value_name = "NAME",
+        help_heading = "Selection"
+    )]
+    pub trigger: Vec<String>,
+    /// Restore only the schema, no data.
+    #[arg(
+        short = 's',
+        long = "schema-only",
+        conflicts_with = "data_only",
+        help_heading = "Selection"
+    )]
+    pub schema_only: bool,
+    /// Restore only the data.
+    #[arg(
+        short = 'a',
+        long = "data-only",
+        conflicts_with = "clean",
+        help_heading = "Selection"
+    )]
+    pub data_only: bool,
+    /// Fail when a -n, -t, -I, -P or -T name matches nothing in the archive.
+    #[arg(long = "strict-names", help_heading = "Selection")]
+    pub strict_names: bool,
+    /// With --data-only: disable triggers while loading each table (needs a superuser).
+    #[arg(long = "disable-triggers")]
+    pub disable_triggers: bool,
+    /// Restore in one transaction: all or nothing (one session; not with -j > 1).
+    #[arg(short = '1', long = "single-transaction")]
+    pub single_transaction: bool,
+    #[command(flatten)]
+    pub output: OutputArgs,
     /// Print help (-h is the host, as in pg_restore).
     #[arg(short = '?', long = "help", action = clap::ArgAction::Help)]
     pub help: Option<bool>,
@@ -191,9 +274,140 @@ pub struct DumpArgs {
     /// pg_config --bindir, /usr/lib/postgresql/N/bin; at least the server's major version).
     #[arg(long = "pg-dump", value_name = "PATH")]
     pub pg_dump: Option<PathBuf>,
+    #[command(flatten)]
+    pub select: DumpSelectArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
     /// Print help (-h is the host, as in pg_dump).
     #[arg(short = '?', long = "help", action = clap::ArgAction::Help)]
     pub help: Option<bool>,
+}
+
+/// pg_dump's options about what is dumped, with pg_dump's names and meanings. Patterns follow
+/// psql's rules: `*` and `?` are wildcards, unquoted letters fold to lower case, double quotes
+/// keep case and make every character literal, `schema.table` qualifies.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct DumpSelectArgs {
+    /// Dump only schemas matching PATTERN (repeatable).
+    #[arg(
+        short = 'n',
+        long = "schema",
+        value_name = "PATTERN",
+        help_heading = "Selection"
+    )]
+    pub schema: Vec<String>,
+    /// Do not dump schemas matching PATTERN (repeatable).
+    #[arg(
+        short = 'N',
+        long = "exclude-schema",
+        value_name = "PATTERN",
+        help_heading = "Selection"
+    )]
+    pub exclude_schema: Vec<String>,
+    /// Dump only tables (views, sequences, ...) matching PATTERN (repeatable); -n/-N then do
+    /// not apply.
+    #[arg(
+        short = 't',
+        long = "table",
+        value_name = "PATTERN",
+        help_heading = "Selection"
+    )]
+    pub table: Vec<String>,
+    /// Do not dump tables matching PATTERN (repeatable).
+    #[arg(
+        short = 'T',
+        long = "exclude-table",
+        value_name = "PATTERN",
+        help_heading = "Selection"
+    )]
+    pub exclude_table: Vec<String>,
+    /// Dump the definition but not the rows of tables matching PATTERN (repeatable).
+    #[arg(
+        long = "exclude-table-data",
+        value_name = "PATTERN",
+        help_heading = "Selection"
+    )]
+    pub exclude_table_data: Vec<String>,
+    /// Dump only the schema, no data.
+    #[arg(
+        short = 's',
+        long = "schema-only",
+        conflicts_with = "data_only",
+        help_heading = "Selection"
+    )]
+    pub schema_only: bool,
+    /// Dump only the data, not the schema.
+    #[arg(short = 'a', long = "data-only", help_heading = "Selection")]
+    pub data_only: bool,
+    /// Dump only this section: pre-data, data or post-data (repeatable).
+    #[arg(long = "section", value_name = "SECTION", value_parser = ["pre-data", "data", "post-data"],
+          help_heading = "Selection")]
+    pub section: Vec<String>,
+    /// Do not dump the rows of unlogged tables.
+    #[arg(long = "no-unlogged-table-data", help_heading = "Selection")]
+    pub no_unlogged_table_data: bool,
+    /// Fail when a -n or -t pattern matches nothing.
+    #[arg(long = "strict-names", help_heading = "Selection")]
+    pub strict_names: bool,
+    /// Include large objects even with -n/-t.
+    #[arg(
+        short = 'b',
+        long = "large-objects",
+        visible_alias = "blobs",
+        conflicts_with = "no_large_objects",
+        help_heading = "Selection"
+    )]
+    pub large_objects: bool,
+    /// Exclude large objects.
+    #[arg(
+        short = 'B',
+        long = "no-large-objects",
+        visible_alias = "no-blobs",
+        help_heading = "Selection"
+    )]
+    pub no_large_objects: bool,
+    /// Record no ownership (pg_dump's -O; for archives it changes nothing pg_restore reads,
+    /// use restore -O).
+    #[arg(short = 'O', long = "no-owner", help_heading = "Selection")]
+    pub no_owner: bool,
+    /// Do not dump privileges (GRANT/REVOKE).
+    #[arg(
+        short = 'x',
+        long = "no-privileges",
+        visible_alias = "no-acl",
+        help_heading = "Selection"
+    )]
+    pub no_privileges: bool,
+    /// Do not dump comments.
+    #[arg(long = "no-comments", help_heading = "Selection")]
+    pub no_comments: bool,
+    /// Take the snapshot in a SERIALIZABLE, READ ONLY, DEFERRABLE transaction: wait until
+    /// the dump cannot see a serialization anomaly.
+    #[arg(
+        long = "serializable-deferrable",
+        conflicts_with = "snapshot",
+        help_heading = "Selection"
+    )]
+    pub serializable_deferrable: bool,
+}
+
+/// How a dump or restore reports while and after it runs.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct OutputArgs {
+    /// Say more: each table as it is copied or loaded, and pg_dump's own messages.
+    #[arg(
+        short = 'v',
+        long = "verbose",
+        conflicts_with = "quiet",
+        help_heading = "Output"
+    )]
+    pub verbose: bool,
+    /// Print nothing but errors: no progress, no summary.
+    #[arg(short = 'q', long = "quiet", help_heading = "Output")]
+    pub quiet: bool,
+    /// Write a JSON report of the run to FILE (schema: format-spec/report.schema.json).
+    #[arg(long = "report", value_name = "FILE", help_heading = "Output")]
+    pub report: Option<PathBuf>,
 }
 
 /// Parses a size such as `128MB`, `1GB`, `512kB` or `4096` (bytes). Units are powers of 1024,

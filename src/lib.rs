@@ -13,5 +13,7 @@ pub mod archive;
 pub mod cli;
 pub mod dump;
 pub mod pg;
+pub mod progress;
+pub mod report;
 pub mod restore;
 pub mod verify;

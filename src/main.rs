@@ -8,10 +8,13 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use pgarc::archive::frame::Codec;
-use pgarc::archive::{list::write_listing, ArchiveDir};
-use pgarc::cli::{parse_size, Cli, Command, ConnectionArgs, DumpArgs, RestoreArgs};
+use pgarc::archive::list::{write_listing, write_selected};
+use pgarc::archive::ArchiveDir;
+use pgarc::cli::{parse_size, Cli, Command, ConnectionArgs, DumpArgs, OutputArgs, RestoreArgs};
+use pgarc::dump::select::DumpSelection;
 use pgarc::dump::DumpOptions;
 use pgarc::pg::conn::{ConnArgs, ConnParams};
+use pgarc::progress;
 use pgarc::restore::RestoreOptions;
 use pgarc::verify::VerifyOptions;
 
@@ -34,16 +37,47 @@ fn main() -> ExitCode {
     }
 }
 
+/// Progress bars on a terminal, plain lines otherwise, nothing with --quiet.
+fn set_output(output: &OutputArgs) {
+    use std::io::IsTerminal;
+    progress::set_mode(if output.quiet {
+        progress::Mode::Quiet
+    } else if std::io::stderr().is_terminal() {
+        progress::Mode::Bars
+    } else {
+        progress::Mode::Lines
+    });
+}
+
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Dump(args) => {
+            set_output(&args.output);
+            let quiet = args.output.quiet;
             let summary = block_on(pgarc::dump::run(dump_options(*args)?))?;
-            eprint!("{summary}");
+            if !quiet {
+                eprint!("{summary}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Restore(args) if args.list => {
+            let opts = restore_options(*args, false)?;
+            let dir = ArchiveDir::open(&opts.archive)?;
+            let mut toc = dir.read_toc()?;
+            let sel = pgarc::restore::selection(&opts, &mut toc)?;
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            write_selected(&toc, &sel, &mut out)?;
+            out.flush()?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Restore(args) => {
-            let summary = block_on(pgarc::restore::run(restore_options(*args)?))?;
-            eprint!("{summary}");
+            set_output(&args.output);
+            let quiet = args.output.quiet;
+            let summary = block_on(pgarc::restore::run(restore_options(*args, true)?))?;
+            if !quiet {
+                eprint!("{summary}");
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Verify(args) => {
@@ -117,12 +151,46 @@ fn dump_options(args: DumpArgs) -> anyhow::Result<DumpOptions> {
         split_size,
         frame_size: frame_size as usize,
         pg_dump,
+        selection: DumpSelection {
+            schemas: args.select.schema,
+            exclude_schemas: args.select.exclude_schema,
+            tables: args.select.table,
+            exclude_tables: args.select.exclude_table,
+            exclude_table_data: args.select.exclude_table_data,
+            schema_only: args.select.schema_only,
+            data_only: args.select.data_only,
+            sections: args.select.section,
+            no_unlogged_table_data: args.select.no_unlogged_table_data,
+            strict_names: args.select.strict_names,
+            no_owner: args.select.no_owner,
+            no_privileges: args.select.no_privileges,
+            no_comments: args.select.no_comments,
+            large_objects: args.select.large_objects,
+            no_large_objects: args.select.no_large_objects,
+            serializable_deferrable: args.select.serializable_deferrable,
+            verbose: args.output.verbose,
+        },
+        report: args.output.report,
     })
 }
 
 /// Turns the restore command line into options. Like pg_restore, pgarc restores only into a
-/// database named with -d (it writes no scripts).
-fn restore_options(args: RestoreArgs) -> anyhow::Result<RestoreOptions> {
+/// database named with -d (it writes no scripts); `connect` is false for `-l`.
+fn restore_options(args: RestoreArgs, connect: bool) -> anyhow::Result<RestoreOptions> {
+    if args.single_transaction && args.jobs > 1 {
+        anyhow::bail!(
+            "cannot use --single-transaction with -j > 1: one transaction is one session"
+        );
+    }
+    if args.single_transaction && args.create {
+        anyhow::bail!("cannot use --single-transaction with --create: CREATE DATABASE cannot run in a transaction");
+    }
+    if !connect {
+        let mut opts = RestoreOptions::new(dummy_conn(), args.archive.clone());
+        fill_selection(&mut opts, &args.section, args.create, args.no_privileges);
+        copy_names(&mut opts, &args);
+        return Ok(opts);
+    }
     if args.conn.dbname.is_none() {
         anyhow::bail!(
             "no target database: pass -d DBNAME (with --create, the database to connect to \
@@ -131,19 +199,56 @@ fn restore_options(args: RestoreArgs) -> anyhow::Result<RestoreOptions> {
     }
     let conn = ConnParams::resolve(&conn_args(&args.conn), &|k| std::env::var(k).ok())
         .map_err(anyhow::Error::msg)?;
-    Ok(RestoreOptions {
-        conn,
-        archive: args.archive,
-        jobs: args.jobs.into(),
-        create: args.create,
-        clean: args.clean,
-        if_exists: args.if_exists,
-        no_owner: args.no_owner,
-        no_privileges: args.no_privileges,
-        role: args.role,
-        sections: args.section,
-        exit_on_error: args.exit_on_error,
-    })
+    let mut opts = RestoreOptions::new(conn, args.archive.clone());
+    fill_selection(&mut opts, &args.section, args.create, args.no_privileges);
+    copy_names(&mut opts, &args);
+    opts.jobs = args.jobs.into();
+    opts.clean = args.clean;
+    opts.if_exists = args.if_exists;
+    opts.no_owner = args.no_owner;
+    opts.role = args.role;
+    // As pg_restore: -1 stops at the first error (the transaction is lost anyway).
+    opts.exit_on_error = args.exit_on_error || args.single_transaction;
+    opts.disable_triggers = args.disable_triggers;
+    opts.single_transaction = args.single_transaction;
+    opts.verbose = args.output.verbose;
+    opts.report = args.output.report;
+    Ok(opts)
+}
+
+fn fill_selection(opts: &mut RestoreOptions, sections: &[String], create: bool, no_acl: bool) {
+    opts.sections = sections.to_vec();
+    opts.create = create;
+    opts.no_privileges = no_acl;
+}
+
+fn copy_names(opts: &mut RestoreOptions, args: &RestoreArgs) {
+    opts.schema_only = args.schema_only;
+    opts.data_only = args.data_only;
+    opts.schemas = args.schema.clone();
+    opts.exclude_schemas = args.exclude_schema.clone();
+    opts.tables = args.table.clone();
+    opts.indexes = args.index.clone();
+    opts.functions = args.function.clone();
+    opts.triggers = args.trigger.clone();
+    opts.strict_names = args.strict_names;
+    opts.use_list = args.use_list.clone();
+}
+
+/// `-l` reads no connection options: placeholders that are never used to connect.
+fn dummy_conn() -> ConnParams {
+    ConnParams::resolve(
+        &ConnArgs {
+            dbname: Some("unused".into()),
+            host: Some("/nonexistent".into()),
+            port: Some("5432".into()),
+            user: Some("unused".into()),
+            no_password: true,
+            password_prompt: false,
+        },
+        &|_| None,
+    )
+    .expect("fixed placeholder parameters")
 }
 
 fn conn_args(c: &ConnectionArgs) -> ConnArgs {

@@ -9,16 +9,21 @@
 use std::io::{self, Write};
 
 use super::compat;
-use super::select::{entry_reqs, sections_in_force, Selection};
+use super::select::{toc_reqs, Selection};
 use super::toc::{HeaderCompression, Toc, TocEntry, TocStr};
 
-/// Writes the whole listing: header comment lines, then one line per selected entry.
+/// Writes the whole listing: header comment lines, then one line per entry that pg_restore
+/// without options would act on.
 pub fn write_listing(toc: &Toc, out: &mut dyn Write) -> io::Result<()> {
+    write_selected(toc, &Selection::default(), out)
+}
+
+/// The listing of the entries `sel` selects (`pg_restore -l` with selection options).
+pub fn write_selected(toc: &Toc, sel: &Selection, out: &mut dyn Write) -> io::Result<()> {
     write_header(toc, out)?;
-    let opts = Selection::default();
     let mut line = Vec::with_capacity(256);
-    for (entry, section) in sections_in_force(&toc.entries) {
-        if entry_reqs(entry, section, &opts).selected() {
+    for (entry, reqs) in toc.entries.iter().zip(toc_reqs(&toc.entries, sel)) {
+        if reqs.selected() {
             line.clear();
             entry_line(entry, &mut line);
             out.write_all(&line)?;

@@ -2,8 +2,11 @@
 //!
 //! This mirrors `_tocEntryRequired` in PostgreSQL's `pg_backup_archiver.c` (17 and 18), so
 //! that `pgarc list` shows the same entries as `pg_restore -l` and `pgarc restore` restores
-//! the same ones as pg_restore with the same options. Only the options implemented so far are
-//! modelled; the rest keep pg_restore's defaults.
+//! the same ones as pg_restore with the same options: `-C`, `-x`, `--section`, `-s`, `-a`,
+//! `--no-statistics`, the name filters `-n -N -t -I -P -T` (exact names, as pg_restore takes
+//! them) and a `-L` list file ([`parse_list`]).
+
+use std::collections::{HashMap, HashSet};
 
 use super::toc::{Section, TocEntry};
 
@@ -25,7 +28,7 @@ impl Reqs {
 }
 
 /// Restore options that change selection. `Default` is pg_restore without options.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Selection {
     /// `-C`: restore DATABASE and DATABASE PROPERTIES entries (and the database's ACL/COMMENT).
     pub create_db: bool,
@@ -37,9 +40,38 @@ pub struct Selection {
     pub pre_data: bool,
     pub data: bool,
     pub post_data: bool,
+    /// `-s`: only REQ_SCHEMA; `-a`: only REQ_DATA.
+    pub schema_only: bool,
+    pub data_only: bool,
+    /// `-n`, `-N`: schema names.
+    pub schemas: Vec<String>,
+    pub exclude_schemas: Vec<String>,
+    /// `-t`, `-I`, `-P`, `-T`: object names by kind; any of them makes the restore select
+    /// by type (`selTypes`), and kinds not named are skipped.
+    pub tables: Vec<String>,
+    pub indexes: Vec<String>,
+    pub functions: Vec<String>,
+    pub triggers: Vec<String>,
+    /// `-L`: the dump IDs listed (not commented out).
+    pub id_wanted: Option<HashSet<i32>>,
 }
 
 impl Selection {
+    fn sel_types(&self) -> bool {
+        !(self.tables.is_empty()
+            && self.indexes.is_empty()
+            && self.functions.is_empty()
+            && self.triggers.is_empty())
+    }
+
+    /// Whether any filter by name or list applies (a partial restore).
+    pub fn is_selective(&self) -> bool {
+        self.sel_types()
+            || !self.schemas.is_empty()
+            || !self.exclude_schemas.is_empty()
+            || self.id_wanted.is_some()
+    }
+
     fn section_wanted(&self, current: i32) -> bool {
         match Section::from_code(current) {
             Some(Section::PreData) => self.pre_data,
@@ -65,15 +97,97 @@ impl Default for Selection {
             pre_data: true,
             data: true,
             post_data: true,
+            schema_only: false,
+            data_only: false,
+            schemas: Vec::new(),
+            exclude_schemas: Vec::new(),
+            tables: Vec::new(),
+            indexes: Vec::new(),
+            functions: Vec::new(),
+            triggers: Vec::new(),
+            id_wanted: None,
         }
     }
+}
+
+/// The kinds of entry `-t` selects.
+const TABLE_LIKE: &[&str] = &[
+    "TABLE",
+    "TABLE DATA",
+    "VIEW",
+    "FOREIGN TABLE",
+    "MATERIALIZED VIEW",
+    "MATERIALIZED VIEW DATA",
+    "SEQUENCE",
+    "SEQUENCE SET",
+];
+
+/// The name filters for a standalone entry (`_tocEntryRequired`'s selective-restore rules).
+fn names_allow(entry: &TocEntry, opts: &Selection) -> bool {
+    let ns = entry.namespace.to_str_lossy();
+    if !opts.schemas.is_empty() {
+        match &ns {
+            Some(n) if opts.schemas.iter().any(|s| s == n.as_ref()) => {}
+            _ => return false,
+        }
+    }
+    if let Some(n) = &ns {
+        if opts.exclude_schemas.iter().any(|s| s == n.as_ref()) {
+            return false;
+        }
+    }
+    if opts.sel_types() {
+        let tag = entry.tag.to_str_lossy().unwrap_or_default();
+        let named = |list: &Vec<String>| !list.is_empty() && list.iter().any(|n| *n == tag);
+        let d = &entry.desc;
+        let ok = if TABLE_LIKE.iter().any(|k| d.is(k)) {
+            named(&opts.tables)
+        } else if d.is("INDEX") {
+            named(&opts.indexes)
+        } else if d.is("FUNCTION") || d.is("AGGREGATE") || d.is("PROCEDURE") {
+            named(&opts.functions)
+        } else if d.is("TRIGGER") {
+            named(&opts.triggers)
+        } else {
+            false
+        };
+        if !ok {
+            return false;
+        }
+    }
+    true
+}
+
+/// What to do with every entry of `entries` (in TOC order): an ACL, COMMENT or SECURITY LABEL
+/// of a selective restore follows its parent object, whose decision comes earlier.
+pub fn toc_reqs(entries: &[TocEntry], opts: &Selection) -> Vec<Reqs> {
+    let mut decided: HashMap<i32, (bool, bool)> = HashMap::new();
+    let mut out = Vec::with_capacity(entries.len());
+    for (e, current) in sections_in_force(entries) {
+        let parent = |id: i32| decided.get(&id).copied();
+        let r = entry_reqs_with(e, current, opts, &parent);
+        decided.insert(e.dump_id, (e.desc.is("ACL"), r.selected() || r.special));
+        out.push(r);
+    }
+    out
+}
+
+/// Decides one entry without parents (no selective options that need them).
+pub fn entry_reqs(entry: &TocEntry, current: i32, opts: &Selection) -> Reqs {
+    entry_reqs_with(entry, current, opts, &|_| None)
 }
 
 const LO_TAG_PREFIX: &str = "LARGE OBJECT";
 
 /// Decides what to do with `entry`; `current` is the section in force, which SECTION_NONE
-/// entries inherit from the entry before them (see [`sections_in_force`]).
-pub fn entry_reqs(entry: &TocEntry, current: i32, opts: &Selection) -> Reqs {
+/// entries inherit from the entry before them (see [`sections_in_force`]); `parent` tells, for
+/// an entry decided earlier, whether it is an ACL and whether it was selected.
+fn entry_reqs_with(
+    entry: &TocEntry,
+    current: i32,
+    opts: &Selection,
+    parent: &dyn Fn(i32) -> Option<(bool, bool)>,
+) -> Reqs {
     let desc = &entry.desc;
     if desc.is("ENCODING") || desc.is("STDSTRINGS") || desc.is("SEARCHPATH") {
         return Reqs {
@@ -99,8 +213,28 @@ pub fn entry_reqs(entry: &TocEntry, current: i32, opts: &Selection) -> Reqs {
             ..Reqs::default()
         };
     }
+    if let Some(wanted) = &opts.id_wanted {
+        if !wanted.contains(&entry.dump_id) {
+            return Reqs::default();
+        }
+    }
     let dependent = desc.is("ACL") || desc.is("COMMENT") || desc.is("SECURITY LABEL");
-    if dependent && entry.tag.starts_with("DATABASE ") && !opts.create_db {
+    if dependent {
+        if entry.tag.starts_with("DATABASE ") {
+            if !opts.create_db {
+                return Reqs::default();
+            }
+        } else if !opts.schemas.is_empty() || !opts.exclude_schemas.is_empty() || opts.sel_types() {
+            // Restored only with a parent object that is (ACLs as parents do not count).
+            let any = entry
+                .deps
+                .iter()
+                .any(|&d| matches!(parent(d), Some((false, true))));
+            if !any {
+                return Reqs::default();
+            }
+        }
+    } else if !names_allow(entry, opts) {
         return Reqs::default();
     }
     let mut reqs = Reqs {
@@ -126,6 +260,12 @@ pub fn entry_reqs(entry: &TocEntry, current: i32, opts: &Selection) -> Reqs {
     if desc.is("<Init>") && entry.tag.is("Max OID") {
         return Reqs::default();
     }
+    if opts.schema_only {
+        reqs.data = false;
+    }
+    if opts.data_only {
+        reqs.schema = false;
+    }
     reqs
 }
 
@@ -139,6 +279,29 @@ pub fn sections_in_force(entries: &[TocEntry]) -> impl Iterator<Item = (&TocEntr
         }
         (e, current)
     })
+}
+
+/// A `-L` list file read as pg_restore's `SortTocFromFile` reads it: each line is cut at its
+/// first `;`; what is left, if not blank, must start with a dump ID. Returns the IDs in the
+/// file's order and a warning per ignored line (no ID, or an ID seen before), as pg_restore
+/// warns "line ignored".
+pub fn parse_list(text: &str) -> (Vec<i32>, Vec<String>) {
+    let mut ids = Vec::new();
+    let mut seen = HashSet::new();
+    let mut warnings = Vec::new();
+    for line in text.lines() {
+        let before = line.split(';').next().unwrap_or("");
+        if before.trim().is_empty() {
+            continue;
+        }
+        let t = before.trim_start();
+        let digits: String = t.chars().take_while(|c| c.is_ascii_digit()).collect();
+        match digits.parse::<i32>() {
+            Ok(id) if id > 0 && seen.insert(id) => ids.push(id),
+            _ => warnings.push(format!("line ignored: {before}")),
+        }
+    }
+    (ids, warnings)
 }
 
 #[cfg(test)]
@@ -167,6 +330,67 @@ mod tests {
             deps: vec![],
             filename: "".into(),
         }
+    }
+
+    #[test]
+    fn list_files_are_read_like_pg_restore() {
+        let text = "; Archive created at ...\n;\n12; 2615 2200 SCHEMA - app postgres\n\
+                    ;14; 1259 16414 TABLE app orders postgres\n  7; 0 0 COMMENT - x\n\
+                    \n9\nbogus line\n12; again\n";
+        let (ids, warnings) = parse_list(text);
+        assert_eq!(ids, [12, 7, 9]);
+        assert_eq!(warnings, ["line ignored: bogus line", "line ignored: 12"]);
+    }
+
+    #[test]
+    fn name_filters_and_lists_select_like_pg_restore() {
+        let mut table = entry("TABLE", Section::PreData, false, Some("CREATE TABLE t ();"));
+        table.namespace = "app".into();
+        table.dump_id = 5;
+        let mut comment = entry("COMMENT", Section::None, false, Some("COMMENT ON TABLE"));
+        comment.dump_id = 6;
+        comment.deps = vec![5];
+        let mut index = entry("INDEX", Section::PostData, false, Some("CREATE INDEX"));
+        index.namespace = "app".into();
+        index.dump_id = 7;
+        let entries = vec![table.clone(), comment.clone(), index.clone()];
+        let picked = |sel: &Selection| -> Vec<bool> {
+            toc_reqs(&entries, sel)
+                .iter()
+                .map(|r| r.selected())
+                .collect()
+        };
+        let by_table = Selection {
+            tables: vec!["t".into()],
+            ..Selection::default()
+        };
+        // -t: the table and its comment, not the index (no -I).
+        assert_eq!(picked(&by_table), [true, true, false]);
+        let other = Selection {
+            tables: vec!["u".into()],
+            ..Selection::default()
+        };
+        assert_eq!(picked(&other), [false, false, false]);
+        let schema = Selection {
+            schemas: vec!["app".into()],
+            ..Selection::default()
+        };
+        assert_eq!(picked(&schema), [true, true, true]);
+        let excluded = Selection {
+            exclude_schemas: vec!["app".into()],
+            ..Selection::default()
+        };
+        assert_eq!(picked(&excluded), [false, false, false]);
+        let listed = Selection {
+            id_wanted: Some([5, 7].into()),
+            ..Selection::default()
+        };
+        assert_eq!(picked(&listed), [true, false, true]);
+        let data_only = Selection {
+            data_only: true,
+            ..Selection::default()
+        };
+        assert_eq!(picked(&data_only), [false, false, false]);
     }
 
     fn reqs(e: &TocEntry) -> Reqs {

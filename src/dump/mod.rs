@@ -14,6 +14,7 @@
 
 pub mod plan;
 pub mod schema;
+pub mod select;
 pub mod worker;
 
 use std::fmt;
@@ -52,6 +53,10 @@ pub struct DumpOptions {
     pub frame_size: usize,
     /// `--pg-dump` or `PGARC_PG_DUMP`, with the name of where it came from.
     pub pg_dump: Option<(PathBuf, &'static str)>,
+    /// pg_dump's selection and content options.
+    pub selection: select::DumpSelection,
+    /// `--report FILE`: the JSON report, written once the archive is complete.
+    pub report: Option<PathBuf>,
 }
 
 /// The end-of-run summary.
@@ -220,15 +225,17 @@ async fn run_pipeline(
     // Refuse a non-empty output directory before touching the server.
     ArchiveWriter::check_target(&opts.out)?;
 
-    let holder = match SnapshotHolder::open(&opts.conn, opts.snapshot.as_deref()).await {
-        // Like libpq programs: when the server wants a password and none was given, ask for
-        // one on the terminal (unless -w).
-        Err(e) if opts.conn.may_prompt() && e.to_string().contains("password missing") => {
-            opts.conn.prompt_password().map_err(|e| anyhow!(e))?;
-            SnapshotHolder::open(&opts.conn, opts.snapshot.as_deref()).await?
-        }
-        r => r?,
-    };
+    let serializable = opts.selection.serializable_deferrable;
+    let holder =
+        match SnapshotHolder::open(&opts.conn, opts.snapshot.as_deref(), serializable).await {
+            // Like libpq programs: when the server wants a password and none was given, ask for
+            // one on the terminal (unless -w).
+            Err(e) if opts.conn.may_prompt() && e.to_string().contains("password missing") => {
+                opts.conn.prompt_password().map_err(|e| anyhow!(e))?;
+                SnapshotHolder::open(&opts.conn, opts.snapshot.as_deref(), serializable).await?
+            }
+            r => r?,
+        };
     let info = holder.info.clone();
     let (pg_dump, pg_dump_version) = find_pg_dump(
         opts.pg_dump.as_ref().map(|(p, s)| (p.as_path(), *s)),
@@ -239,7 +246,8 @@ async fn run_pipeline(
 
     let client = &holder.session.client;
     let catalog = catalog_tables(client).await?;
-    let names: Vec<&str> = catalog.iter().map(|t| t.qualified.as_str()).collect();
+    let chosen = select::resolve(client, &opts.selection, &info.database, &catalog).await?;
+    let names: Vec<&str> = chosen.dumped.iter().map(|t| t.qualified.as_str()).collect();
     holder.lock(&names).await?;
     let block_size: u64 = query_text(client, "SELECT current_setting('block_size')")
         .await?
@@ -249,13 +257,16 @@ async fn run_pipeline(
         .unwrap_or(8192);
 
     let archive = Arc::new(ArchiveWriter::create(&opts.out)?);
-    let tables = plan::data_tables(&catalog);
+    let tables = plan::data_tables(&chosen.data);
     let chunks = plan::plan_chunks(
         &tables,
         opts.split_size,
         block_size,
         info.version_num >= 140000,
     );
+    let estimate: u64 = tables.iter().map(|t| t.table_bytes).sum();
+    let progress = crate::progress::Progress::start("dump", Some(estimate), opts.jobs);
+    let planned = started.elapsed();
     let shared = Arc::new(worker::Shared::new(
         tables,
         chunks,
@@ -271,6 +282,7 @@ async fn run_pipeline(
         )
         .await?;
         let schema_dir = archive.schema_dir();
+        let capture_started = Instant::now();
         let capture = schema::capture(
             &pg_dump,
             &pg_dump_version,
@@ -279,7 +291,12 @@ async fn run_pipeline(
             &schema_dir,
             opts.codec,
             &shared.tables,
+            &opts.selection,
         );
+        let capture = async {
+            capture.await?;
+            Ok::<_, anyhow::Error>(capture_started.elapsed())
+        };
         let workers =
             futures_util::future::try_join_all(sessions.into_iter().enumerate().map(|(i, s)| {
                 let shared = shared.clone();
@@ -293,11 +310,15 @@ async fn run_pipeline(
         if result.is_err() {
             shared.stop();
         }
-        result.map(|_| ())
+        result.map(|(schema_time, _)| schema_time)
     };
+    let copy_started = Instant::now();
+    let schema_time;
     let mut closed = holder.session.closed.clone();
     tokio::select! {
-        r = work => if let Err(e) = r {
+        r = work => match r {
+            Ok(t) => schema_time = t,
+            Err(e) => {
             // When the server went away, every session fails at once: say so first.
             let mut again = holder.session.closed.clone();
             let lost = tokio::time::timeout(
@@ -314,7 +335,7 @@ async fn run_pipeline(
                 )));
             }
             return Err(incomplete(e));
-        },
+        }},
         _ = closed.wait_for(|c| c.is_some()) => {
             shared.stop();
             let reason = holder.lost().unwrap_or_default();
@@ -325,14 +346,19 @@ async fn run_pipeline(
         }
     }
 
+    let copied = copy_started.elapsed();
     let finish = async {
+        let assemble_started = Instant::now();
         // Hashing and file I/O run off the async runtime's threads.
         let assembled = {
             let (archive, shared) = (archive.clone(), shared.clone());
             let (encoding, codec) = (info.encoding.clone(), opts.codec);
-            tokio::task::spawn_blocking(move || assemble(&archive, &shared, &encoding, codec))
-                .await
-                .context("the archive assembly task failed")??
+            let table_entries = opts.selection.writes_table_entries();
+            tokio::task::spawn_blocking(move || {
+                assemble(&archive, &shared, &encoding, codec, table_entries)
+            })
+            .await
+            .context("the archive assembly task failed")??
         };
         // The holder must have lived through everything the manifest vouches for.
         let snapshot_id = holder.snapshot_id.clone();
@@ -362,10 +388,51 @@ async fn run_pipeline(
         };
         let tables = manifest.tables.len();
         let archive = archive.clone();
+        let assembled_in = assemble_started.elapsed();
+        let manifest_started = Instant::now();
         committing.store(true, std::sync::atomic::Ordering::SeqCst);
+        let created_end = manifest.created_end.clone();
         tokio::task::spawn_blocking(move || archive.write_manifest(&manifest))
             .await
             .context("the manifest task failed")??;
+        if let Some(path) = &opts.report {
+            let phase = |name: &str, d: Duration| crate::report::Phase {
+                name: name.into(),
+                seconds: crate::report::secs(d),
+                entries: None,
+            };
+            let report = crate::report::Report {
+                report_format: crate::report::REPORT_FORMAT,
+                command: "dump",
+                pgarc_version: env!("CARGO_PKG_VERSION").to_string(),
+                started: rfc3339_utc(started_at),
+                finished: created_end,
+                status: "ok",
+                archive: opts.out.display().to_string(),
+                database: info.database.clone(),
+                server_version: Some(info.version.clone()),
+                jobs: opts.jobs,
+                compression: Some(codec_name(opts.codec)),
+                snapshot_id: Some(snapshot_id.clone()),
+                phases: vec![
+                    phase("plan", planned),
+                    phase("copy", copied),
+                    phase("schema capture", schema_time),
+                    phase("assemble", assembled_in),
+                    phase("manifest", manifest_started.elapsed()),
+                ],
+                totals: crate::report::Totals {
+                    tables,
+                    rows: assembled.rows,
+                    raw_bytes: assembled.raw_bytes,
+                    stored_bytes: assembled.stored_bytes,
+                    seconds: crate::report::secs(started.elapsed()),
+                    errors: 0,
+                },
+                tables: assembled.report.clone(),
+            };
+            report.write(path)?;
+        }
         Ok(DumpSummary {
             out: opts.out.clone(),
             database: info.database.clone(),
@@ -380,7 +447,9 @@ async fn run_pipeline(
             split: assembled.split,
         })
     };
-    finish.await.map_err(incomplete)
+    let summary = finish.await.map_err(incomplete)?;
+    progress.finish();
+    Ok(summary)
 }
 
 /// The archive's files and tables once data and schema are in, before the manifest.
@@ -391,6 +460,7 @@ struct Assembled {
     raw_bytes: u64,
     stored_bytes: u64,
     split: Vec<(String, usize, usize, usize)>,
+    report: Vec<crate::report::TableReport>,
 }
 
 /// Adopts pg_dump's files, adds the TABLE DATA entries, gives the data files their final
@@ -400,6 +470,7 @@ fn assemble(
     shared: &worker::Shared,
     encoding: &str,
     codec: Codec,
+    table_entries: bool,
 ) -> Result<Assembled> {
     let (mut toc, mut files) = archive.adopt_schema()?;
     let recorded = toc
@@ -411,7 +482,7 @@ fn assemble(
     if !recorded.contains(&format!("'{encoding}'")) {
         bail!("pg_dump recorded encoding {recorded:?} but the data was copied in {encoding}");
     }
-    let ids = plan::add_table_data(&mut toc, &shared.tables)?;
+    let ids = plan::add_table_data(&mut toc, &shared.tables, table_entries)?;
     toc.header.version = plan::archive_version(toc.header.version, codec);
     toc.header.compression = plan::header_compression(toc.header.version, codec);
     let mut out = Assembled {
@@ -421,13 +492,14 @@ fn assemble(
         raw_bytes: 0,
         stored_bytes: 0,
         split: Vec::new(),
+        report: Vec::new(),
     };
     for ((t, id), r) in shared.tables.iter().zip(ids).zip(shared.results()?) {
         let Some(id) = id else {
-            eprintln!(
+            crate::progress::say(&format!(
                 "pgarc: warning: pg_dump did not dump table {}; its rows are left out too",
                 t.display_name()
-            );
+            ));
             archive.discard_data_file(&r.finished)?;
             continue;
         };
@@ -439,6 +511,16 @@ fn assemble(
             out.split
                 .push((t.display_name(), r.chunks, r.workers.len(), r.max_at_once));
         }
+        out.report.push(crate::report::TableReport {
+            schema: t.schema.clone(),
+            name: t.name.clone(),
+            rows: r.finished.rows,
+            raw_bytes: r.finished.raw_bytes,
+            stored_bytes: file.size,
+            seconds: crate::report::secs(r.elapsed),
+            workers: r.workers.clone(),
+            pieces: r.chunks,
+        });
         out.tables.push(TableRecord {
             dump_id: id,
             schema: t.schema.clone(),

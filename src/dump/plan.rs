@@ -221,7 +221,11 @@ pub fn header_compression(version: ArchiveVersion, codec: Codec) -> HeaderCompre
 /// dumpIds above every existing one, placed where pg_dump puts table data: at the start of
 /// the data section, sorted by schema and name. Returns, per input table, its new dumpId
 /// (None when pg_dump did not dump the table, so its data must not be either).
-pub fn add_table_data(toc: &mut Toc, tables: &[CatalogTable]) -> Result<Vec<Option<i32>>> {
+pub fn add_table_data(
+    toc: &mut Toc,
+    tables: &[CatalogTable],
+    table_entries_written: bool,
+) -> Result<Vec<Option<i32>>> {
     let mut table_entries: HashMap<u32, usize> = HashMap::new();
     for (i, e) in toc.entries.iter().enumerate() {
         let oid = e.oid.to_str_lossy().and_then(|s| s.parse::<u32>().ok());
@@ -237,7 +241,7 @@ pub fn add_table_data(toc: &mut Toc, tables: &[CatalogTable]) -> Result<Vec<Opti
         }
     }
     let mut order: Vec<usize> = (0..tables.len())
-        .filter(|&i| table_entries.contains_key(&tables[i].oid))
+        .filter(|&i| !table_entries_written || table_entries.contains_key(&tables[i].oid))
         .collect();
     order.sort_by(|&a, &b| {
         (tables[a].schema.as_str(), tables[a].name.as_str())
@@ -248,7 +252,25 @@ pub fn add_table_data(toc: &mut Toc, tables: &[CatalogTable]) -> Result<Vec<Opti
     let mut new_entries = Vec::with_capacity(order.len());
     for i in order {
         let t = &tables[i];
-        let table_entry = &toc.entries[table_entries[&t.oid]];
+        // Without TABLE entries (`-a`, `--section=data`), the names come from the catalog,
+        // as pg_dump's own data entries do; the dependency on the absent entry is dropped.
+        let (tag, namespace, owner, deps) = match table_entries.get(&t.oid) {
+            Some(&at) => {
+                let e = &toc.entries[at];
+                (
+                    e.tag.clone(),
+                    e.namespace.clone(),
+                    e.owner.clone(),
+                    vec![e.dump_id],
+                )
+            }
+            None => (
+                TocStr::new(t.name.clone()),
+                TocStr::new(t.schema.clone()),
+                TocStr::new(t.owner.clone()),
+                Vec::new(),
+            ),
+        };
         next_id = next_id
             .checked_add(1)
             .ok_or_else(|| anyhow::anyhow!("too many TOC entries"))?;
@@ -258,19 +280,19 @@ pub fn add_table_data(toc: &mut Toc, tables: &[CatalogTable]) -> Result<Vec<Opti
             had_dumper: true,
             table_oid: TocStr::from("0"),
             oid: TocStr::new(t.oid.to_string()),
-            tag: table_entry.tag.clone(),
+            tag,
             desc: TocStr::from("TABLE DATA"),
             section: Section::Data.code(),
             defn: TocStr::NULL,
             drop_stmt: TocStr::NULL,
             copy_stmt: TocStr::new(copy_stmt(t)),
-            namespace: table_entry.namespace.clone(),
+            namespace,
             tablespace: TocStr::NULL,
             tableam: TocStr::NULL,
             relkind: 0,
-            owner: table_entry.owner.clone(),
+            owner,
             with_oids: TocStr::from("false"),
-            deps: vec![table_entry.dump_id],
+            deps,
             filename: TocStr::new(format!("{next_id}.dat")),
         });
     }
@@ -293,6 +315,8 @@ mod tests {
             schema: "s".into(),
             name: name.into(),
             relkind: 'r',
+            persistence: 'p',
+            owner: "o".into(),
             qualified: format!("s.{name}"),
             columns: "a, b".into(),
             heap_bytes: heap,

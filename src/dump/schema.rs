@@ -9,10 +9,11 @@ use std::path::Path;
 use std::process::Stdio;
 
 use anyhow::{bail, Context, Result};
-use tokio::io::AsyncReadExt;
+use tokio::io::AsyncBufReadExt;
 use tokio::process::Command;
 
 use super::plan::exclude_data_patterns;
+use super::select::DumpSelection;
 use crate::archive::frame::Codec;
 use crate::pg::conn::ConnParams;
 use crate::pg::session::CatalogTable;
@@ -70,6 +71,7 @@ pub async fn capture(
     out: &Path,
     codec: Codec,
     tables: &[CatalogTable],
+    selection: &DumpSelection,
 ) -> Result<()> {
     let mut cmd = Command::new(pg_dump);
     cmd.arg("--format=directory")
@@ -80,6 +82,7 @@ pub async fn capture(
             "--compress={}",
             pg_dump_compression(codec, version)
         ));
+    cmd.args(selection.pg_dump_args());
     for pattern in exclude_data_patterns(tables) {
         cmd.arg(format!("--exclude-table-data={pattern}"));
     }
@@ -98,10 +101,19 @@ pub async fn capture(
         .with_context(|| format!("could not run {}", pg_dump.display()))?;
     let stderr_pipe = child.stderr.take();
     let mut reaper = Reaper(child);
+    // pg_dump's messages: kept for the error, and with --verbose shown as they come.
+    let verbose = selection.verbose;
     let read_stderr = async {
         let mut buf = Vec::new();
-        if let Some(mut pipe) = stderr_pipe {
-            let _ = pipe.read_to_end(&mut buf).await;
+        if let Some(pipe) = stderr_pipe {
+            let mut reader = tokio::io::BufReader::new(pipe);
+            let mut line = Vec::new();
+            while matches!(reader.read_until(b'\n', &mut line).await, Ok(n) if n > 0) {
+                if verbose {
+                    crate::progress::say(String::from_utf8_lossy(&line).trim_end());
+                }
+                buf.append(&mut line);
+            }
         }
         buf
     };

@@ -6,6 +6,7 @@
 use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use futures_util::{pin_mut, StreamExt};
@@ -38,6 +39,8 @@ struct TableState {
     workers: Mutex<BTreeSet<usize>>,
     writer: Mutex<Option<Arc<DataFileWriter>>>,
     finished: Mutex<Option<FinishedDataFile>>,
+    /// When the first chunk started and the last one ended.
+    span: Mutex<(Option<Instant>, Option<Instant>)>,
 }
 
 /// What happened to one table.
@@ -48,6 +51,8 @@ pub struct TableResult {
     pub workers: Vec<usize>,
     /// The most workers that copied this table at the same moment.
     pub max_at_once: usize,
+    /// From the first chunk's start to the last chunk's end.
+    pub elapsed: Duration,
 }
 
 impl Shared {
@@ -134,6 +139,10 @@ impl Shared {
                         .copied()
                         .collect(),
                     max_at_once: s.max_active.load(Ordering::SeqCst),
+                    elapsed: match *s.span.lock().unwrap_or_else(|p| p.into_inner()) {
+                        (Some(a), Some(b)) => b.saturating_duration_since(a),
+                        _ => Duration::ZERO,
+                    },
                 })
             })
             .collect()
@@ -152,6 +161,22 @@ pub async fn run(n: usize, session: Arc<Session>, shared: Arc<Shared>) -> Result
         // COPY cannot run without it.
         let lock = locked.insert(table.oid).then_some(table);
         let writer = shared.writer(chunk.table)?;
+        state
+            .span
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+            .get_or_insert_with(Instant::now);
+        crate::progress::worker(
+            n,
+            Some(match chunk.pages {
+                Some((start, Some(end))) => {
+                    format!("{} pages {start}-{}", table.display_name(), end - 1)
+                }
+                Some((start, None)) => format!("{} pages {start}-end", table.display_name()),
+                None => table.display_name(),
+            }),
+        );
         let now = state.active.fetch_add(1, Ordering::SeqCst) + 1;
         state.max_active.fetch_max(now, Ordering::SeqCst);
         state
@@ -169,6 +194,7 @@ pub async fn run(n: usize, session: Arc<Session>, shared: Arc<Shared>) -> Result
         )
         .await;
         state.active.fetch_sub(1, Ordering::SeqCst);
+        state.span.lock().unwrap_or_else(|p| p.into_inner()).1 = Some(Instant::now());
         copied.with_context(|| format!("worker {n}: copying {}", table.display_name()))?;
         if state.remaining.fetch_sub(1, Ordering::SeqCst) == 1 {
             // The last chunk of the table: append the end frame.
@@ -184,6 +210,7 @@ pub async fn run(n: usize, session: Arc<Session>, shared: Arc<Shared>) -> Result
             *state.finished.lock().unwrap_or_else(|p| p.into_inner()) = Some(finished);
         }
     }
+    crate::progress::worker(n, None);
     Ok(())
 }
 
@@ -244,6 +271,7 @@ async fn copy_chunk(
     let mut batcher = RowBatcher::new(shared.frame_size);
     let mut pending: Option<Pending> = None;
     let submit = |mut encoder: Encoder, batch: Vec<u8>| {
+        crate::progress::add(batch.len() as u64);
         let writer = writer.clone();
         tokio::task::spawn_blocking(move || {
             let result = writer.append_rows(&batch, &mut encoder);

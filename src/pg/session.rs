@@ -211,7 +211,14 @@ pub fn valid_snapshot_id(id: &str) -> bool {
 
 impl SnapshotHolder {
     /// Opens the holder: REPEATABLE READ, READ ONLY; exports a snapshot or imports `import`.
-    pub async fn open(params: &ConnParams, import: Option<&str>) -> Result<SnapshotHolder> {
+    /// With `serializable` (`--serializable-deferrable`), an exported snapshot is taken in a
+    /// SERIALIZABLE, READ ONLY, DEFERRABLE transaction, which waits for a safe snapshot; the
+    /// sessions importing it stay REPEATABLE READ, as pg_dump's parallel workers do.
+    pub async fn open(
+        params: &ConnParams,
+        import: Option<&str>,
+        serializable: bool,
+    ) -> Result<SnapshotHolder> {
         let session = connect(params, "pgarc snapshot holder").await?;
         let c = &session.client;
         let row = query_text(
@@ -244,7 +251,12 @@ impl SnapshotHolder {
             setup.push_str(" SET transaction_timeout = 0;");
         }
         execute(c, &setup).await?;
-        execute(c, "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY").await?;
+        let begin = if serializable && import.is_none() {
+            "BEGIN ISOLATION LEVEL SERIALIZABLE, READ ONLY, DEFERRABLE"
+        } else {
+            "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY"
+        };
+        execute(c, begin).await?;
         let snapshot_id = match import {
             Some(id) => {
                 if !valid_snapshot_id(id) {
@@ -318,6 +330,10 @@ pub struct CatalogTable {
     pub name: String,
     /// 'r' or 'p'.
     pub relkind: char,
+    /// `relpersistence`: 'p' permanent, 'u' unlogged.
+    pub persistence: char,
+    /// The owner's role name.
+    pub owner: String,
     /// `quote_ident(schema).quote_ident(name)`.
     pub qualified: String,
     /// Quoted column names, comma-separated, without dropped or generated columns.
@@ -350,7 +366,8 @@ pub async fn catalog_tables(client: &Client) -> Result<Vec<CatalogTable>> {
                 pg_catalog.pg_relation_size(c.oid), pg_catalog.pg_table_size(c.oid),
                 EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
                         WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
-                          AND d.objid = c.oid AND d.deptype = 'e')
+                          AND d.objid = c.oid AND d.deptype = 'e'),
+                c.relpersistence, pg_catalog.pg_get_userbyid(c.relowner)
          FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
          WHERE c.relkind IN ('r', 'p')
            AND n.nspname NOT IN ('pg_catalog', 'information_schema')
@@ -372,6 +389,8 @@ pub async fn catalog_tables(client: &Client) -> Result<Vec<CatalogTable>> {
                 heap_bytes: s(6).parse().unwrap_or(0),
                 table_bytes: s(7).parse().unwrap_or(0),
                 extension_member: s(8) == "t",
+                persistence: s(9).chars().next().unwrap_or('p'),
+                owner: s(10),
             })
         })
         .collect()

@@ -18,7 +18,7 @@ pub mod plan;
 pub mod sql;
 pub mod worker;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::ops::Range;
 use std::path::PathBuf;
@@ -33,11 +33,11 @@ use crate::archive::frame::FrameIndexEntry;
 use crate::archive::manifest::Manifest;
 pub use crate::archive::reader::blobs_toc_name;
 use crate::archive::reader::{find_data_file, DataFile};
-use crate::archive::select::{entry_reqs, sections_in_force, Selection};
+use crate::archive::select::{parse_list, toc_reqs, Selection};
 use crate::archive::toc::{Toc, TocEntry};
 use crate::archive::{ArchiveDir, TOC_FILE};
 use crate::pg::conn::ConnParams;
-use crate::pg::session::query_text;
+use crate::pg::session::{describe, query_text};
 use plan::{Pass, Plan, Scheduler};
 use worker::{label, Conn, DataSource, Gang, Outcome};
 
@@ -57,6 +57,58 @@ pub struct RestoreOptions {
     /// `--section`s given; empty means all.
     pub sections: Vec<String>,
     pub exit_on_error: bool,
+    /// `-s`, `-a`.
+    pub schema_only: bool,
+    pub data_only: bool,
+    /// `-n -N -t -I -P -T`: exact names.
+    pub schemas: Vec<String>,
+    pub exclude_schemas: Vec<String>,
+    pub tables: Vec<String>,
+    pub indexes: Vec<String>,
+    pub functions: Vec<String>,
+    pub triggers: Vec<String>,
+    pub strict_names: bool,
+    /// `-L FILE`.
+    pub use_list: Option<PathBuf>,
+    pub disable_triggers: bool,
+    /// `-1`: one session, one transaction.
+    pub single_transaction: bool,
+    pub verbose: bool,
+    /// `--report FILE`.
+    pub report: Option<PathBuf>,
+}
+
+impl RestoreOptions {
+    /// Options for an archive and a connection, everything else as pg_restore's defaults.
+    pub fn new(conn: ConnParams, archive: PathBuf) -> RestoreOptions {
+        RestoreOptions {
+            conn,
+            archive,
+            jobs: 1,
+            create: false,
+            clean: false,
+            if_exists: false,
+            no_owner: false,
+            no_privileges: false,
+            role: None,
+            sections: Vec::new(),
+            exit_on_error: false,
+            schema_only: false,
+            data_only: false,
+            schemas: Vec::new(),
+            exclude_schemas: Vec::new(),
+            tables: Vec::new(),
+            indexes: Vec::new(),
+            functions: Vec::new(),
+            triggers: Vec::new(),
+            strict_names: false,
+            use_list: None,
+            disable_triggers: false,
+            single_transaction: false,
+            verbose: false,
+            report: None,
+        }
+    }
 }
 
 /// Everything the workers share: the archive, the plan, the session settings.
@@ -102,12 +154,108 @@ impl Ctx {
     }
 }
 
-fn selection(opts: &RestoreOptions) -> Result<Selection> {
+/// The selection for `opts`, with `-L`'s list applied to `toc`: the listed entries move to the
+/// end of the TOC in the list's order, as pg_restore's `SortTocFromFile` moves them.
+pub fn selection(opts: &RestoreOptions, toc: &mut Toc) -> Result<Selection> {
     let mut sel = Selection {
         create_db: opts.create,
         acls: !opts.no_privileges,
+        // pg_restore 18: -s and -a restore no statistics.
+        statistics: !(opts.schema_only || opts.data_only),
+        schema_only: opts.schema_only,
+        data_only: opts.data_only,
+        schemas: opts.schemas.clone(),
+        exclude_schemas: opts.exclude_schemas.clone(),
+        tables: opts.tables.clone(),
+        indexes: opts.indexes.clone(),
+        functions: opts.functions.clone(),
+        triggers: opts.triggers.clone(),
         ..Selection::default()
     };
+    if let Some(path) = &opts.use_list {
+        let text = std::fs::read(path)
+            .with_context(|| format!("cannot read the list file {}", path.display()))?;
+        let (ids, warnings) = parse_list(&String::from_utf8_lossy(&text));
+        let max = toc.entries.iter().map(|e| e.dump_id).max().unwrap_or(0);
+        let mut at: HashMap<i32, usize> = toc
+            .entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.dump_id, i))
+            .collect();
+        for w in warnings {
+            crate::progress::say(&format!("pgarc: warning: {}: {w}", path.display()));
+        }
+        let mut wanted = HashSet::new();
+        let mut listed = Vec::new();
+        for id in ids {
+            if id > max {
+                crate::progress::say(&format!(
+                    "pgarc: warning: {}: line ignored: no entry has ID {id}",
+                    path.display()
+                ));
+                continue;
+            }
+            let i = at.remove(&id).ok_or_else(|| {
+                anyhow!(
+                    "{}: could not find entry for ID {id} in the archive: was the list made from                      another archive? (pgarc restore -l ARCHIVE makes one)",
+                    path.display()
+                )
+            })?;
+            wanted.insert(id);
+            listed.push(i);
+        }
+        let listed_set: HashSet<usize> = listed.iter().copied().collect();
+        let mut order: Vec<usize> = (0..toc.entries.len())
+            .filter(|i| !listed_set.contains(i))
+            .collect();
+        order.extend(listed);
+        let mut old: Vec<Option<TocEntry>> = std::mem::take(&mut toc.entries)
+            .into_iter()
+            .map(Some)
+            .collect();
+        toc.entries = order
+            .into_iter()
+            .map(|i| old[i].take().expect("each entry once"))
+            .collect();
+        sel.id_wanted = Some(wanted);
+    }
+    if opts.strict_names {
+        let names: [(&str, &Vec<String>, &dyn Fn(&TocEntry) -> bool); 5] = [
+            ("schema", &opts.schemas, &|_| true),
+            ("table", &opts.tables, &|e| {
+                [
+                    "TABLE",
+                    "VIEW",
+                    "FOREIGN TABLE",
+                    "MATERIALIZED VIEW",
+                    "SEQUENCE",
+                ]
+                .iter()
+                .any(|k| e.desc.is(k))
+            }),
+            ("index", &opts.indexes, &|e| e.desc.is("INDEX")),
+            ("function", &opts.functions, &|e| {
+                e.desc.is("FUNCTION") || e.desc.is("AGGREGATE") || e.desc.is("PROCEDURE")
+            }),
+            ("trigger", &opts.triggers, &|e| e.desc.is("TRIGGER")),
+        ];
+        for (kind, wanted, is_kind) in names {
+            for name in wanted {
+                let found = toc.entries.iter().any(|e| {
+                    let field = if kind == "schema" {
+                        &e.namespace
+                    } else {
+                        &e.tag
+                    };
+                    is_kind(e) && field.to_str_lossy().as_deref() == Some(name.as_str())
+                });
+                if !found {
+                    bail!("{kind} \"{name}\" not found in the archive (--strict-names)");
+                }
+            }
+        }
+    }
     if !opts.sections.is_empty() {
         sel.pre_data = false;
         sel.data = false;
@@ -137,7 +285,8 @@ pub fn prepare(opts: RestoreOptions) -> Result<Ctx> {
         }
         None => dir.read_toc()?,
     };
-    let sel = selection(&opts)?;
+    let mut toc = toc;
+    let sel = selection(&opts, &mut toc)?;
     let by_id: HashMap<i32, usize> = toc
         .entries
         .iter()
@@ -165,11 +314,13 @@ pub fn prepare(opts: RestoreOptions) -> Result<Ctx> {
     // Every data file to be loaded, found now; pgarc's frame indexes checked now.
     let mut data: HashMap<usize, DataSource> = HashMap::new();
     let mut missing: Vec<String> = Vec::new();
-    for ((i, e), current) in sections_in_force(&toc.entries)
+    for ((i, e), reqs) in toc
+        .entries
+        .iter()
         .enumerate()
-        .map(|(i, (e, c))| ((i, e), c))
+        .zip(toc_reqs(&toc.entries, &sel))
     {
-        if !(e.had_dumper && e.desc.is("TABLE DATA") && entry_reqs(e, current, &sel).data) {
+        if !(e.had_dumper && e.desc.is("TABLE DATA") && reqs.data) {
             continue;
         }
         let name = e.filename.as_bytes().unwrap_or_default();
@@ -304,6 +455,9 @@ pub struct RestoreSummary {
     /// Tables loaded by several workers at once: name, workers, frames.
     pub split: Vec<(String, usize, usize)>,
     pub errors: usize,
+    /// Per table, for `--report`.
+    pub table_reports: Vec<crate::report::TableReport>,
+    pub server_version: Option<String>,
 }
 
 impl fmt::Display for RestoreSummary {
@@ -377,12 +531,32 @@ struct Done {
 /// Runs a restore.
 pub async fn run(opts: RestoreOptions) -> Result<RestoreSummary> {
     let started = Instant::now();
+    let started_at = std::time::SystemTime::now();
     let ctx = tokio::task::spawn_blocking(move || prepare(opts))
         .await
         .context("the archive reader failed")??;
     let ctx = Arc::new(ctx);
+    // The estimate: the manifest's raw sizes (pgarc archives); none for pg_dump's archives.
+    let total: Option<u64> = ctx
+        .data
+        .values()
+        .map(|d| {
+            d.frames
+                .as_ref()
+                .map(|f| f.iter().map(|x| x.raw).sum::<u64>())
+        })
+        .sum();
+    let progress = crate::progress::Progress::start("restore", total, ctx.opts.jobs);
     let mut leader = open_leader(&ctx).await?;
     check_target(&ctx, &leader).await?;
+    if ctx.opts.single_transaction {
+        leader
+            .session
+            .client
+            .batch_execute("BEGIN")
+            .await
+            .map_err(|e| anyhow!("cannot start the transaction: {}", describe(&e)))?;
+    }
 
     let mut summary = RestoreSummary {
         archive: ctx.opts.archive.clone(),
@@ -412,7 +586,7 @@ pub async fn run(opts: RestoreOptions) -> Result<RestoreSummary> {
         summary.pre_data.entries += 1;
         if let Some(reason) = leader.lost() {
             for e in &outcome.errors {
-                eprintln!("pgarc: error: {e}");
+                crate::progress::error(&format!("pgarc: error: {e}"));
             }
             bail!(
                 "the connection to the server was lost during pre-data ({reason}): the restore \
@@ -428,16 +602,20 @@ pub async fn run(opts: RestoreOptions) -> Result<RestoreSummary> {
     }
     summary.pre_data.elapsed = t.elapsed();
     summary.database = ctx.conn().dbname;
-    eprintln!(
+    crate::progress::say(&format!(
         "pgarc: pre-data: {} entries in {:.1} s",
         summary.pre_data.entries,
         summary.pre_data.elapsed.as_secs_f64()
-    );
+    ));
 
     parallel(&ctx, leader, &created, &mut summary, &mut errors).await?;
 
     summary.errors = errors.count;
     summary.elapsed = started.elapsed();
+    progress.finish();
+    if let Some(path) = &ctx.opts.report {
+        write_report(&ctx, &summary, started_at, path)?;
+    }
     if errors.count > 0 {
         eprint!("{summary}");
         bail!(
@@ -448,6 +626,54 @@ pub async fn run(opts: RestoreOptions) -> Result<RestoreSummary> {
         );
     }
     Ok(summary)
+}
+
+/// `--report`: the restore's account (format-spec/report.schema.json).
+fn write_report(
+    ctx: &Ctx,
+    summary: &RestoreSummary,
+    started_at: std::time::SystemTime,
+    path: &std::path::Path,
+) -> Result<()> {
+    use crate::archive::manifest::rfc3339_utc;
+    use crate::report::{secs, Phase, Report, Totals, REPORT_FORMAT};
+    let phase = |name: &str, p: &PhaseStats| Phase {
+        name: name.into(),
+        seconds: secs(p.elapsed),
+        entries: Some(p.entries),
+    };
+    let mut tables = summary.table_reports.clone();
+    tables.sort_by(|a, b| (&a.schema, &a.name).cmp(&(&b.schema, &b.name)));
+    let report = Report {
+        report_format: REPORT_FORMAT,
+        command: "restore",
+        pgarc_version: env!("CARGO_PKG_VERSION").to_string(),
+        started: rfc3339_utc(started_at),
+        finished: rfc3339_utc(std::time::SystemTime::now()),
+        status: if summary.errors > 0 { "errors" } else { "ok" },
+        archive: summary.archive.display().to_string(),
+        database: summary.database.clone(),
+        server_version: Some(ctx.server_version_num().to_string()),
+        jobs: summary.jobs,
+        compression: None,
+        snapshot_id: None,
+        phases: vec![
+            phase("pre-data", &summary.pre_data),
+            phase("data", &summary.data),
+            phase("post-data", &summary.post_data),
+            phase("acl and after", &summary.acl),
+        ],
+        totals: Totals {
+            tables: tables.len(),
+            rows: tables.iter().map(|t| t.rows).sum(),
+            raw_bytes: tables.iter().map(|t| t.raw_bytes).sum(),
+            stored_bytes: tables.iter().map(|t| t.stored_bytes).sum(),
+            seconds: secs(summary.elapsed),
+            errors: summary.errors,
+        },
+        tables,
+    };
+    report.write(path)
 }
 
 /// The message when a session's connection is lost mid-restore: which tables' data is in
@@ -517,7 +743,7 @@ impl Errors {
             if self.exit_on_error {
                 bail!("{e} (stopped by --exit-on-error)");
             }
-            eprintln!("pgarc: error: {e}");
+            crate::progress::error(&format!("pgarc: error: {e}"));
             self.count += 1;
         }
         Ok(())
@@ -569,7 +795,15 @@ async fn check_target(ctx: &Ctx, leader: &Conn) -> Result<()> {
         return Ok(());
     }
     let creates_schema = ctx.plan.items.iter().any(|it| it.prefork && it.reqs.schema);
-    if ctx.opts.clean || !creates_schema {
+    // A partial restore (-L, -n, -t, ...) is meant for a database that has the rest.
+    let selective = ctx.opts.use_list.is_some()
+        || !(ctx.opts.schemas.is_empty()
+            && ctx.opts.exclude_schemas.is_empty()
+            && ctx.opts.tables.is_empty()
+            && ctx.opts.indexes.is_empty()
+            && ctx.opts.functions.is_empty()
+            && ctx.opts.triggers.is_empty());
+    if ctx.opts.clean || !creates_schema || selective {
         return Ok(());
     }
     let rows = query_text(client, EMPTY_CHECK).await?;
@@ -636,7 +870,7 @@ async fn clean(ctx: &Arc<Ctx>, leader: &mut Conn, errors: &mut Errors) -> Result
             continue;
         }
         if let Some(w) = warning {
-            eprintln!("pgarc: warning: {}: {w}", label(e));
+            crate::progress::say(&format!("pgarc: warning: {}: {w}", label(e)));
         }
         let mut out = Outcome::default();
         if let Some(ns) = e.namespace.to_str_lossy() {
@@ -656,6 +890,9 @@ async fn clean(ctx: &Arc<Ctx>, leader: &mut Conn, errors: &mut Errors) -> Result
 /// How many parts a table should be loaded in: its share of all data times the workers,
 /// at most one per two frames.
 fn parts_wanted(ctx: &Ctx, idx: usize, total: u64) -> usize {
+    if ctx.opts.single_transaction || (ctx.opts.disable_triggers && ctx.opts.data_only) {
+        return 1;
+    }
     let Some(source) = ctx.data.get(&idx) else {
         return 1;
     };
@@ -721,6 +958,12 @@ async fn parallel(
         let done_tx = done_tx.clone();
         tasks.push(tokio::spawn(async move {
             while let Some(job) = rx.recv().await {
+                let what = match &job {
+                    Job::Entry { idx, .. } | Job::Part { idx, .. } => {
+                        label(&conn.ctx.toc.entries[*idx])
+                    }
+                };
+                crate::progress::worker(w + 1, Some(what));
                 let (idx, outcome) = match job {
                     Job::Entry { idx, truncate } => (idx, conn.restore_entry(idx, truncate).await),
                     Job::Part { idx, range, gang } => {
@@ -730,6 +973,7 @@ async fn parallel(
                         (idx, out)
                     }
                 };
+                crate::progress::worker(w + 1, None);
                 let mut outcome = outcome;
                 outcome.lost = conn.lost();
                 if done_tx
@@ -763,9 +1007,7 @@ async fn parallel(
     let main_started = Instant::now();
     let mut pass_started = Instant::now();
     let mut data_announced = data_left == 0;
-    let mut ticker = tokio::time::interval(Duration::from_secs(10));
-    ticker.tick().await;
-    let mut loaded_bytes = 0u64;
+    let mut tracked: HashMap<usize, (Instant, BTreeSet<usize>, u64, u64, usize)> = HashMap::new();
     // Entries finished without error, and entries with an error in any part.
     let mut loaded: HashSet<usize> = HashSet::new();
     let mut failed: HashSet<usize> = HashSet::new();
@@ -788,6 +1030,11 @@ async fn parallel(
             } else {
                 1
             };
+            if is_data(idx) {
+                tracked
+                    .entry(idx)
+                    .or_insert_with(|| (Instant::now(), BTreeSet::new(), 0, 0, k));
+            }
             if k >= 2 {
                 let frames = ctx.data[&idx].frames.clone().expect("split needs frames");
                 let ranges = split_frames(&frames, k);
@@ -818,11 +1065,11 @@ async fn parallel(
                 Pass::Main => {
                     summary.post_data.elapsed =
                         main_started.elapsed().saturating_sub(summary.data.elapsed);
-                    eprintln!(
+                    crate::progress::say(&format!(
                         "pgarc: post-data: {} entries done after {:.1} s",
                         summary.post_data.entries,
                         summary.post_data.elapsed.as_secs_f64()
-                    );
+                    ));
                 }
                 Pass::Acl | Pass::PostAcl => summary.acl.elapsed += elapsed,
             }
@@ -840,7 +1087,7 @@ async fn parallel(
                 running[worker] = None;
                 if let Some(reason) = &outcome.lost {
                     for e in &outcome.errors {
-                        eprintln!("pgarc: error: {e}");
+                        crate::progress::error(&format!("pgarc: error: {e}"));
                     }
                     failed.insert(idx);
                     bail!("{}", connection_lost(ctx, reason, &loaded, &failed));
@@ -850,7 +1097,11 @@ async fn parallel(
                 }
                 summary.rows += outcome.rows;
                 summary.raw_bytes += outcome.raw_bytes;
-                loaded_bytes += outcome.raw_bytes;
+                if let Some(t) = tracked.get_mut(&idx) {
+                    t.1.insert(worker + 1);
+                    t.2 += outcome.rows;
+                    t.3 += outcome.raw_bytes;
+                }
                 errors.add(outcome.errors)?;
                 let left = gang_left.get_mut(&idx).expect("dispatched");
                 *left -= 1;
@@ -863,6 +1114,20 @@ async fn parallel(
                     loaded.insert(idx);
                 }
                 let e = &ctx.toc.entries[idx];
+                if let (Some((at, workers, rows, raw, pieces)), Some(source)) =
+                    (tracked.remove(&idx), ctx.data.get(&idx))
+                {
+                    summary.table_reports.push(crate::report::TableReport {
+                        schema: e.namespace.to_str_lossy().unwrap_or_default().into_owned(),
+                        name: e.tag.to_str_lossy().unwrap_or_default().into_owned(),
+                        rows,
+                        raw_bytes: raw,
+                        stored_bytes: source.file.size,
+                        seconds: crate::report::secs(at.elapsed()),
+                        workers: workers.into_iter().collect(),
+                        pieces,
+                    });
+                }
                 if is_data(idx) {
                     summary.data.entries += 1;
                     if e.desc.is("TABLE DATA") {
@@ -872,13 +1137,13 @@ async fn parallel(
                     if data_left == 0 && !data_announced {
                         data_announced = true;
                         summary.data.elapsed = main_started.elapsed();
-                        eprintln!(
+                        crate::progress::say(&format!(
                             "pgarc: data: {} tables, {} rows, {} loaded in {:.1} s",
                             summary.tables,
                             summary.rows,
                             crate::dump::human(summary.raw_bytes),
                             summary.data.elapsed.as_secs_f64()
-                        );
+                        ));
                     }
                 } else if sched.pass() == Pass::Main {
                     if e.section == crate::archive::toc::Section::PostData.code() {
@@ -888,16 +1153,6 @@ async fn parallel(
                     }
                 } else {
                     summary.acl.entries += 1;
-                }
-            }
-            _ = ticker.tick() => {
-                if !data_announced {
-                    eprintln!(
-                        "pgarc: data: {} tables left, {} loaded so far, {:.0} s",
-                        data_left,
-                        crate::dump::human(loaded_bytes),
-                        main_started.elapsed().as_secs_f64()
-                    );
                 }
             }
         }
@@ -918,12 +1173,21 @@ async fn parallel(
             summary.rows += out.rows;
             errors.add(out.errors)?;
         }
+        if ctx.opts.single_transaction {
+            conn.session
+                .client
+                .batch_execute("COMMIT")
+                .await
+                .map_err(|e| {
+                    anyhow!("the restore's transaction did not commit: {}", describe(&e))
+                })?;
+        }
     }
-    eprintln!(
+    crate::progress::say(&format!(
         "pgarc: acl and after: {} entries in {:.1} s",
         summary.acl.entries,
         summary.acl.elapsed.as_secs_f64()
-    );
+    ));
     Ok(())
 }
 

@@ -7,7 +7,7 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 
-use crate::archive::select::{entry_reqs, is_acl, sections_in_force, Reqs, Selection};
+use crate::archive::select::{is_acl, toc_reqs, Reqs, Selection};
 use crate::archive::toc::{Section, Toc, TocEntry};
 
 /// pg_restore's restore passes: everything else, then ACLs, then what must follow ACLs.
@@ -76,9 +76,11 @@ impl Plan {
                 }
             }
         }
-        let mut items: Vec<Item> = sections_in_force(entries)
-            .map(|(e, current)| Item {
-                reqs: entry_reqs(e, current, sel),
+        let mut items: Vec<Item> = entries
+            .iter()
+            .zip(toc_reqs(entries, sel))
+            .map(|(e, reqs)| Item {
+                reqs,
                 pass: restore_pass(e),
                 prefork: false,
                 deps: Vec::new(),

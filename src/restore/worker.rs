@@ -267,19 +267,25 @@ impl Conn {
         }
         let ns = e.namespace.to_str_lossy().map(|s| s.into_owned());
         let tag = e.tag.to_str_lossy().unwrap_or_default().into_owned();
-        let in_txn = truncate || part.is_some();
+        let single = ctx.opts.single_transaction;
+        let qualified = sql::qualified(ns.as_deref(), &tag);
+        // pg_restore's --disable-triggers acts in a data-only restore; the table is never split
+        // then, so the ALTERs run once, in the load's own transaction.
+        let triggers = ctx.opts.disable_triggers && ctx.opts.data_only;
+        let in_txn = !single && (truncate || part.is_some() || triggers);
         // BEGIN and TRUNCATE go in one message, pipelined with the COPY statement's Parse:
         // one round trip instead of three (2,000 small tables: this is most of the time).
-        let mut prelude = String::new();
+        let mut prelude = Vec::new();
         if in_txn {
-            prelude.push_str("BEGIN");
+            prelude.push("BEGIN".to_string());
         }
-        if truncate && part.is_none() {
-            prelude.push_str(&format!(
-                "; TRUNCATE TABLE ONLY {}",
-                sql::qualified(ns.as_deref(), &tag)
-            ));
+        if truncate && part.is_none() && !single {
+            prelude.push(format!("TRUNCATE TABLE ONLY {qualified}"));
         }
+        if triggers {
+            prelude.push(format!("ALTER TABLE {qualified} DISABLE TRIGGER ALL"));
+        }
+        let prelude = prelude.join("; ");
         let client = &self.session.client;
         let (prelude_ok, prepared) = tokio::join!(
             async { prelude.is_empty() || self.exec(e, &prelude, out).await },
@@ -309,6 +315,9 @@ impl Conn {
             }
         };
         let range = part.as_ref().map(|(r, _)| r.clone());
+        if ctx.opts.verbose {
+            crate::progress::say(&format!("pgarc: loading {}", label(e)));
+        }
         let result = self.copy_in(&prepared, source, range).await;
         let ok = result.is_ok();
         match result {
@@ -318,10 +327,14 @@ impl Conn {
             }
             Err(msg) => out.errors.push(format!("{}: {msg}", label(e))),
         }
-        let commit = match &part {
+        let mut commit = match &part {
             Some((_, gang)) => gang.arrive(ok).await,
             None => ok,
         };
+        if triggers && (ok || single) {
+            let enable = format!("ALTER TABLE {qualified} ENABLE TRIGGER ALL");
+            commit &= self.exec(e, &enable, out).await;
+        }
         if in_txn {
             if commit {
                 self.exec(e, "COMMIT", out).await;
@@ -359,6 +372,7 @@ impl Conn {
             match rx.recv().await {
                 Some(Chunk::Rows(mut b)) => {
                     raw += b.len() as u64;
+                    crate::progress::add(b.len() as u64);
                     // Sent in slices of the same buffer (no copy): the connection copies each
                     // message into its write buffer, which would otherwise grow to a whole
                     // frame per session.
@@ -401,7 +415,8 @@ impl Conn {
         if let Some(stmt) = self.state.schema("pg_catalog") {
             self.exec(e, &stmt, out).await;
         }
-        if !self.exec(e, "BEGIN", out).await {
+        let single = ctx.opts.single_transaction;
+        if !single && !self.exec(e, "BEGIN", out).await {
             return;
         }
         let (tx, mut rx) = mpsc::channel::<Result<(u32, i64, Bytes), String>>(4);
@@ -453,7 +468,9 @@ impl Conn {
         }
         drop(rx);
         let _ = reader.await;
-        if failed {
+        if single {
+            // The whole restore's transaction decides.
+        } else if failed {
             let _ = self.session.client.batch_execute("ROLLBACK").await;
         } else {
             self.exec(e, "COMMIT", out).await;

@@ -1,0 +1,100 @@
+//! `--report FILE`: a JSON account of one dump or restore, for scripts and monitoring. Its
+//! schema is `format-spec/report.schema.json` (JSON Schema 2020-12), report format 1: fields
+//! may be added in later versions of format 1, never removed or changed in meaning.
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+/// The version of the report's layout.
+pub const REPORT_FORMAT: u32 = 1;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub report_format: u32,
+    /// "dump" or "restore".
+    pub command: &'static str,
+    pub pgarc_version: String,
+    /// RFC 3339, UTC.
+    pub started: String,
+    pub finished: String,
+    /// "ok", or "errors" for a restore that reported statement errors and carried on.
+    pub status: &'static str,
+    pub archive: String,
+    pub database: String,
+    pub server_version: Option<String>,
+    pub jobs: usize,
+    /// The data files' compression (a dump), as `-Z` spells it.
+    pub compression: Option<String>,
+    /// The exported (or imported) snapshot a dump read (a dump).
+    pub snapshot_id: Option<String>,
+    pub phases: Vec<Phase>,
+    pub tables: Vec<TableReport>,
+    pub totals: Totals,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Phase {
+    pub name: String,
+    pub seconds: f64,
+    /// TOC entries run in the phase (a restore); absent for a dump.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub entries: Option<usize>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TableReport {
+    pub schema: String,
+    pub name: String,
+    pub rows: u64,
+    /// Uncompressed COPY text.
+    pub raw_bytes: u64,
+    /// The data file's size in the archive.
+    pub stored_bytes: u64,
+    /// From the first chunk (part) started to the last finished.
+    pub seconds: f64,
+    /// The workers (1-based) that copied or loaded the table.
+    pub workers: Vec<usize>,
+    /// Ctid-range chunks (a dump) or frame ranges loaded in parallel (a restore).
+    pub pieces: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Totals {
+    pub tables: usize,
+    pub rows: u64,
+    pub raw_bytes: u64,
+    pub stored_bytes: u64,
+    pub seconds: f64,
+    pub errors: usize,
+}
+
+impl Report {
+    /// Writes the report to `path` atomically (a temporary file renamed into place).
+    pub fn write(&self, path: &Path) -> Result<()> {
+        let json = serde_json::to_vec_pretty(self).context("cannot encode the report")?;
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let name = path
+            .file_name()
+            .with_context(|| format!("--report {}: not a file name", path.display()))?;
+        let tmp = dir.join(format!(".{}.tmp", name.to_string_lossy()));
+        let write = || -> std::io::Result<()> {
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&json)?;
+            f.write_all(b"\n")?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, path)
+        };
+        write().with_context(|| format!("cannot write the report to {}", path.display()))
+    }
+}
+
+/// Seconds, rounded to milliseconds.
+pub fn secs(d: std::time::Duration) -> f64 {
+    (d.as_secs_f64() * 1000.0).round() / 1000.0
+}
