@@ -17,3 +17,7 @@ mod restore;
 mod verify;
 // Failures in dump and restore: no manifest, no leftovers, the cause and unfinished tables named.
 mod faults;
+// Issue 7: selection options against pg_dump and pg_restore, progress, the JSON report.
+mod interface;
+// TLS: sslmode against a server with a throwaway CA.
+mod tls;

@@ -88,6 +88,11 @@ pub struct ConnParams {
     pub dbname: String,
     pub password: Option<Secret>,
     pub sslmode: SslMode,
+    /// `sslrootcert`, `sslcert`, `sslkey` as given (libpq's defaults under ~/.postgresql are
+    /// looked up when connecting).
+    pub sslrootcert: Option<String>,
+    pub sslcert: Option<String>,
+    pub sslkey: Option<String>,
     pub connect_timeout: Option<Duration>,
     pub options: Option<String>,
     /// Where the password came from, for error hints.
@@ -113,6 +118,9 @@ const KNOWN: &[&str] = &[
     "password",
     "dbname",
     "sslmode",
+    "sslrootcert",
+    "sslcert",
+    "sslkey",
     "connect_timeout",
     "options",
     "passfile",
@@ -196,6 +204,9 @@ impl ConnParams {
         };
         let dbname = get("dbname", "PGDATABASE").unwrap_or_else(|| user.clone());
         let sslmode = SslMode::parse(&get("sslmode", "PGSSLMODE").unwrap_or("prefer".into()))?;
+        let sslrootcert = get("sslrootcert", "PGSSLROOTCERT");
+        let sslcert = get("sslcert", "PGSSLCERT");
+        let sslkey = get("sslkey", "PGSSLKEY");
         let connect_timeout = get("connect_timeout", "PGCONNECT_TIMEOUT")
             .map(|t| {
                 t.trim()
@@ -238,6 +249,9 @@ impl ConnParams {
             dbname,
             password,
             sslmode,
+            sslrootcert,
+            sslcert,
+            sslkey,
             connect_timeout,
             options,
             password_source,
@@ -298,18 +312,80 @@ impl ConnParams {
         if let Some(o) = &self.options {
             c.options(o);
         }
+        // libpq never uses TLS on a unix socket, whatever sslmode says.
         c.ssl_mode(match self.sslmode {
+            _ if self.is_unix_socket() => tokio_postgres::config::SslMode::Disable,
             SslMode::Disable | SslMode::Allow => tokio_postgres::config::SslMode::Disable,
             SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
-            mode => {
-                return Err(format!(
-                    "sslmode={} needs TLS, which this pgarc build does not support yet; \
-                     use sslmode=disable or prefer",
-                    mode.as_str()
-                ))
+            SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => {
+                tokio_postgres::config::SslMode::Require
             }
         });
         Ok(c)
+    }
+
+    /// The TLS set-up, as libpq's: the root certificate (`sslrootcert`, else
+    /// ~/.postgresql/root.crt) verifies the server's chain whenever it exists, and must exist
+    /// for verify-ca and verify-full (`system` means the system's trusted roots); verify-full
+    /// also checks the host name; a client certificate and key are sent when given (or present
+    /// as ~/.postgresql/postgresql.crt and .key).
+    pub fn tls(&self) -> Result<postgres_openssl::MakeTlsConnector, String> {
+        use openssl::ssl::{SslConnector, SslFiletype, SslMethod, SslVerifyMode};
+        let home = std::env::var_os("HOME").map(PathBuf::from);
+        let default = |name: &str| {
+            home.as_ref()
+                .map(|h| h.join(".postgresql").join(name))
+                .filter(|p| p.exists())
+                .map(|p| p.to_string_lossy().into_owned())
+        };
+        let tls_err = |what: String| move |e: openssl::error::ErrorStack| format!("{what}: {e}");
+        let mut b = SslConnector::builder(SslMethod::tls_client())
+            .map_err(tls_err("cannot set up TLS".into()))?;
+        let verify = matches!(self.sslmode, SslMode::VerifyCa | SslMode::VerifyFull);
+        let root = self.sslrootcert.clone().or_else(|| default("root.crt"));
+        match root.as_deref() {
+            Some("system") => {
+                b.set_default_verify_paths()
+                    .map_err(tls_err("cannot load the system's trusted roots".into()))?;
+                b.set_verify(SslVerifyMode::PEER);
+            }
+            Some(file) if Path::new(file).exists() => {
+                b.set_ca_file(file)
+                    .map_err(tls_err(format!("cannot read root certificate file {file:?}")))?;
+                b.set_verify(SslVerifyMode::PEER);
+            }
+            _ if verify => {
+                return Err(format!(
+                    "sslmode={} needs a root certificate to check the server against, and \
+                     root certificate file {:?} does not exist: set sslrootcert (or \
+                     PGSSLROOTCERT) to the CA file, or sslrootcert=system, or use \
+                     sslmode=require",
+                    self.sslmode.as_str(),
+                    root.unwrap_or_else(|| "~/.postgresql/root.crt".into())
+                ))
+            }
+            _ => b.set_verify(SslVerifyMode::NONE),
+        }
+        if let Some(cert) = self.sslcert.clone().or_else(|| default("postgresql.crt")) {
+            b.set_certificate_chain_file(&cert)
+                .map_err(tls_err(format!("cannot read client certificate file {cert:?}")))?;
+            let key = self
+                .sslkey
+                .clone()
+                .or_else(|| default("postgresql.key"))
+                .ok_or_else(|| {
+                    format!("client certificate {cert:?} given without its key: set sslkey")
+                })?;
+            b.set_private_key_file(&key, SslFiletype::PEM)
+                .map_err(tls_err(format!("cannot read client key file {key:?}")))?;
+        }
+        let mut make = postgres_openssl::MakeTlsConnector::new(b.build());
+        let check_host = self.sslmode == SslMode::VerifyFull;
+        make.set_callback(move |config, _| {
+            config.set_verify_hostname(check_host);
+            Ok(())
+        });
+        Ok(make)
     }
 
     /// Environment variables that make a libpq program (pg_dump) connect to the same place as
@@ -334,6 +410,15 @@ impl ConnParams {
         }
         if let Some(o) = &self.options {
             env.push(("PGOPTIONS", o.clone()));
+        }
+        for (k, v) in [
+            ("PGSSLROOTCERT", &self.sslrootcert),
+            ("PGSSLCERT", &self.sslcert),
+            ("PGSSLKEY", &self.sslkey),
+        ] {
+            if let Some(v) = v {
+                env.push((k, v.clone()));
+            }
         }
         env
     }

@@ -7,7 +7,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use tokio::sync::watch;
 use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
 
-use super::conn::{ConnParams, PasswordSource};
+use super::conn::{ConnParams, PasswordSource, SslMode};
 
 /// A connected session. `closed` turns to `Some(reason)` when the connection ends.
 pub struct Session {
@@ -72,12 +72,55 @@ pub fn describe(err: &tokio_postgres::Error) -> String {
 
 /// Opens one session. Errors name the server and say what to do.
 pub async fn connect(params: &ConnParams, application_name: &str) -> Result<Session> {
-    let config = params.config(application_name).map_err(|e| anyhow!(e))?;
-    let (client, connection) = match config.connect(NoTls).await {
-        Ok(pair) => pair,
-        Err(err) => bail!("{}", connect_error(params, &err)),
-    };
+    let mut config = params.config(application_name).map_err(|e| anyhow!(e))?;
     let (tx, rx) = watch::channel(None);
+    let tls_wanted = params.sslmode != SslMode::Disable && !params.is_unix_socket();
+    let client = if !tls_wanted {
+        let (client, connection) = config
+            .connect(NoTls)
+            .await
+            .map_err(|err| anyhow!("{}", connect_error(params, &err)))?;
+        spawn_connection(connection, tx);
+        client
+    } else {
+        let tls = params.tls().map_err(|e| anyhow!(e))?;
+        let first = if params.sslmode == SslMode::Allow {
+            // allow: without TLS first, with TLS only if the server refuses that.
+            config.connect(NoTls).await.map(|(c, conn)| {
+                spawn_connection(conn, tx.clone());
+                c
+            })
+        } else {
+            config.connect(tls.clone()).await.map(|(c, conn)| {
+                spawn_connection(conn, tx.clone());
+                c
+            })
+        };
+        match first {
+            Ok(c) => c,
+            Err(err) if params.sslmode == SslMode::Allow && err.as_db_error().is_some() => {
+                config.ssl_mode(tokio_postgres::config::SslMode::Require);
+                let (client, connection) = config
+                    .connect(tls)
+                    .await
+                    .map_err(|err| anyhow!("{}", connect_error(params, &err)))?;
+                spawn_connection(connection, tx);
+                client
+            }
+            Err(err) => bail!("{}", connect_error(params, &err)),
+        }
+    };
+    Ok(Session { client, closed: rx })
+}
+
+/// Drives a connection; when it ends, says why.
+fn spawn_connection<S, T>(
+    connection: tokio_postgres::Connection<S, T>,
+    tx: watch::Sender<Option<String>>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     tokio::spawn(async move {
         let reason = match connection.await {
             Ok(()) => "the connection was closed".to_string(),
@@ -85,7 +128,6 @@ pub async fn connect(params: &ConnParams, application_name: &str) -> Result<Sess
         };
         let _ = tx.send(Some(reason));
     });
-    Ok(Session { client, closed: rx })
 }
 
 fn connect_error(params: &ConnParams, err: &tokio_postgres::Error) -> String {
@@ -119,6 +161,25 @@ fn connect_error(params: &ConnParams, err: &tokio_postgres::Error) -> String {
             "is the server running and accepting connections at {}? (-h, -p)",
             params.location()
         )
+    } else if what.contains("certificate verify failed") {
+        if what.contains("hostname mismatch") || what.contains("IP address mismatch") {
+            format!(
+                "the server's certificate does not name host {:?} (sslmode=verify-full): \
+                 connect with a host name the certificate holds, or use sslmode=verify-ca",
+                params.host
+            )
+        } else {
+            "the server's certificate is not signed by the root certificate (sslrootcert): \
+             check that sslrootcert names the CA that issued the server's certificate"
+                .to_string()
+        }
+    } else if what.contains("no encryption") {
+        "the server accepts this connection only over TLS (hostssl in pg_hba.conf): use \
+         sslmode=require or stronger"
+            .to_string()
+    } else if what.contains("server does not support TLS") || what.contains("does not support SSL") {
+        "the server does not offer TLS: use sslmode=prefer or disable, or enable ssl on the server"
+            .to_string()
     } else if what.contains("timed out") {
         "the server did not answer in time; check the host and PGCONNECT_TIMEOUT".to_string()
     } else {

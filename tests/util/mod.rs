@@ -287,6 +287,34 @@ impl Cluster {
 }
 
 impl Cluster {
+    /// Turns TLS on with `cert` and `key` and makes TCP connections TLS-only (`hostssl`); the
+    /// unix socket stays `trust`.
+    pub fn enable_tls_only(&self, cert: &Path, key: &Path) {
+        for (src, name) in [(cert, "server.crt"), (key, "server.key")] {
+            let to = self.data.join(name);
+            std::fs::copy(src, &to).unwrap();
+            std::fs::set_permissions(&to, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .unwrap();
+            if let Some((uid, gid)) = self.user {
+                std::os::unix::fs::chown(&to, Some(uid), Some(gid)).unwrap();
+            }
+        }
+        std::fs::write(
+            self.data.join("pg_hba.conf"),
+            "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+        )
+        .unwrap();
+        self.psql("postgres", "ALTER SYSTEM SET ssl = on");
+        assert!(self.pg_ctl(&["reload"]), "pg_ctl reload");
+        for _ in 0..50 {
+            if self.psql("postgres", "SHOW ssl").trim() == "on" {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("the server did not turn TLS on");
+    }
+
     /// Runs `pg_ctl -w ARGS -D data` as the server's user; true on success.
     pub fn pg_ctl(&self, args: &[&str]) -> bool {
         let mut ctl = Command::new(self.bindir.join("pg_ctl"));
