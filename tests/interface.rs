@@ -14,7 +14,8 @@ fn toc_set(listing: &[u8]) -> Vec<String> {
         .iter()
         .map(|l| {
             let l = String::from_utf8_lossy(l);
-            l.split_once("; ").map_or(l.to_string(), |(_, rest)| rest.to_string())
+            l.split_once("; ")
+                .map_or(l.to_string(), |(_, rest)| rest.to_string())
         })
         .collect();
     lines.sort();
@@ -29,8 +30,9 @@ fn pg_restore_list(cluster: &Cluster, dir: &Path, extra: &[&str]) -> Vec<u8> {
 fn manifest_rows(dir: &Path) -> Vec<(String, String, u64)> {
     let text = std::fs::read_to_string(dir.join("manifest.toml")).expect("manifest");
     let value: toml::Value = toml::from_str(&text).expect("manifest parses");
-    value["tables"]
-        .as_array()
+    value
+        .get("table")
+        .and_then(|t| t.as_array())
         .map(|tables| {
             tables
                 .iter()
@@ -49,7 +51,10 @@ fn manifest_rows(dir: &Path) -> Vec<(String, String, u64)> {
 fn count_rows(cluster: &Cluster, db: &str, schema: &str, name: &str) -> u64 {
     let q = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
     cluster
-        .psql(db, &format!("SELECT count(*) FROM {}.{}", q(schema), q(name)))
+        .psql(
+            db,
+            &format!("SELECT count(*) FROM ONLY {}.{}", q(schema), q(name)),
+        )
         .trim()
         .parse()
         .expect("a count")
@@ -68,7 +73,14 @@ fn selection_options_give_pg_dumps_toc_and_every_included_tables_rows() {
         &["-t", "app.orders"],
         &["-t", "app.events*", "-T", "app.events_view"],
         &["-t", "\"Mixed Schema\".*", "-t", "app.c?rs"],
-        &["-n", "app", "-T", "app.order*", "--exclude-table-data", "app.cars"],
+        &[
+            "-n",
+            "app",
+            "-T",
+            "app.order*",
+            "--exclude-table-data",
+            "app.cars",
+        ],
         &["--exclude-table-data", "*"],
         &["--exclude-table-data", "app.measurements_20*"],
         &["-T", "app.(cars|vehicles)"],
@@ -109,10 +121,20 @@ fn selection_options_give_pg_dumps_toc_and_every_included_tables_rows() {
         }
     }
     // The fixtures cover what the combinations are meant to exercise.
-    let all = toc_set(&pg_restore_list(&cluster, &work.path().join("pgarc-0"), &[]));
+    let all = toc_set(&pg_restore_list(
+        &cluster,
+        &work.path().join("pgarc-0"),
+        &[],
+    ));
     assert!(all.iter().any(|l| l.contains("TABLE DATA app scratch")));
-    let unlogged = toc_set(&pg_restore_list(&cluster, &work.path().join("pgarc-13"), &[]));
-    assert!(!unlogged.iter().any(|l| l.contains("TABLE DATA app scratch")));
+    let unlogged = toc_set(&pg_restore_list(
+        &cluster,
+        &work.path().join("pgarc-13"),
+        &[],
+    ));
+    assert!(!unlogged
+        .iter()
+        .any(|l| l.contains("TABLE DATA app scratch")));
     assert!(unlogged.iter().any(|l| l.contains("TABLE app scratch")));
 
     // Errors as pg_dump's: a pattern matching nothing, a cross-database name.
@@ -131,6 +153,8 @@ fn selection_options_give_pg_dumps_toc_and_every_included_tables_rows() {
             .pgarc()
             .args(["dump", "-d", "fx", "-f"])
             .arg(work.path().join("refused"))
+            .arg("--pg-dump")
+            .arg(cluster.bindir.join("pg_dump"))
             .args(args)
             .output()
             .unwrap();
@@ -174,25 +198,38 @@ fn a_list_file_restores_what_pg_restore_restores() {
         }
     }
     kept.extend(moved);
-    let commented = kept.iter().filter(|l| l.starts_with(";") && l.contains("; ")).count();
-    assert!(commented >= 4, "the list comments out entries:\n{}", kept.join("\n"));
+    let commented = kept
+        .iter()
+        .filter(|l| l.starts_with(";") && l.contains("; "))
+        .count();
+    assert!(
+        commented >= 4,
+        "the list comments out entries:\n{}",
+        kept.join("\n")
+    );
     let list = work.path().join("list");
     std::fs::write(&list, kept.join("\n") + "\n").unwrap();
 
     // The same selection is listed, in the same order.
-    let ours = run_ok(cluster.pgarc().args(["restore", "-l", "-L"]).arg(&list).arg(&archive));
+    let ours = run_ok(
+        cluster
+            .pgarc()
+            .args(["restore", "-l", "-L"])
+            .arg(&list)
+            .arg(&archive),
+    );
     let theirs = pg_restore_list(&cluster, &archive, &["-L", list.to_str().unwrap()]);
     assert_eq!(entry_lines(&ours.stdout), entry_lines(&theirs));
 
     cluster.create_db("by_pgarc");
     cluster.create_db("by_pg_restore");
-    run_ok(
-        cluster
-            .pgarc()
-            .args(["restore", "-q", "-j", "3", "-d", "by_pgarc", "-L"])
-            .arg(&list)
-            .arg(&archive),
-    );
+    let ours = cluster
+        .pgarc()
+        .args(["restore", "-q", "-j", "3", "-d", "by_pgarc", "-L"])
+        .arg(&list)
+        .arg(&archive)
+        .output()
+        .unwrap();
     let out = cluster
         .client("pg_restore")
         .args(["-d", "by_pg_restore", "-L"])
@@ -202,6 +239,21 @@ fn a_list_file_restores_what_pg_restore_restores() {
         .unwrap();
     // pg_restore reports errors for the entries that need a commented-out table (its
     // constraints and data); pgarc restores the same entries and meets the same errors.
+    let (ours_err, theirs_err) = (
+        String::from_utf8_lossy(&ours.stderr),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(
+        ours.status.code(),
+        out.status.code(),
+        "pgarc:\n{ours_err}\npg_restore:\n{theirs_err}"
+    );
+    let errors = |s: &str| s.lines().filter(|l| l.contains("error:")).count();
+    assert_eq!(
+        errors(&ours_err),
+        errors(&theirs_err),
+        "pgarc:\n{ours_err}\npg_restore:\n{theirs_err}"
+    );
     let expected = cluster.db_state("by_pg_restore");
     cluster.assert_same_db(&expected, "by_pgarc");
     assert!(
@@ -231,7 +283,13 @@ fn restore_name_filters_match_pg_restore() {
         &["-a", "-n", "app"],
         &["--section", "pre-data", "-x"],
     ] {
-        let ours = run_ok(cluster.pgarc().args(["restore", "-l"]).args(args).arg(&archive));
+        let ours = run_ok(
+            cluster
+                .pgarc()
+                .args(["restore", "-l"])
+                .args(args)
+                .arg(&archive),
+        );
         let theirs = pg_restore_list(&cluster, &archive, args);
         assert_eq!(
             entry_lines(&ours.stdout),
@@ -256,7 +314,16 @@ fn restore_name_filters_match_pg_restore() {
     );
     let refused = cluster
         .pgarc()
-        .args(["restore", "-q", "-a", "-1", "-t", "customers", "-d", "schema_first"])
+        .args([
+            "restore",
+            "-q",
+            "-a",
+            "-1",
+            "-t",
+            "customers",
+            "-d",
+            "schema_first",
+        ])
         .arg(&archive)
         .output()
         .unwrap();
@@ -266,7 +333,14 @@ fn restore_name_filters_match_pg_restore() {
     run_ok(
         cluster
             .pgarc()
-            .args(["restore", "-q", "-a", "--disable-triggers", "-t", "customers"])
+            .args([
+                "restore",
+                "-q",
+                "-a",
+                "--disable-triggers",
+                "-t",
+                "customers",
+            ])
             .args(["-d", "schema_first"])
             .arg(&archive),
     );
@@ -334,7 +408,10 @@ fn progress_shows_bars_on_a_terminal_lines_elsewhere_and_nothing_when_quiet() {
     assert!(screen.contains("pgarc dump ["), "{screen}");
     assert!(screen.contains("worker 1: "), "{screen}");
     assert!(screen.contains("(100%)"), "{screen}");
-    assert!(screen.contains("\x1b["), "drawn in place with escape sequences: {screen}");
+    assert!(
+        screen.contains("\x1b["),
+        "drawn in place with escape sequences: {screen}"
+    );
 
     // Not a terminal: plain lines, no escape sequences.
     let out = run_ok(&mut dump("pipe", &[]));
@@ -411,8 +488,7 @@ fn the_json_report_matches_its_schema_and_the_tables_counts() {
         &["-q", "-j", "2", "--report", report.to_str().unwrap()],
     );
     validate(&report);
-    let json: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
     assert_eq!(json["command"], "dump");
     let tables = json["tables"].as_array().unwrap();
     assert_eq!(tables.len(), manifest_rows(&archive).len());
@@ -421,7 +497,11 @@ fn the_json_report_matches_its_schema_and_the_tables_counts() {
     for t in tables {
         let (schema, name) = (t["schema"].as_str().unwrap(), t["name"].as_str().unwrap());
         let rows = t["rows"].as_u64().unwrap();
-        assert_eq!(rows, count_rows(&cluster, "fx", schema, name), "{schema}.{name}");
+        assert_eq!(
+            rows,
+            count_rows(&cluster, "fx", schema, name),
+            "{schema}.{name}"
+        );
         total += rows;
     }
     assert_eq!(json["totals"]["rows"].as_u64(), Some(total));
@@ -451,8 +531,7 @@ fn the_json_report_matches_its_schema_and_the_tables_counts() {
             .arg(&archive),
     );
     validate(&report);
-    let json: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
     assert_eq!(json["command"], "restore");
     for t in json["tables"].as_array().unwrap() {
         let (schema, name) = (t["schema"].as_str().unwrap(), t["name"].as_str().unwrap());

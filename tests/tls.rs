@@ -15,8 +15,18 @@ fn make_ca(dir: &Path, name: &str) {
     openssl(
         dir,
         &[
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
-            &format!("/CN={name}"), "-keyout", &format!("{name}.key"), "-out",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN={name}"),
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
             &format!("{name}.crt"),
         ],
     );
@@ -26,7 +36,10 @@ fn make_ca(dir: &Path, name: &str) {
 fn sslmodes_connect_verify_and_fail_clearly() {
     let cluster = Cluster::start_in(&newest_bindir());
     cluster.create_db("db");
-    cluster.psql("db", "CREATE TABLE t AS SELECT generate_series(1, 100) AS i");
+    cluster.psql(
+        "db",
+        "CREATE TABLE t AS SELECT generate_series(1, 100) AS i",
+    );
     let certs = tempfile::tempdir().unwrap();
     let dir = certs.path();
     make_ca(dir, "ca");
@@ -34,16 +47,37 @@ fn sslmodes_connect_verify_and_fail_clearly() {
     openssl(
         dir,
         &[
-            "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-keyout",
-            "server.key", "-out", "server.csr",
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
         ],
     );
     std::fs::write(dir.join("san.ext"), "subjectAltName=DNS:localhost\n").unwrap();
     openssl(
         dir,
         &[
-            "x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-            "-CAcreateserial", "-days", "2", "-extfile", "san.ext", "-out", "server.crt",
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+            "-out",
+            "server.crt",
         ],
     );
     cluster.enable_tls_only(&dir.join("server.crt"), &dir.join("server.key"));
@@ -60,14 +94,26 @@ fn sslmodes_connect_verify_and_fail_clearly() {
             .arg(cluster.bindir.join("pg_dump"))
             .output()
             .unwrap();
-        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     };
-    let base = format!("host=localhost hostaddr=127.0.0.1 port={} user=postgres dbname=db", cluster.port);
+    let base = format!(
+        "host=localhost hostaddr=127.0.0.1 port={} user=postgres dbname=db",
+        cluster.port
+    );
     // require: encrypted, no verification; verify-full with the right CA and host name.
     for (name, opts) in [
         ("require", "sslmode=require".to_string()),
-        ("verify-full", format!("sslmode=verify-full sslrootcert={}", ca.display())),
-        ("verify-ca", format!("sslmode=verify-ca sslrootcert={}", ca.display())),
+        (
+            "verify-full",
+            format!("sslmode=verify-full sslrootcert={}", ca.display()),
+        ),
+        (
+            "verify-ca",
+            format!("sslmode=verify-ca sslrootcert={}", ca.display()),
+        ),
         ("prefer", "sslmode=prefer".to_string()),
     ] {
         let (code, stderr) = dump(name, format!("{base} {opts}"));
@@ -77,7 +123,12 @@ fn sslmodes_connect_verify_and_fail_clearly() {
     // The session really is encrypted: pg_stat_ssl sees it while the holder is open.
     let conninfo = format!("{base} sslmode=require application_name=probe");
     let out = run_ok(Command::new(cluster.bindir.join("psql")).args([
-        "-X", "-A", "-t", "-d", &conninfo, "-c",
+        "-X",
+        "-A",
+        "-t",
+        "-d",
+        &conninfo,
+        "-c",
         "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
     ]));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "t");
@@ -91,18 +142,27 @@ fn sslmodes_connect_verify_and_fail_clearly() {
     let (code, stderr) = dump("wrong-host", wrong_host);
     assert_eq!(code, Some(1), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.contains("does not name host \"127.0.0.1\""), "{stderr}");
+    assert!(
+        stderr.contains("does not name host \"127.0.0.1\""),
+        "{stderr}"
+    );
     // verify-full and the wrong CA.
     let (code, stderr) = dump(
         "wrong-ca",
         format!("{base} sslmode=verify-full sslrootcert={}", other.display()),
     );
     assert_eq!(code, Some(1), "{stderr}");
-    assert!(stderr.contains("not signed by the root certificate"), "{stderr}");
+    assert!(
+        stderr.contains("not signed by the root certificate"),
+        "{stderr}"
+    );
     // verify-full without any root certificate.
     let (code, stderr) = dump(
         "no-ca",
-        format!("{base} sslmode=verify-full sslrootcert={}", dir.join("missing.crt").display()),
+        format!(
+            "{base} sslmode=verify-full sslrootcert={}",
+            dir.join("missing.crt").display()
+        ),
     );
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("does not exist"), "{stderr}");
@@ -128,6 +188,10 @@ fn sslmodes_connect_verify_and_fail_clearly() {
         .arg(work.path().join("verify-full"))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(cluster.psql("dst", "SELECT count(*) FROM t").trim(), "100");
 }

@@ -283,16 +283,16 @@ async fn run_pipeline(
         .await?;
         let schema_dir = archive.schema_dir();
         let capture_started = Instant::now();
-        let capture = schema::capture(
-            &pg_dump,
-            &pg_dump_version,
-            &opts.conn,
-            &holder.snapshot_id,
-            &schema_dir,
-            opts.codec,
-            &shared.tables,
-            &opts.selection,
-        );
+        let capture = schema::capture(schema::Capture {
+            pg_dump: &pg_dump,
+            version: &pg_dump_version,
+            conn: &opts.conn,
+            snapshot_id: &holder.snapshot_id,
+            out: &schema_dir,
+            codec: opts.codec,
+            tables: &shared.tables,
+            selection: &opts.selection,
+        });
         let capture = async {
             capture.await?;
             Ok::<_, anyhow::Error>(capture_started.elapsed())

@@ -62,17 +62,32 @@ impl Drop for Reaper {
     }
 }
 
-/// Runs pg_dump into `out` (which must not exist). Returns when it has finished.
-pub async fn capture(
-    pg_dump: &Path,
-    version: &ToolVersion,
-    conn: &ConnParams,
-    snapshot_id: &str,
-    out: &Path,
-    codec: Codec,
-    tables: &[CatalogTable],
-    selection: &DumpSelection,
-) -> Result<()> {
+/// What the schema capture needs.
+pub struct Capture<'a> {
+    pub pg_dump: &'a Path,
+    pub version: &'a ToolVersion,
+    pub conn: &'a ConnParams,
+    pub snapshot_id: &'a str,
+    /// The directory pg_dump writes (it must not exist).
+    pub out: &'a Path,
+    pub codec: Codec,
+    /// The tables whose rows pgarc copies (their data is excluded from pg_dump's).
+    pub tables: &'a [CatalogTable],
+    pub selection: &'a DumpSelection,
+}
+
+/// Runs pg_dump. Returns when it has finished.
+pub async fn capture(c: Capture<'_>) -> Result<()> {
+    let Capture {
+        pg_dump,
+        version,
+        conn,
+        snapshot_id,
+        out,
+        codec,
+        tables,
+        selection,
+    } = c;
     let mut cmd = Command::new(pg_dump);
     cmd.arg("--format=directory")
         .arg(format!("--file={}", out.display()))

@@ -173,9 +173,8 @@ pub fn parse_pattern(pattern: &str, parts: usize) -> NamePattern {
             }
             i += 1;
         } else {
-            if inquotes && "|*+?()[]{}.^$\\".contains(ch) {
-                cur.push('\\');
-            } else if ch == '[' && chars.get(i + 1) == Some(&']') {
+            let special = inquotes && "|*+?()[]{}.^$\\".contains(ch);
+            if special || (ch == '[' && chars.get(i + 1) == Some(&']')) {
                 cur.push('\\');
             }
             cur.push(ch);
@@ -264,25 +263,30 @@ pub struct Resolved {
     pub data: Vec<CatalogTable>,
 }
 
+/// What the patterns matched in the server: schema names and relation OIDs. `None` for an
+/// include list means the option was not given.
+#[derive(Debug, Clone, Default)]
+pub struct Matched {
+    pub schema_include: Option<HashSet<String>>,
+    pub schema_exclude: HashSet<String>,
+    pub table_include: Option<HashSet<u32>>,
+    pub table_exclude: HashSet<u32>,
+    pub data_exclude: HashSet<u32>,
+}
+
 /// Decides, for every table of the catalog, as pg_dump would with the same options.
-pub fn decide(
-    sel: &DumpSelection,
-    catalog: &[CatalogTable],
-    schema_include: Option<&HashSet<String>>,
-    schema_exclude: &HashSet<String>,
-    table_include: Option<&HashSet<u32>>,
-    table_exclude: &HashSet<u32>,
-    data_exclude: &HashSet<u32>,
-) -> Resolved {
+pub fn decide(sel: &DumpSelection, catalog: &[CatalogTable], m: &Matched) -> Resolved {
     let mut out = Resolved::default();
     for t in catalog {
-        let dumped = match table_include {
+        let dumped = match &m.table_include {
             Some(include) => include.contains(&t.oid),
             None => {
-                schema_include.is_none_or(|s| s.contains(&t.schema))
-                    && !schema_exclude.contains(&t.schema)
+                m.schema_include
+                    .as_ref()
+                    .is_none_or(|s| s.contains(&t.schema))
+                    && !m.schema_exclude.contains(&t.schema)
             }
-        } && !table_exclude.contains(&t.oid);
+        } && !m.table_exclude.contains(&t.oid);
         if !dumped {
             continue;
         }
@@ -291,7 +295,7 @@ pub fn decide(
             && t.relkind == 'r'
             && !t.extension_member
             && !(sel.no_unlogged_table_data && t.persistence == 'u')
-            && !data_exclude.contains(&t.oid);
+            && !m.data_exclude.contains(&t.oid);
         if data {
             out.data.push(t.clone());
         }
@@ -364,17 +368,14 @@ pub async fn resolve(
         }
         table_include = Some(found);
     }
-    let table_exclude = oids(&sel.exclude_tables, false).await?;
-    let data_exclude = oids(&sel.exclude_table_data, false).await?;
-    Ok(decide(
-        sel,
-        catalog,
-        schema_include.as_ref(),
-        &schema_exclude,
-        table_include.as_ref(),
-        &table_exclude,
-        &data_exclude,
-    ))
+    let matched = Matched {
+        schema_include,
+        schema_exclude,
+        table_include,
+        table_exclude: oids(&sel.exclude_tables, false).await?,
+        data_exclude: oids(&sel.exclude_table_data, false).await?,
+    };
+    Ok(decide(sel, catalog, &matched))
 }
 
 #[cfg(test)]
@@ -459,7 +460,6 @@ mod tests {
             table(3, "b", "t3", 'r', 'p'),
             table(4, "b", "parent", 'p', 'p'),
         ];
-        let none = HashSet::new();
         let oids = |r: &Resolved| -> (Vec<u32>, Vec<u32>) {
             (
                 r.dumped.iter().map(|t| t.oid).collect(),
@@ -467,25 +467,38 @@ mod tests {
             )
         };
         let sel = DumpSelection::default();
-        let r = decide(&sel, &catalog, None, &none, None, &none, &none);
+        let none = Matched::default();
+        let r = decide(&sel, &catalog, &none);
         assert_eq!(oids(&r), (vec![1, 2, 3, 4], vec![1, 2, 3]));
         // -n a -N a: the exclusion wins.
         let a: HashSet<String> = ["a".to_string()].into();
-        let r = decide(&sel, &catalog, Some(&a), &a, None, &none, &none);
-        assert_eq!(oids(&r), (vec![], vec![]));
+        let both = Matched {
+            schema_include: Some(a.clone()),
+            schema_exclude: a.clone(),
+            ..Matched::default()
+        };
+        assert_eq!(oids(&decide(&sel, &catalog, &both)), (vec![], vec![]));
         // -t overrides -N; -T removes; --exclude-table-data keeps the table, not its rows.
         let t: HashSet<u32> = [1, 3].into();
         let t3: HashSet<u32> = [3].into();
-        let r = decide(&sel, &catalog, None, &a, Some(&t), &none, &t3);
-        assert_eq!(oids(&r), (vec![1, 3], vec![1]));
-        let r = decide(&sel, &catalog, None, &none, Some(&t), &t3, &none);
-        assert_eq!(oids(&r), (vec![1], vec![1]));
+        let m = Matched {
+            schema_exclude: a,
+            table_include: Some(t.clone()),
+            data_exclude: t3.clone(),
+            ..Matched::default()
+        };
+        assert_eq!(oids(&decide(&sel, &catalog, &m)), (vec![1, 3], vec![1]));
+        let m = Matched {
+            table_include: Some(t),
+            table_exclude: t3,
+            ..Matched::default()
+        };
+        assert_eq!(oids(&decide(&sel, &catalog, &m)), (vec![1], vec![1]));
         let unlogged = DumpSelection {
             no_unlogged_table_data: true,
             ..Default::default()
         };
-        let r = decide(&unlogged, &catalog, None, &none, None, &none, &none);
-        assert_eq!(oids(&r).1, vec![1, 3]);
+        assert_eq!(oids(&decide(&unlogged, &catalog, &none)).1, vec![1, 3]);
         for sel in [
             DumpSelection {
                 schema_only: true,
@@ -496,7 +509,7 @@ mod tests {
                 ..Default::default()
             },
         ] {
-            let r = decide(&sel, &catalog, None, &none, None, &none, &none);
+            let r = decide(&sel, &catalog, &none);
             assert_eq!(oids(&r), (vec![1, 2, 3, 4], vec![]));
         }
     }

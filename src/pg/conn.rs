@@ -350,8 +350,9 @@ impl ConnParams {
                 b.set_verify(SslVerifyMode::PEER);
             }
             Some(file) if Path::new(file).exists() => {
-                b.set_ca_file(file)
-                    .map_err(tls_err(format!("cannot read root certificate file {file:?}")))?;
+                b.set_ca_file(file).map_err(tls_err(format!(
+                    "cannot read root certificate file {file:?}"
+                )))?;
                 b.set_verify(SslVerifyMode::PEER);
             }
             _ if verify => {
@@ -368,7 +369,9 @@ impl ConnParams {
         }
         if let Some(cert) = self.sslcert.clone().or_else(|| default("postgresql.crt")) {
             b.set_certificate_chain_file(&cert)
-                .map_err(tls_err(format!("cannot read client certificate file {cert:?}")))?;
+                .map_err(tls_err(format!(
+                    "cannot read client certificate file {cert:?}"
+                )))?;
             let key = self
                 .sslkey
                 .clone()

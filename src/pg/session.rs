@@ -177,7 +177,8 @@ fn connect_error(params: &ConnParams, err: &tokio_postgres::Error) -> String {
         "the server accepts this connection only over TLS (hostssl in pg_hba.conf): use \
          sslmode=require or stronger"
             .to_string()
-    } else if what.contains("server does not support TLS") || what.contains("does not support SSL") {
+    } else if what.contains("server does not support TLS") || what.contains("does not support SSL")
+    {
         "the server does not offer TLS: use sslmode=prefer or disable, or enable ssl on the server"
             .to_string()
     } else if what.contains("timed out") {

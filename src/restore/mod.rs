@@ -221,7 +221,8 @@ pub fn selection(opts: &RestoreOptions, toc: &mut Toc) -> Result<Selection> {
         sel.id_wanted = Some(wanted);
     }
     if opts.strict_names {
-        let names: [(&str, &Vec<String>, &dyn Fn(&TocEntry) -> bool); 5] = [
+        type IsKind<'a> = &'a dyn Fn(&TocEntry) -> bool;
+        let names: [(&str, &Vec<String>, IsKind); 5] = [
             ("schema", &opts.schemas, &|_| true),
             ("table", &opts.tables, &|e| {
                 [
