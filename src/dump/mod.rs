@@ -267,13 +267,10 @@ async fn run_pipeline(
     let estimate: u64 = tables.iter().map(|t| t.table_bytes).sum();
     let progress = crate::progress::Progress::start("dump", Some(estimate), opts.jobs);
     let planned = started.elapsed();
-    let shared = Arc::new(worker::Shared::new(
-        tables,
-        chunks,
-        opts.codec,
-        opts.frame_size,
-        archive.clone(),
-    )?);
+    let mut shared =
+        worker::Shared::new(tables, chunks, opts.codec, opts.frame_size, archive.clone())?;
+    shared.verbose = opts.selection.verbose;
+    let shared = Arc::new(shared);
 
     let work = async {
         // Every worker imports the snapshot before any starts copying.

@@ -28,6 +28,8 @@ pub struct Shared {
     queue: Mutex<VecDeque<Chunk>>,
     state: Vec<TableState>,
     stop: AtomicBool,
+    /// `-v`: a line per chunk as it starts.
+    pub verbose: bool,
 }
 
 #[derive(Default)]
@@ -77,6 +79,7 @@ impl Shared {
             queue: Mutex::new(chunks.into()),
             state,
             stop: AtomicBool::new(false),
+            verbose: false,
         })
     }
 
@@ -167,16 +170,17 @@ pub async fn run(n: usize, session: Arc<Session>, shared: Arc<Shared>) -> Result
             .unwrap_or_else(|p| p.into_inner())
             .0
             .get_or_insert_with(Instant::now);
-        crate::progress::worker(
-            n,
-            Some(match chunk.pages {
-                Some((start, Some(end))) => {
-                    format!("{} pages {start}-{}", table.display_name(), end - 1)
-                }
-                Some((start, None)) => format!("{} pages {start}-end", table.display_name()),
-                None => table.display_name(),
-            }),
-        );
+        let task = match chunk.pages {
+            Some((start, Some(end))) => {
+                format!("{} pages {start}-{}", table.display_name(), end - 1)
+            }
+            Some((start, None)) => format!("{} pages {start}-end", table.display_name()),
+            None => table.display_name(),
+        };
+        if shared.verbose {
+            crate::progress::say(&format!("pgarc: worker {n}: dumping {task}"));
+        }
+        crate::progress::worker(n, Some(task));
         let now = state.active.fetch_add(1, Ordering::SeqCst) + 1;
         state.max_active.fetch_max(now, Ordering::SeqCst);
         state
