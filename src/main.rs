@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use pgarc::archive::frame::Codec;
 use pgarc::archive::list::{write_listing, write_selected};
+use pgarc::archive::select::NameFilters;
 use pgarc::archive::ArchiveDir;
 use pgarc::cli::{parse_size, Cli, Command, ConnectionArgs, DumpArgs, OutputArgs, RestoreArgs};
 use pgarc::dump::select::DumpSelection;
@@ -225,12 +226,14 @@ fn fill_selection(opts: &mut RestoreOptions, sections: &[String], create: bool, 
 fn copy_names(opts: &mut RestoreOptions, args: &RestoreArgs) {
     opts.schema_only = args.schema_only;
     opts.data_only = args.data_only;
-    opts.schemas = args.schema.clone();
-    opts.exclude_schemas = args.exclude_schema.clone();
-    opts.tables = args.table.clone();
-    opts.indexes = args.index.clone();
-    opts.functions = args.function.clone();
-    opts.triggers = args.trigger.clone();
+    opts.names = NameFilters {
+        schemas: args.schema.clone(),
+        exclude_schemas: args.exclude_schema.clone(),
+        tables: args.table.clone(),
+        indexes: args.index.clone(),
+        functions: args.function.clone(),
+        triggers: args.trigger.clone(),
+    };
     opts.strict_names = args.strict_names;
     opts.use_list = args.use_list.clone();
 }

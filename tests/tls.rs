@@ -177,21 +177,17 @@ fn sslmodes_connect_verify_and_fail_clearly() {
     assert_eq!(code, Some(0), "{stderr}");
     // restore over TLS too.
     cluster.create_db("dst");
-    let out = cluster
-        .pgarc()
-        .args(["restore", "-q", "-d"])
-        .arg(format!(
-            "host=localhost hostaddr=127.0.0.1 port={} user=postgres dbname=dst sslmode=verify-full sslrootcert={}",
-            cluster.port,
-            ca.display()
-        ))
-        .arg(work.path().join("verify-full"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        cluster
+            .pgarc()
+            .args(["restore", "-q", "-d"])
+            .arg(format!(
+                "host=localhost hostaddr=127.0.0.1 port={} user=postgres dbname=dst \
+                 sslmode=verify-full sslrootcert={}",
+                cluster.port,
+                ca.display()
+            ))
+            .arg(work.path().join("verify-full")),
     );
     assert_eq!(cluster.psql("dst", "SELECT count(*) FROM t").trim(), "100");
 }

@@ -43,6 +43,14 @@ pub struct Selection {
     /// `-s`: only REQ_SCHEMA; `-a`: only REQ_DATA.
     pub schema_only: bool,
     pub data_only: bool,
+    pub names: NameFilters,
+    /// `-L`: the dump IDs listed (not commented out).
+    pub id_wanted: Option<HashSet<i32>>,
+}
+
+/// pg_restore's name filters, exact names (not patterns).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NameFilters {
     /// `-n`, `-N`: schema names.
     pub schemas: Vec<String>,
     pub exclude_schemas: Vec<String>,
@@ -52,11 +60,9 @@ pub struct Selection {
     pub indexes: Vec<String>,
     pub functions: Vec<String>,
     pub triggers: Vec<String>,
-    /// `-L`: the dump IDs listed (not commented out).
-    pub id_wanted: Option<HashSet<i32>>,
 }
 
-impl Selection {
+impl NameFilters {
     fn sel_types(&self) -> bool {
         !(self.tables.is_empty()
             && self.indexes.is_empty()
@@ -64,14 +70,13 @@ impl Selection {
             && self.triggers.is_empty())
     }
 
-    /// Whether any filter by name or list applies (a partial restore).
-    pub fn is_selective(&self) -> bool {
-        self.sel_types()
-            || !self.schemas.is_empty()
-            || !self.exclude_schemas.is_empty()
-            || self.id_wanted.is_some()
+    /// Whether any filter applies (a partial restore).
+    pub fn any(&self) -> bool {
+        self.sel_types() || !self.schemas.is_empty() || !self.exclude_schemas.is_empty()
     }
+}
 
+impl Selection {
     fn section_wanted(&self, current: i32) -> bool {
         match Section::from_code(current) {
             Some(Section::PreData) => self.pre_data,
@@ -99,12 +104,7 @@ impl Default for Selection {
             post_data: true,
             schema_only: false,
             data_only: false,
-            schemas: Vec::new(),
-            exclude_schemas: Vec::new(),
-            tables: Vec::new(),
-            indexes: Vec::new(),
-            functions: Vec::new(),
-            triggers: Vec::new(),
+            names: NameFilters::default(),
             id_wanted: None,
         }
     }
@@ -123,7 +123,7 @@ const TABLE_LIKE: &[&str] = &[
 ];
 
 /// The name filters for a standalone entry (`_tocEntryRequired`'s selective-restore rules).
-fn names_allow(entry: &TocEntry, opts: &Selection) -> bool {
+fn names_allow(entry: &TocEntry, opts: &NameFilters) -> bool {
     let ns = entry.namespace.to_str_lossy();
     if !opts.schemas.is_empty() {
         match &ns {
@@ -224,7 +224,7 @@ fn entry_reqs_with(
             if !opts.create_db {
                 return Reqs::default();
             }
-        } else if !opts.schemas.is_empty() || !opts.exclude_schemas.is_empty() || opts.sel_types() {
+        } else if opts.names.any() {
             // Restored only with a parent object that is (ACLs as parents do not count).
             let any = entry
                 .deps
@@ -234,7 +234,7 @@ fn entry_reqs_with(
                 return Reqs::default();
             }
         }
-    } else if !names_allow(entry, opts) {
+    } else if !names_allow(entry, &opts.names) {
         return Reqs::default();
     }
     let mut reqs = Reqs {
@@ -360,26 +360,30 @@ mod tests {
                 .map(|r| r.selected())
                 .collect()
         };
-        let by_table = Selection {
-            tables: vec!["t".into()],
+        let by_names = |names: NameFilters| Selection {
+            names,
             ..Selection::default()
         };
+        let by_table = by_names(NameFilters {
+            tables: vec!["t".into()],
+            ..NameFilters::default()
+        });
         // -t: the table and its comment, not the index (no -I).
         assert_eq!(picked(&by_table), [true, true, false]);
-        let other = Selection {
+        let other = by_names(NameFilters {
             tables: vec!["u".into()],
-            ..Selection::default()
-        };
+            ..NameFilters::default()
+        });
         assert_eq!(picked(&other), [false, false, false]);
-        let schema = Selection {
+        let schema = by_names(NameFilters {
             schemas: vec!["app".into()],
-            ..Selection::default()
-        };
+            ..NameFilters::default()
+        });
         assert_eq!(picked(&schema), [true, true, true]);
-        let excluded = Selection {
+        let excluded = by_names(NameFilters {
             exclude_schemas: vec!["app".into()],
-            ..Selection::default()
-        };
+            ..NameFilters::default()
+        });
         assert_eq!(picked(&excluded), [false, false, false]);
         let listed = Selection {
             id_wanted: Some([5, 7].into()),

@@ -74,53 +74,39 @@ pub fn describe(err: &tokio_postgres::Error) -> String {
 pub async fn connect(params: &ConnParams, application_name: &str) -> Result<Session> {
     let mut config = params.config(application_name).map_err(|e| anyhow!(e))?;
     let (tx, rx) = watch::channel(None);
-    let tls_wanted = params.sslmode != SslMode::Disable && !params.is_unix_socket();
-    let client = if !tls_wanted {
-        let (client, connection) = config
-            .connect(NoTls)
-            .await
-            .map_err(|err| anyhow!("{}", connect_error(params, &err)))?;
-        spawn_connection(connection, tx);
-        client
+    let failed = |err: tokio_postgres::Error| anyhow!("{}", connect_error(params, &err));
+    let client = if params.sslmode == SslMode::Disable || params.is_unix_socket() {
+        open(&config, NoTls, tx).await.map_err(failed)?
     } else {
         let tls = params.tls().map_err(|e| anyhow!(e))?;
-        let first = if params.sslmode == SslMode::Allow {
-            // allow: without TLS first, with TLS only if the server refuses that.
-            config.connect(NoTls).await.map(|(c, conn)| {
-                spawn_connection(conn, tx.clone());
-                c
-            })
+        if params.sslmode != SslMode::Allow {
+            open(&config, tls, tx).await.map_err(failed)?
         } else {
-            config.connect(tls.clone()).await.map(|(c, conn)| {
-                spawn_connection(conn, tx.clone());
-                c
-            })
-        };
-        match first {
-            Ok(c) => c,
-            Err(err) if params.sslmode == SslMode::Allow && err.as_db_error().is_some() => {
-                config.ssl_mode(tokio_postgres::config::SslMode::Require);
-                let (client, connection) = config
-                    .connect(tls)
-                    .await
-                    .map_err(|err| anyhow!("{}", connect_error(params, &err)))?;
-                spawn_connection(connection, tx);
-                client
+            // allow: without TLS first, with TLS only if the server refuses that.
+            match open(&config, NoTls, tx.clone()).await {
+                Ok(c) => c,
+                Err(err) if err.as_db_error().is_some() => {
+                    config.ssl_mode(tokio_postgres::config::SslMode::Require);
+                    open(&config, tls, tx).await.map_err(failed)?
+                }
+                Err(err) => return Err(failed(err)),
             }
-            Err(err) => bail!("{}", connect_error(params, &err)),
         }
     };
     Ok(Session { client, closed: rx })
 }
 
-/// Drives a connection; when it ends, says why.
-fn spawn_connection<S, T>(
-    connection: tokio_postgres::Connection<S, T>,
+/// Connects with `tls` and drives the connection on its own task; when it ends, `tx` says why.
+async fn open<T>(
+    config: &tokio_postgres::Config,
+    tls: T,
     tx: watch::Sender<Option<String>>,
-) where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+) -> Result<Client, tokio_postgres::Error>
+where
+    T: tokio_postgres::tls::MakeTlsConnect<tokio_postgres::Socket>,
+    T::Stream: Send + 'static,
 {
+    let (client, connection) = config.connect(tls).await?;
     tokio::spawn(async move {
         let reason = match connection.await {
             Ok(()) => "the connection was closed".to_string(),
@@ -128,6 +114,7 @@ fn spawn_connection<S, T>(
         };
         let _ = tx.send(Some(reason));
     });
+    Ok(client)
 }
 
 fn connect_error(params: &ConnParams, err: &tokio_postgres::Error) -> String {

@@ -33,7 +33,7 @@ use crate::archive::frame::FrameIndexEntry;
 use crate::archive::manifest::Manifest;
 pub use crate::archive::reader::blobs_toc_name;
 use crate::archive::reader::{find_data_file, DataFile};
-use crate::archive::select::{parse_list, toc_reqs, Selection};
+use crate::archive::select::{parse_list, toc_reqs, NameFilters, Selection};
 use crate::archive::toc::{Toc, TocEntry};
 use crate::archive::{ArchiveDir, TOC_FILE};
 use crate::pg::conn::ConnParams;
@@ -61,12 +61,7 @@ pub struct RestoreOptions {
     pub schema_only: bool,
     pub data_only: bool,
     /// `-n -N -t -I -P -T`: exact names.
-    pub schemas: Vec<String>,
-    pub exclude_schemas: Vec<String>,
-    pub tables: Vec<String>,
-    pub indexes: Vec<String>,
-    pub functions: Vec<String>,
-    pub triggers: Vec<String>,
+    pub names: NameFilters,
     pub strict_names: bool,
     /// `-L FILE`.
     pub use_list: Option<PathBuf>,
@@ -95,12 +90,7 @@ impl RestoreOptions {
             exit_on_error: false,
             schema_only: false,
             data_only: false,
-            schemas: Vec::new(),
-            exclude_schemas: Vec::new(),
-            tables: Vec::new(),
-            indexes: Vec::new(),
-            functions: Vec::new(),
-            triggers: Vec::new(),
+            names: NameFilters::default(),
             strict_names: false,
             use_list: None,
             disable_triggers: false,
@@ -164,12 +154,7 @@ pub fn selection(opts: &RestoreOptions, toc: &mut Toc) -> Result<Selection> {
         statistics: !(opts.schema_only || opts.data_only),
         schema_only: opts.schema_only,
         data_only: opts.data_only,
-        schemas: opts.schemas.clone(),
-        exclude_schemas: opts.exclude_schemas.clone(),
-        tables: opts.tables.clone(),
-        indexes: opts.indexes.clone(),
-        functions: opts.functions.clone(),
-        triggers: opts.triggers.clone(),
+        names: opts.names.clone(),
         ..Selection::default()
     };
     if let Some(path) = &opts.use_list {
@@ -223,8 +208,8 @@ pub fn selection(opts: &RestoreOptions, toc: &mut Toc) -> Result<Selection> {
     if opts.strict_names {
         type IsKind<'a> = &'a dyn Fn(&TocEntry) -> bool;
         let names: [(&str, &Vec<String>, IsKind); 5] = [
-            ("schema", &opts.schemas, &|_| true),
-            ("table", &opts.tables, &|e| {
+            ("schema", &opts.names.schemas, &|_| true),
+            ("table", &opts.names.tables, &|e| {
                 [
                     "TABLE",
                     "VIEW",
@@ -235,11 +220,11 @@ pub fn selection(opts: &RestoreOptions, toc: &mut Toc) -> Result<Selection> {
                 .iter()
                 .any(|k| e.desc.is(k))
             }),
-            ("index", &opts.indexes, &|e| e.desc.is("INDEX")),
-            ("function", &opts.functions, &|e| {
+            ("index", &opts.names.indexes, &|e| e.desc.is("INDEX")),
+            ("function", &opts.names.functions, &|e| {
                 e.desc.is("FUNCTION") || e.desc.is("AGGREGATE") || e.desc.is("PROCEDURE")
             }),
-            ("trigger", &opts.triggers, &|e| e.desc.is("TRIGGER")),
+            ("trigger", &opts.names.triggers, &|e| e.desc.is("TRIGGER")),
         ];
         for (kind, wanted, is_kind) in names {
             for name in wanted {
@@ -797,13 +782,7 @@ async fn check_target(ctx: &Ctx, leader: &Conn) -> Result<()> {
     }
     let creates_schema = ctx.plan.items.iter().any(|it| it.prefork && it.reqs.schema);
     // A partial restore (-L, -n, -t, ...) is meant for a database that has the rest.
-    let selective = ctx.opts.use_list.is_some()
-        || !(ctx.opts.schemas.is_empty()
-            && ctx.opts.exclude_schemas.is_empty()
-            && ctx.opts.tables.is_empty()
-            && ctx.opts.indexes.is_empty()
-            && ctx.opts.functions.is_empty()
-            && ctx.opts.triggers.is_empty());
+    let selective = ctx.opts.use_list.is_some() || ctx.opts.names.any();
     if ctx.opts.clean || !creates_schema || selective {
         return Ok(());
     }
