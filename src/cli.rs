@@ -214,6 +214,9 @@ pub struct RestoreArgs {
         help_heading = "Selection"
     )]
     pub data_only: bool,
+    /// Do not restore statistics (STATISTICS DATA entries, written by pg_dump 18 --statistics).
+    #[arg(long = "no-statistics", help_heading = "Selection")]
+    pub no_statistics: bool,
     /// Fail when a -n, -t, -I, -P or -T name matches nothing in the archive.
     #[arg(long = "strict-names", help_heading = "Selection")]
     pub strict_names: bool,

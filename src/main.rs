@@ -226,6 +226,7 @@ fn fill_selection(opts: &mut RestoreOptions, sections: &[String], create: bool, 
 fn copy_names(opts: &mut RestoreOptions, args: &RestoreArgs) {
     opts.schema_only = args.schema_only;
     opts.data_only = args.data_only;
+    opts.no_statistics = args.no_statistics;
     opts.names = NameFilters {
         schemas: args.schema.clone(),
         exclude_schemas: args.exclude_schema.clone(),

@@ -21,3 +21,5 @@ mod faults;
 mod interface;
 // TLS: sslmode against a server with a throwaway CA.
 mod tls;
+// Issue 8: servers 14 to 18, pg_dump 14 to 18 archives, pg_restore 15 to 18.
+mod versions;

@@ -74,6 +74,9 @@ pub struct DumpSummary {
     pub codec: Codec,
     /// Tables copied in several chunks: name, chunks, workers used, most at once.
     pub split: Vec<(String, usize, usize, usize)>,
+    /// Tables larger than --split-size copied whole because the server predates TID range
+    /// scans (PostgreSQL 14): the server version, and how many.
+    pub unsplit: Option<(String, usize)>,
 }
 
 impl fmt::Display for DumpSummary {
@@ -103,6 +106,14 @@ impl fmt::Display for DumpSummary {
             writeln!(
                 f,
                 "  split table {name}: {chunks} chunks, copied by {workers} workers, {at_once} at once"
+            )?;
+        }
+        if let Some((version, n)) = &self.unsplit {
+            writeln!(
+                f,
+                "  no ctid split: server {version} has no TID range scans (PostgreSQL 14 and \
+                 newer); {n} table{} larger than --split-size copied whole by one worker each",
+                if *n == 1 { "" } else { "s" }
             )?;
         }
         Ok(())
@@ -258,12 +269,13 @@ async fn run_pipeline(
 
     let archive = Arc::new(ArchiveWriter::create(&opts.out)?);
     let tables = plan::data_tables(&chosen.data);
-    let chunks = plan::plan_chunks(
-        &tables,
-        opts.split_size,
-        block_size,
-        info.version_num >= 140000,
-    );
+    let can_split = info.version_num >= 140000;
+    let chunks = plan::plan_chunks(&tables, opts.split_size, block_size, can_split);
+    let too_big = tables
+        .iter()
+        .filter(|t| t.table_bytes > opts.split_size)
+        .count();
+    let unsplit = (!can_split && too_big > 0).then(|| (info.version.clone(), too_big));
     let estimate: u64 = tables.iter().map(|t| t.table_bytes).sum();
     let progress = crate::progress::Progress::start("dump", Some(estimate), opts.jobs);
     let planned = started.elapsed();
@@ -442,6 +454,7 @@ async fn run_pipeline(
             jobs: opts.jobs,
             codec: opts.codec,
             split: assembled.split,
+            unsplit,
         })
     };
     let summary = finish.await.map_err(incomplete)?;

@@ -60,6 +60,8 @@ pub struct RestoreOptions {
     /// `-s`, `-a`.
     pub schema_only: bool,
     pub data_only: bool,
+    /// `--no-statistics`.
+    pub no_statistics: bool,
     /// `-n -N -t -I -P -T`: exact names.
     pub names: NameFilters,
     pub strict_names: bool,
@@ -90,6 +92,7 @@ impl RestoreOptions {
             exit_on_error: false,
             schema_only: false,
             data_only: false,
+            no_statistics: false,
             names: NameFilters::default(),
             strict_names: false,
             use_list: None,
@@ -150,8 +153,8 @@ pub fn selection(opts: &RestoreOptions, toc: &mut Toc) -> Result<Selection> {
     let mut sel = Selection {
         create_db: opts.create,
         acls: !opts.no_privileges,
-        // pg_restore 18: -s and -a restore no statistics.
-        statistics: !(opts.schema_only || opts.data_only),
+        // pg_restore 18: -s and -a restore no statistics either.
+        statistics: !(opts.no_statistics || opts.schema_only || opts.data_only),
         schema_only: opts.schema_only,
         data_only: opts.data_only,
         names: opts.names.clone(),

@@ -43,6 +43,8 @@ pub struct Report {
     pub rows: u64,
     pub bytes: u64,
     pub elapsed: Duration,
+    /// The archive version and which pg_restore versions read it.
+    pub readers: Option<(String, crate::archive::compat::Readers)>,
 }
 
 impl Report {
@@ -74,6 +76,7 @@ pub fn run(opts: &VerifyOptions) -> Result<Report> {
         rows: found.rows,
         bytes: found.bytes,
         elapsed: started.elapsed(),
+        readers: plan.readers,
     })
 }
 
@@ -100,6 +103,13 @@ impl fmt::Display for Report {
         );
         let n = self.problems.len();
         let s = if n == 1 { "" } else { "s" };
+        if let Some((version, readers)) = &self.readers {
+            writeln!(
+                f,
+                "pgarc: {}: archive version {version}: readable by {readers}",
+                self.archive.display()
+            )?;
+        }
         match &self.kind {
             Kind::Pgarc { database, snapshot } if n == 0 => writeln!(
                 f,

@@ -118,6 +118,8 @@ pub struct Plan {
     pub files: usize,
     /// Tables with data.
     pub tables: usize,
+    /// Which pg_restore versions read the archive, from toc.dat's header (when it parses).
+    pub readers: Option<(String, crate::archive::compat::Readers)>,
 }
 
 /// Bytes of frames per unit: big tables are checked by several workers at once.
@@ -131,6 +133,7 @@ pub fn plan(dir: &ArchiveDir, quick: bool) -> Plan {
         units: Vec::new(),
         files: 0,
         tables: 0,
+        readers: None,
     };
     match dir.manifest_state() {
         ManifestState::Good(m) => {
@@ -263,6 +266,7 @@ fn with_manifest(dir: &ArchiveDir, m: &Manifest, quick: bool, p: &mut Plan) {
     // Files whose contents the TOC says are COPY data or large objects.
     let mut decode_as: HashMap<String, (Decode, Option<String>)> = HashMap::new();
     if let Some(toc) = &toc {
+        p.readers = Some(readers_of(toc));
         check_names(dir, toc, p);
         let in_toc: BTreeSet<i32> = toc.entries.iter().map(|e| e.dump_id).collect();
         for e in &toc.entries {
@@ -458,6 +462,13 @@ fn with_manifest(dir: &ArchiveDir, m: &Manifest, quick: bool, p: &mut Plan) {
     }
 }
 
+fn readers_of(toc: &Toc) -> (String, crate::archive::compat::Readers) {
+    (
+        toc.header.version.to_string(),
+        crate::archive::compat::readers(&toc.header),
+    )
+}
+
 /// An archive without a (usable) manifest: toc.dat parses, every data file it names exists,
 /// and (unless quick) decompresses fully and ends with the end-of-data marker.
 fn structure(dir: &ArchiveDir, quick: bool, p: &mut Plan) {
@@ -475,6 +486,7 @@ fn structure(dir: &ArchiveDir, quick: bool, p: &mut Plan) {
         }
     };
     p.files = 1;
+    p.readers = Some(readers_of(&toc));
     check_names(dir, &toc, p);
     for e in toc.entries.iter().filter(|e| e.had_dumper) {
         if e.desc.is("TABLE DATA") {

@@ -481,7 +481,16 @@ impl Cluster {
     /// Reads the state of `db` for the equality check: schema, table contents, sequence
     /// values, large objects and materialized view contents, all computed in the server.
     pub fn db_state(&self, db: &str) -> DbState {
-        let out = run_ok(self.client("pg_dump").args(["--schema-only", "-d", db]));
+        self.db_state_with(&self.bindir.clone(), db)
+    }
+
+    /// [`Cluster::db_state`] with the schema read by the pg_dump in `bindir` (to compare
+    /// databases on servers of different versions through one pg_dump).
+    pub fn db_state_with(&self, bindir: &Path, db: &str) -> DbState {
+        let out = run_ok(
+            self.client_from(bindir, "pg_dump")
+                .args(["--schema-only", "-d", db]),
+        );
         let schema = String::from_utf8(out.stdout)
             .expect("schema is UTF-8")
             .lines()
