@@ -15,6 +15,7 @@ use crate::util::{self, entry_lines, pgarc_output, run_ok, Cluster};
 
 /// pg_dump releases and the compressions each can write (`-Z` spelling, name).
 const CASES: &[(u32, &[(&str, &str)])] = &[
+    (14, &[("0", "none"), ("", "gzip")]),
     (15, &[("0", "none"), ("", "gzip")]),
     (
         16,

@@ -73,11 +73,24 @@ pub fn optional_bindir(major: u32) -> Option<PathBuf> {
     dir
 }
 
-/// The bin directory for test servers: `PGARC_TEST_PGBIN`, else `pg_config --bindir`, else
-/// the newest `/usr/lib/postgresql/*/bin`, else the newest release in the wheel cache.
+/// The bin directory for test servers: `PGARC_TEST_PGBIN`, else the release named by
+/// `PGARC_TEST_PG_MAJOR` (e.g. 14), else `pg_config --bindir`, else the newest
+/// `/usr/lib/postgresql/*/bin`, else the newest release in the wheel cache.
 pub fn default_bindir() -> PathBuf {
     if let Some(dir) = std::env::var_os("PGARC_TEST_PGBIN") {
         return PathBuf::from(dir);
+    }
+    if let Some(major) = std::env::var("PGARC_TEST_PG_MAJOR")
+        .ok()
+        .filter(|m| !m.trim().is_empty())
+    {
+        let major: u32 = major
+            .trim()
+            .parse()
+            .expect("PGARC_TEST_PG_MAJOR is a major version such as 14");
+        return pg_bindir(major).unwrap_or_else(|| {
+            panic!("PGARC_TEST_PG_MAJOR={major}: not installed; run scripts/install-deps.sh")
+        });
     }
     if let Some(dir) = tools::pg_config_bindir().filter(|d| d.join("initdb").is_file()) {
         return dir;
