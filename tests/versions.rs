@@ -88,16 +88,7 @@ fn raw_statements(schema: &str) -> Vec<&str> {
 
 /// Data, sequences, large objects and materialized views equal; the schema as documented.
 fn assert_same_across_versions(source: &DbState, target: &DbState, source_major: u32, what: &str) {
-    assert_eq!(target.tables, source.tables, "table contents: {what}");
-    assert_eq!(target.sequences, source.sequences, "sequences: {what}");
-    assert_eq!(
-        target.large_objects, source.large_objects,
-        "large objects: {what}"
-    );
-    assert_eq!(
-        target.matviews, source.matviews,
-        "materialized views: {what}"
-    );
+    target.assert_same_data(source, what);
     assert_eq!(
         statements(&target.schema, source_major),
         statements(&source.schema, source_major),

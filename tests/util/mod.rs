@@ -466,6 +466,26 @@ pub fn newest_bindir() -> PathBuf {
         .unwrap_or_else(default_bindir)
 }
 
+impl DbState {
+    /// Asserts that everything but the schema text equals `expected`'s: table contents,
+    /// sequence values, large objects, materialized views. `what` names the database.
+    pub fn assert_same_data(&self, expected: &DbState, what: &str) {
+        assert_eq!(self.tables, expected.tables, "table contents of {what}");
+        assert_eq!(
+            self.sequences, expected.sequences,
+            "sequence values of {what}"
+        );
+        assert_eq!(
+            self.large_objects, expected.large_objects,
+            "large objects of {what}"
+        );
+        assert_eq!(
+            self.matviews, expected.matviews,
+            "materialized views of {what}"
+        );
+    }
+}
+
 /// Everything the equality check of two databases compares.
 #[derive(Debug, PartialEq, Eq)]
 pub struct DbState {
@@ -547,16 +567,7 @@ WHERE c.relkind = 'm' ORDER BY 1
     /// Asserts that `db` equals `expected`, naming the first difference.
     pub fn assert_same_db(&self, expected: &DbState, db: &str) {
         let got = self.db_state(db);
-        assert_eq!(got.tables, expected.tables, "table contents of {db}");
-        assert_eq!(got.sequences, expected.sequences, "sequence values of {db}");
-        assert_eq!(
-            got.large_objects, expected.large_objects,
-            "large objects of {db}"
-        );
-        assert_eq!(
-            got.matviews, expected.matviews,
-            "materialized views of {db}"
-        );
+        got.assert_same_data(expected, db);
         if got.schema != expected.schema {
             let diff: Vec<_> = got
                 .schema
