@@ -506,6 +506,34 @@ fn the_json_report_matches_its_schema_and_the_tables_counts() {
     }
     assert_eq!(json["totals"]["rows"].as_u64(), Some(total));
 
+    // A report that cannot be written: exit 1, and the message says the archive is complete
+    // (it is: the manifest is there).
+    let elsewhere = work.path().join("complete");
+    let out = cluster
+        .pgarc()
+        .args([
+            "dump",
+            "-q",
+            "-d",
+            "fx",
+            "--report",
+            "/nonexistent/dir/r.json",
+            "-f",
+        ])
+        .arg(&elsewhere)
+        .arg("--pg-dump")
+        .arg(cluster.bindir.join("pg_dump"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("is complete, but cannot write the report"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(elsewhere.join("manifest.toml").exists());
+
     // A damaged report would be refused: the check can fail.
     let broken = work.path().join("broken.json");
     std::fs::write(&broken, br#"{"report_format": 1, "command": "dump"}"#).unwrap();

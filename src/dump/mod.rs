@@ -404,13 +404,13 @@ async fn run_pipeline(
         tokio::task::spawn_blocking(move || archive.write_manifest(&manifest))
             .await
             .context("the manifest task failed")??;
-        if let Some(path) = &opts.report {
+        let report = opts.report.as_ref().map(|_| {
             let phase = |name: &str, d: Duration| crate::report::Phase {
                 name: name.into(),
                 seconds: crate::report::secs(d),
                 entries: None,
             };
-            let report = crate::report::Report {
+            crate::report::Report {
                 report_format: crate::report::REPORT_FORMAT,
                 command: "dump",
                 pgarc_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -439,26 +439,37 @@ async fn run_pipeline(
                     errors: 0,
                 },
                 tables: assembled.report.clone(),
-            };
-            report.write(path)?;
-        }
-        Ok(DumpSummary {
-            out: opts.out.clone(),
-            database: info.database.clone(),
-            snapshot_id,
-            tables,
-            rows: assembled.rows,
-            raw_bytes: assembled.raw_bytes,
-            stored_bytes: assembled.stored_bytes,
-            elapsed: started.elapsed(),
-            jobs: opts.jobs,
-            codec: opts.codec,
-            split: assembled.split,
-            unsplit,
-        })
+            }
+        });
+        Ok((
+            report,
+            DumpSummary {
+                out: opts.out.clone(),
+                database: info.database.clone(),
+                snapshot_id,
+                tables,
+                rows: assembled.rows,
+                raw_bytes: assembled.raw_bytes,
+                stored_bytes: assembled.stored_bytes,
+                elapsed: started.elapsed(),
+                jobs: opts.jobs,
+                codec: opts.codec,
+                split: assembled.split,
+                unsplit,
+            },
+        ))
     };
-    let summary = finish.await.map_err(incomplete)?;
+    let (report, summary) = finish.await.map_err(incomplete)?;
     progress.finish();
+    // The archive is complete from here on: a report that cannot be written says so.
+    if let (Some(report), Some(path)) = (report, &opts.report) {
+        report.write(path).map_err(|e| {
+            anyhow!(
+                "the archive in {} is complete, but {e:#}",
+                opts.out.display()
+            )
+        })?;
+    }
     Ok(summary)
 }
 

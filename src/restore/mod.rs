@@ -603,7 +603,8 @@ pub async fn run(opts: RestoreOptions) -> Result<RestoreSummary> {
     summary.elapsed = started.elapsed();
     progress.finish();
     if let Some(path) = &ctx.opts.report {
-        write_report(&ctx, &summary, started_at, path)?;
+        write_report(&ctx, &summary, started_at, path)
+            .map_err(|e| anyhow!("the restore finished, but {e:#}"))?;
     }
     if errors.count > 0 {
         eprint!("{summary}");
