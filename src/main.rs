@@ -62,6 +62,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Restore(args) if args.list => {
+            set_output(&args.output);
             let opts = restore_options(*args, false)?;
             let dir = ArchiveDir::open(&opts.archive)?;
             let mut toc = dir.read_toc()?;

@@ -368,6 +368,11 @@ impl ConnParams {
             _ => b.set_verify(SslVerifyMode::NONE),
         }
         if let Some(cert) = self.sslcert.clone().or_else(|| default("postgresql.crt")) {
+            if !Path::new(&cert).exists() {
+                return Err(format!(
+                    "client certificate file {cert:?} does not exist: check sslcert (or PGSSLCERT)"
+                ));
+            }
             b.set_certificate_chain_file(&cert)
                 .map_err(tls_err(format!(
                     "cannot read client certificate file {cert:?}"
@@ -379,6 +384,11 @@ impl ConnParams {
                 .ok_or_else(|| {
                     format!("client certificate {cert:?} given without its key: set sslkey")
                 })?;
+            if !Path::new(&key).exists() {
+                return Err(format!(
+                    "client key file {key:?} does not exist: check sslkey (or PGSSLKEY)"
+                ));
+            }
             b.set_private_key_file(&key, SslFiletype::PEM)
                 .map_err(tls_err(format!("cannot read client key file {key:?}")))?;
         }

@@ -186,7 +186,7 @@ pub fn selection(opts: &RestoreOptions, toc: &mut Toc) -> Result<Selection> {
             }
             let i = at.remove(&id).ok_or_else(|| {
                 anyhow!(
-                    "{}: could not find entry for ID {id} in the archive: was the list made from                      another archive? (pgarc restore -l ARCHIVE makes one)",
+                    "{}: could not find entry for ID {id} in the archive: was the list made from another archive? (pgarc restore -l ARCHIVE makes one)",
                     path.display()
                 )
             })?;
