@@ -172,6 +172,24 @@ fn sslmodes_connect_verify_and_fail_clearly() {
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains("only over TLS"), "{stderr}");
     assert!(stderr.contains("sslmode=require"), "{stderr}");
+    // prefer with a root certificate (~/.postgresql/root.crt) that does not verify the
+    // server: as libpq, the failed handshake is retried without TLS, which this server
+    // refuses.
+    let home = tempfile::tempdir().unwrap();
+    std::fs::create_dir(home.path().join(".postgresql")).unwrap();
+    std::fs::copy(&other, home.path().join(".postgresql/root.crt")).unwrap();
+    let out = cluster
+        .pgarc()
+        .env("HOME", home.path())
+        .args(["dump", "-q", "-d", &format!("{base} sslmode=prefer"), "-f"])
+        .arg(work.path().join("prefer-fallback"))
+        .arg("--pg-dump")
+        .arg(cluster.bindir.join("pg_dump"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("no encryption"), "{stderr}");
     // allow: tries without TLS, is refused, then connects with it.
     let (code, stderr) = dump("allow", format!("{base} sslmode=allow"));
     assert_eq!(code, Some(0), "{stderr}");

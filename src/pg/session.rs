@@ -79,7 +79,18 @@ pub async fn connect(params: &ConnParams, application_name: &str) -> Result<Sess
         open(&config, NoTls, tx).await.map_err(failed)?
     } else {
         let tls = params.tls().map_err(|e| anyhow!(e))?;
-        if params.sslmode != SslMode::Allow {
+        if params.sslmode == SslMode::Prefer {
+            // prefer: as libpq, a failed TLS handshake (a certificate that does not verify
+            // against an existing root.crt, say) is retried without TLS.
+            match open(&config, tls, tx.clone()).await {
+                Ok(c) => c,
+                Err(err) if err.to_string().contains("TLS handshake") => {
+                    config.ssl_mode(tokio_postgres::config::SslMode::Disable);
+                    open(&config, NoTls, tx).await.map_err(failed)?
+                }
+                Err(err) => return Err(failed(err)),
+            }
+        } else if params.sslmode != SslMode::Allow {
             open(&config, tls, tx).await.map_err(failed)?
         } else {
             // allow: without TLS first, with TLS only if the server refuses that.
