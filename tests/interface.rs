@@ -150,11 +150,7 @@ fn selection_options_give_pg_dumps_toc_and_every_included_tables_rows() {
         ),
     ] {
         let out = cluster
-            .pgarc()
-            .args(["dump", "-d", "fx", "-f"])
-            .arg(work.path().join("refused"))
-            .arg("--pg-dump")
-            .arg(cluster.bindir.join("pg_dump"))
+            .pgarc_dump_cmd("fx", &work.path().join("refused"))
             .args(args)
             .output()
             .unwrap();
@@ -510,19 +506,8 @@ fn the_json_report_matches_its_schema_and_the_tables_counts() {
     // (it is: the manifest is there).
     let elsewhere = work.path().join("complete");
     let out = cluster
-        .pgarc()
-        .args([
-            "dump",
-            "-q",
-            "-d",
-            "fx",
-            "--report",
-            "/nonexistent/dir/r.json",
-            "-f",
-        ])
-        .arg(&elsewhere)
-        .arg("--pg-dump")
-        .arg(cluster.bindir.join("pg_dump"))
+        .pgarc_dump_cmd("fx", &elsewhere)
+        .args(["-q", "--report", "/nonexistent/dir/r.json"])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);

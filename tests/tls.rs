@@ -87,11 +87,8 @@ fn sslmodes_connect_verify_and_fail_clearly() {
     let work = tempfile::tempdir().unwrap();
     let dump = |name: &str, conninfo: String| {
         let out = cluster
-            .pgarc()
-            .args(["dump", "-q", "-d", &conninfo, "-f"])
-            .arg(work.path().join(name))
-            .arg("--pg-dump")
-            .arg(cluster.bindir.join("pg_dump"))
+            .pgarc_dump_cmd(&conninfo, &work.path().join(name))
+            .arg("-q")
             .output()
             .unwrap();
         (
@@ -179,12 +176,12 @@ fn sslmodes_connect_verify_and_fail_clearly() {
     std::fs::create_dir(home.path().join(".postgresql")).unwrap();
     std::fs::copy(&other, home.path().join(".postgresql/root.crt")).unwrap();
     let out = cluster
-        .pgarc()
+        .pgarc_dump_cmd(
+            &format!("{base} sslmode=prefer"),
+            &work.path().join("prefer-fallback"),
+        )
         .env("HOME", home.path())
-        .args(["dump", "-q", "-d", &format!("{base} sslmode=prefer"), "-f"])
-        .arg(work.path().join("prefer-fallback"))
-        .arg("--pg-dump")
-        .arg(cluster.bindir.join("pg_dump"))
+        .arg("-q")
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -587,17 +587,19 @@ WHERE c.relkind = 'm' ORDER BY 1
         cmd
     }
 
-    /// Runs `pgarc dump -d DB -f OUT` with this cluster's pg_dump and `args`; returns its
-    /// stderr (the summary).
+    /// `pgarc dump -d DB -f OUT --pg-dump <this cluster's>`, to add arguments to and run.
+    pub fn pgarc_dump_cmd(&self, db: &str, out: &Path) -> Command {
+        let mut cmd = self.pgarc();
+        cmd.args(["dump", "-d", db, "-f"])
+            .arg(out)
+            .arg("--pg-dump")
+            .arg(self.bindir.join("pg_dump"));
+        cmd
+    }
+
+    /// Runs [`Cluster::pgarc_dump_cmd`] with `args`; returns its stderr (the summary).
     pub fn pgarc_dump(&self, db: &str, out: &Path, args: &[&str]) -> String {
-        let output = run_ok(
-            self.pgarc()
-                .args(["dump", "-d", db, "-f"])
-                .arg(out)
-                .arg("--pg-dump")
-                .arg(self.bindir.join("pg_dump"))
-                .args(args),
-        );
+        let output = run_ok(self.pgarc_dump_cmd(db, out).args(args));
         String::from_utf8(output.stderr).unwrap()
     }
 }
