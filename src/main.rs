@@ -187,57 +187,46 @@ fn restore_options(args: RestoreArgs, connect: bool) -> anyhow::Result<RestoreOp
     if args.single_transaction && args.create {
         anyhow::bail!("cannot use --single-transaction with --create: CREATE DATABASE cannot run in a transaction");
     }
-    if !connect {
-        let mut opts = RestoreOptions::new(dummy_conn(), args.archive.clone());
-        fill_selection(&mut opts, &args.section, args.create, args.no_privileges);
-        copy_names(&mut opts, &args);
-        return Ok(opts);
-    }
-    if args.conn.dbname.is_none() {
+    let conn = if !connect {
+        dummy_conn()
+    } else if args.conn.dbname.is_none() {
         anyhow::bail!(
             "no target database: pass -d DBNAME (with --create, the database to connect to \
              first, e.g. -d postgres); pgarc restore writes into a database, not a script"
         );
-    }
-    let conn = ConnParams::resolve(&conn_args(&args.conn), &|k| std::env::var(k).ok())
-        .map_err(anyhow::Error::msg)?;
-    let mut opts = RestoreOptions::new(conn, args.archive.clone());
-    fill_selection(&mut opts, &args.section, args.create, args.no_privileges);
-    copy_names(&mut opts, &args);
+    } else {
+        ConnParams::resolve(&conn_args(&args.conn), &|k| std::env::var(k).ok())
+            .map_err(anyhow::Error::msg)?
+    };
+    let mut opts = RestoreOptions::new(conn, args.archive);
     opts.jobs = args.jobs.into();
+    opts.create = args.create;
     opts.clean = args.clean;
     opts.if_exists = args.if_exists;
     opts.no_owner = args.no_owner;
+    opts.no_privileges = args.no_privileges;
     opts.role = args.role;
+    opts.sections = args.section;
     // As pg_restore: -1 stops at the first error (the transaction is lost anyway).
     opts.exit_on_error = args.exit_on_error || args.single_transaction;
+    opts.schema_only = args.schema_only;
+    opts.data_only = args.data_only;
+    opts.no_statistics = args.no_statistics;
+    opts.names = NameFilters {
+        schemas: args.schema,
+        exclude_schemas: args.exclude_schema,
+        tables: args.table,
+        indexes: args.index,
+        functions: args.function,
+        triggers: args.trigger,
+    };
+    opts.strict_names = args.strict_names;
+    opts.use_list = args.use_list;
     opts.disable_triggers = args.disable_triggers;
     opts.single_transaction = args.single_transaction;
     opts.verbose = args.output.verbose;
     opts.report = args.output.report;
     Ok(opts)
-}
-
-fn fill_selection(opts: &mut RestoreOptions, sections: &[String], create: bool, no_acl: bool) {
-    opts.sections = sections.to_vec();
-    opts.create = create;
-    opts.no_privileges = no_acl;
-}
-
-fn copy_names(opts: &mut RestoreOptions, args: &RestoreArgs) {
-    opts.schema_only = args.schema_only;
-    opts.data_only = args.data_only;
-    opts.no_statistics = args.no_statistics;
-    opts.names = NameFilters {
-        schemas: args.schema.clone(),
-        exclude_schemas: args.exclude_schema.clone(),
-        tables: args.table.clone(),
-        indexes: args.index.clone(),
-        functions: args.function.clone(),
-        triggers: args.trigger.clone(),
-    };
-    opts.strict_names = args.strict_names;
-    opts.use_list = args.use_list.clone();
 }
 
 /// `-l` reads no connection options: placeholders that are never used to connect.

@@ -8,7 +8,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::toc::{Section, TocEntry};
+use super::toc::{Section, TocEntry, TocStr};
 
 /// What an entry contributes, as pg_restore's `REQ_*` bits.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -74,6 +74,53 @@ impl NameFilters {
     pub fn any(&self) -> bool {
         self.sel_types() || !self.schemas.is_empty() || !self.exclude_schemas.is_empty()
     }
+
+    /// The kind of name (`-t`, `-I`, `-P` or `-T`) that selects `entry`, and those names.
+    fn names_for(&self, entry: &TocEntry) -> Option<(&'static str, &[String])> {
+        let d = &entry.desc;
+        if TABLE_LIKE.iter().any(|k| d.is(k)) {
+            Some(("table", &self.tables))
+        } else if d.is("INDEX") {
+            Some(("index", &self.indexes))
+        } else if d.is("FUNCTION") || d.is("AGGREGATE") || d.is("PROCEDURE") {
+            Some(("function", &self.functions))
+        } else if d.is("TRIGGER") {
+            Some(("trigger", &self.triggers))
+        } else {
+            None
+        }
+    }
+
+    /// `--strict-names`: the first name no entry of `entries` carries, as `kind "name"`.
+    pub fn missing(&self, entries: &[TocEntry]) -> Option<String> {
+        let text = |s: &TocStr| s.to_str_lossy().map(|t| t.into_owned());
+        for name in &self.schemas {
+            if !entries
+                .iter()
+                .any(|e| text(&e.namespace).as_ref() == Some(name))
+            {
+                return Some(format!("schema \"{name}\""));
+            }
+        }
+        let kinds = [
+            ("table", &self.tables),
+            ("index", &self.indexes),
+            ("function", &self.functions),
+            ("trigger", &self.triggers),
+        ];
+        for (kind, names) in kinds {
+            for name in names {
+                let found = entries.iter().any(|e| {
+                    text(&e.tag).as_ref() == Some(name)
+                        && self.names_for(e).is_some_and(|(k, _)| k == kind)
+                });
+                if !found {
+                    return Some(format!("{kind} \"{name}\""));
+                }
+            }
+        }
+        None
+    }
 }
 
 impl Selection {
@@ -138,21 +185,9 @@ fn names_allow(entry: &TocEntry, opts: &NameFilters) -> bool {
     }
     if opts.sel_types() {
         let tag = entry.tag.to_str_lossy().unwrap_or_default();
-        let named = |list: &Vec<String>| !list.is_empty() && list.iter().any(|n| *n == tag);
-        let d = &entry.desc;
-        let ok = if TABLE_LIKE.iter().any(|k| d.is(k)) {
-            named(&opts.tables)
-        } else if d.is("INDEX") {
-            named(&opts.indexes)
-        } else if d.is("FUNCTION") || d.is("AGGREGATE") || d.is("PROCEDURE") {
-            named(&opts.functions)
-        } else if d.is("TRIGGER") {
-            named(&opts.triggers)
-        } else {
-            false
-        };
-        if !ok {
-            return false;
+        match opts.names_for(entry) {
+            Some((_, names)) if names.iter().any(|n| *n == tag) => {}
+            _ => return false,
         }
     }
     true
@@ -170,11 +205,6 @@ pub fn toc_reqs(entries: &[TocEntry], opts: &Selection) -> Vec<Reqs> {
         out.push(r);
     }
     out
-}
-
-/// Decides one entry without parents (no selective options that need them).
-pub fn entry_reqs(entry: &TocEntry, current: i32, opts: &Selection) -> Reqs {
-    entry_reqs_with(entry, current, opts, &|_| None)
 }
 
 const LO_TAG_PREFIX: &str = "LARGE OBJECT";
@@ -395,6 +425,11 @@ mod tests {
             ..Selection::default()
         };
         assert_eq!(picked(&data_only), [false, false, false]);
+    }
+
+    /// Decides one entry without parents (no selective options that need them).
+    fn entry_reqs(entry: &TocEntry, current: i32, opts: &Selection) -> Reqs {
+        entry_reqs_with(entry, current, opts, &|_| None)
     }
 
     fn reqs(e: &TocEntry) -> Reqs {

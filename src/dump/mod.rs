@@ -268,7 +268,7 @@ async fn run_pipeline(
         .unwrap_or(8192);
 
     let archive = Arc::new(ArchiveWriter::create(&opts.out)?);
-    let tables = plan::data_tables(&chosen.data);
+    let tables = chosen.data;
     let can_split = info.version_num >= 140000;
     let chunks = plan::plan_chunks(&tables, opts.split_size, block_size, can_split);
     let too_big = tables

@@ -10,17 +10,6 @@ use crate::archive::frame::Codec;
 use crate::archive::toc::{ArchiveVersion, HeaderCompression, Section, Toc, TocEntry, TocStr};
 use crate::pg::session::CatalogTable;
 
-/// The tables pgarc copies itself: plain tables that are not extension members (pg_dump
-/// handles extension configuration tables, with their filters). Partitioned tables hold no
-/// rows; their partitions are plain tables.
-pub fn data_tables(catalog: &[CatalogTable]) -> Vec<CatalogTable> {
-    catalog
-        .iter()
-        .filter(|t| t.relkind == 'r' && !t.extension_member)
-        .cloned()
-        .collect()
-}
-
 /// The `--exclude-table-data` patterns that keep pg_dump from writing the data of exactly
 /// these tables: per schema, the names folded into a prefix tree (`"t_0"("1"|"2"("a"|)))`),
 /// so that pg_dump runs one catalog query per pattern instead of one per table (2,000 tables:

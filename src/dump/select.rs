@@ -211,13 +211,13 @@ fn regex_clause(column: &str, regex: &str) -> Option<String> {
 }
 
 /// The query for the schemas a `-n`/`-N` pattern names (their names).
-pub fn schema_query(pattern: &str, database: &str) -> Result<String> {
+pub fn schema_query(pattern: &str) -> Result<String> {
     let p = parse_pattern(pattern, 1);
     if p.dots > 1 {
         bail!("improper qualified name (too many dotted names): {pattern}");
     } else if p.dots == 1 {
-        // pg_dump compares the (empty) database part with the current database.
-        let _ = database;
+        // pg_dump compares the database part, which its parser leaves empty for a schema
+        // pattern, with the current database: never equal.
         bail!("cross-database references are not implemented: {pattern}");
     }
     let mut sql = String::from("SELECT n.nspname FROM pg_catalog.pg_namespace n");
@@ -256,7 +256,9 @@ pub fn table_query(pattern: &str, database: &str) -> Result<String> {
     ))
 }
 
-/// The outcome: the tables the dump covers (to lock) and those whose rows pgarc copies.
+/// The outcome: the tables the dump covers (to lock) and those whose rows pgarc copies:
+/// plain tables that are not extension members (pg_dump handles extension configuration
+/// tables, with their filters); partitioned tables hold no rows, their partitions do.
 #[derive(Debug, Clone, Default)]
 pub struct Resolved {
     pub dumped: Vec<CatalogTable>,
@@ -312,6 +314,29 @@ async fn names(client: &Client, sql: &str) -> Result<Vec<String>> {
         .collect())
 }
 
+/// The OIDs of the relations `patterns` match; with `strict`, a pattern matching nothing is
+/// pg_dump's error.
+async fn table_oids(
+    client: &Client,
+    patterns: &[String],
+    database: &str,
+    strict: bool,
+) -> Result<HashSet<u32>> {
+    let mut found = HashSet::new();
+    for p in patterns {
+        let matched: Vec<u32> = names(client, &table_query(p, database)?)
+            .await?
+            .iter()
+            .filter_map(|o| o.parse().ok())
+            .collect();
+        if strict && matched.is_empty() {
+            bail!("no matching tables were found for pattern \"{p}\" (--strict-names): check -t");
+        }
+        found.extend(matched);
+    }
+    Ok(found)
+}
+
 /// Expands the patterns in the server (under the dump's snapshot, with the session's search
 /// path) and decides. Errors as pg_dump's: `--strict-names` and a pattern matching nothing,
 /// or include patterns that together match nothing.
@@ -325,7 +350,7 @@ pub async fn resolve(
     if !sel.schemas.is_empty() {
         let mut found = HashSet::new();
         for p in &sel.schemas {
-            let matched = names(client, &schema_query(p, database)?).await?;
+            let matched = names(client, &schema_query(p)?).await?;
             if sel.strict_names && matched.is_empty() {
                 bail!(
                     "no matching schemas were found for pattern \"{p}\" (--strict-names): check -n"
@@ -340,29 +365,11 @@ pub async fn resolve(
     }
     let mut schema_exclude = HashSet::new();
     for p in &sel.exclude_schemas {
-        schema_exclude.extend(names(client, &schema_query(p, database)?).await?);
+        schema_exclude.extend(names(client, &schema_query(p)?).await?);
     }
-    let oids = |patterns: &[String], strict: bool| {
-        let patterns = patterns.to_vec();
-        async move {
-            let mut found = HashSet::new();
-            for p in &patterns {
-                let matched: Vec<u32> = names(client, &table_query(p, database)?)
-                    .await?
-                    .iter()
-                    .filter_map(|o| o.parse().ok())
-                    .collect();
-                if strict && matched.is_empty() {
-                    bail!("no matching tables were found for pattern \"{p}\" (--strict-names): check -t");
-                }
-                found.extend(matched);
-            }
-            Ok::<_, anyhow::Error>(found)
-        }
-    };
     let mut table_include = None;
     if !sel.tables.is_empty() {
-        let found = oids(&sel.tables, sel.strict_names).await?;
+        let found = table_oids(client, &sel.tables, database, sel.strict_names).await?;
         if found.is_empty() {
             bail!("no matching tables were found: check the -t patterns");
         }
@@ -372,8 +379,8 @@ pub async fn resolve(
         schema_include,
         schema_exclude,
         table_include,
-        table_exclude: oids(&sel.exclude_tables, false).await?,
-        data_exclude: oids(&sel.exclude_table_data, false).await?,
+        table_exclude: table_oids(client, &sel.exclude_tables, database, false).await?,
+        data_exclude: table_oids(client, &sel.exclude_table_data, database, false).await?,
     };
     Ok(decide(sel, catalog, &matched))
 }
@@ -431,8 +438,8 @@ mod tests {
         assert!(table_query("other.s.t", "db").is_err());
         assert!(table_query("db.s.t", "db").is_ok());
         assert!(table_query("a.b.c.d", "db").is_err());
-        assert!(schema_query("a.b", "db").is_err());
-        let q = schema_query("it's", "db").unwrap();
+        assert!(schema_query("a.b").is_err());
+        let q = schema_query("it's").unwrap();
         assert!(q.contains("'^(it''s)$'"), "{q}");
     }
 

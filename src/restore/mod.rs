@@ -18,7 +18,7 @@ pub mod plan;
 pub mod sql;
 pub mod worker;
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::ops::Range;
 use std::path::PathBuf;
@@ -209,40 +209,8 @@ pub fn selection(opts: &RestoreOptions, toc: &mut Toc) -> Result<Selection> {
         sel.id_wanted = Some(wanted);
     }
     if opts.strict_names {
-        type IsKind<'a> = &'a dyn Fn(&TocEntry) -> bool;
-        let names: [(&str, &Vec<String>, IsKind); 5] = [
-            ("schema", &opts.names.schemas, &|_| true),
-            ("table", &opts.names.tables, &|e| {
-                [
-                    "TABLE",
-                    "VIEW",
-                    "FOREIGN TABLE",
-                    "MATERIALIZED VIEW",
-                    "SEQUENCE",
-                ]
-                .iter()
-                .any(|k| e.desc.is(k))
-            }),
-            ("index", &opts.names.indexes, &|e| e.desc.is("INDEX")),
-            ("function", &opts.names.functions, &|e| {
-                e.desc.is("FUNCTION") || e.desc.is("AGGREGATE") || e.desc.is("PROCEDURE")
-            }),
-            ("trigger", &opts.names.triggers, &|e| e.desc.is("TRIGGER")),
-        ];
-        for (kind, wanted, is_kind) in names {
-            for name in wanted {
-                let found = toc.entries.iter().any(|e| {
-                    let field = if kind == "schema" {
-                        &e.namespace
-                    } else {
-                        &e.tag
-                    };
-                    is_kind(e) && field.to_str_lossy().as_deref() == Some(name.as_str())
-                });
-                if !found {
-                    bail!("{kind} \"{name}\" not found in the archive (--strict-names)");
-                }
-            }
+        if let Some(what) = opts.names.missing(&toc.entries) {
+            bail!("{what} not found in the archive (--strict-names)");
         }
     }
     if !opts.sections.is_empty() {
@@ -991,7 +959,8 @@ async fn parallel(
     let main_started = Instant::now();
     let mut pass_started = Instant::now();
     let mut data_announced = data_left == 0;
-    let mut tracked: HashMap<usize, (Instant, BTreeSet<usize>, u64, u64, usize)> = HashMap::new();
+    // Per table being loaded, for --report: when its load began, and its report so far.
+    let mut tracked: HashMap<usize, (Instant, crate::report::TableReport)> = HashMap::new();
     // Entries finished without error, and entries with an error in any part.
     let mut loaded: HashSet<usize> = HashSet::new();
     let mut failed: HashSet<usize> = HashSet::new();
@@ -1014,10 +983,18 @@ async fn parallel(
             } else {
                 1
             };
-            if is_data(idx) {
-                tracked
-                    .entry(idx)
-                    .or_insert_with(|| (Instant::now(), BTreeSet::new(), 0, 0, k));
+            if let Some(source) = ctx.data.get(&idx) {
+                let report = crate::report::TableReport {
+                    schema: e.namespace.to_str_lossy().unwrap_or_default().into_owned(),
+                    name: e.tag.to_str_lossy().unwrap_or_default().into_owned(),
+                    rows: 0,
+                    raw_bytes: 0,
+                    stored_bytes: source.file.size,
+                    seconds: 0.0,
+                    workers: Vec::new(),
+                    pieces: k,
+                };
+                tracked.insert(idx, (Instant::now(), report));
             }
             if k >= 2 {
                 let frames = ctx.data[&idx].frames.clone().expect("split needs frames");
@@ -1081,10 +1058,12 @@ async fn parallel(
                 }
                 summary.rows += outcome.rows;
                 summary.raw_bytes += outcome.raw_bytes;
-                if let Some(t) = tracked.get_mut(&idx) {
-                    t.1.insert(worker + 1);
-                    t.2 += outcome.rows;
-                    t.3 += outcome.raw_bytes;
+                if let Some((_, t)) = tracked.get_mut(&idx) {
+                    if !t.workers.contains(&(worker + 1)) {
+                        t.workers.push(worker + 1);
+                    }
+                    t.rows += outcome.rows;
+                    t.raw_bytes += outcome.raw_bytes;
                 }
                 errors.add(outcome.errors)?;
                 let left = gang_left.get_mut(&idx).expect("dispatched");
@@ -1098,19 +1077,10 @@ async fn parallel(
                     loaded.insert(idx);
                 }
                 let e = &ctx.toc.entries[idx];
-                if let (Some((at, workers, rows, raw, pieces)), Some(source)) =
-                    (tracked.remove(&idx), ctx.data.get(&idx))
-                {
-                    summary.table_reports.push(crate::report::TableReport {
-                        schema: e.namespace.to_str_lossy().unwrap_or_default().into_owned(),
-                        name: e.tag.to_str_lossy().unwrap_or_default().into_owned(),
-                        rows,
-                        raw_bytes: raw,
-                        stored_bytes: source.file.size,
-                        seconds: crate::report::secs(at.elapsed()),
-                        workers: workers.into_iter().collect(),
-                        pieces,
-                    });
+                if let Some((started, mut t)) = tracked.remove(&idx) {
+                    t.seconds = crate::report::secs(started.elapsed());
+                    t.workers.sort_unstable();
+                    summary.table_reports.push(t);
                 }
                 if is_data(idx) {
                     summary.data.entries += 1;
