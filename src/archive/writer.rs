@@ -7,7 +7,7 @@
 
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -62,11 +62,21 @@ impl ArchiveWriter {
 
     /// Creates the directory, or takes an existing empty one. A non-empty directory is
     /// refused: it may be another archive.
+    ///
+    /// The archive is private, as pg_dump's: a directory it creates is 0700 and every file
+    /// it writes 0600, whatever the umask (an existing empty directory keeps its mode, as
+    /// pg_dump leaves it).
     pub fn create(root: &Path) -> Result<ArchiveWriter, Error> {
         Self::check_target(root)?;
-        std::fs::create_dir_all(root).map_err(io_err(root, "could not create"))?;
-        let frames = root.join(FRAMES_DIR);
-        std::fs::create_dir_all(&frames).map_err(io_err(&frames, "could not create"))?;
+        if let Some(parent) = root.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(io_err(parent, "could not create"))?;
+        }
+        match private_dir(root) {
+            Err(Error::Io { error, .. }) if error.kind() == io::ErrorKind::AlreadyExists => {}
+            r => r?,
+        }
+        private_dir(&root.join("pgarc"))?;
+        private_dir(&root.join(FRAMES_DIR))?;
         Ok(ArchiveWriter {
             root: root.to_owned(),
         })
@@ -103,6 +113,8 @@ impl ArchiveWriter {
             }
             let target = self.root.join(name);
             std::fs::rename(entry.path(), &target).map_err(io_err(&target, "could not move"))?;
+            std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600))
+                .map_err(io_err(&target, "could not make private"))?;
             adopted.push(self.hash_file(name)?);
         }
         std::fs::remove_file(dir.join(TOC_FILE)).map_err(io_err(&dir, "could not remove"))?;
@@ -136,7 +148,7 @@ impl ArchiveWriter {
     /// Writes a whole file (created new).
     pub fn write_file(&self, rel: &str, bytes: &[u8]) -> Result<FileRecord, Error> {
         let path = self.root.join(rel);
-        let mut f = File::create_new(&path).map_err(io_err(&path, "could not create"))?;
+        let mut f = private_file(&path)?;
         f.write_all(bytes)
             .map_err(io_err(&path, "could not write"))?;
         Ok(FileRecord {
@@ -158,9 +170,12 @@ impl ArchiveWriter {
     /// table's OID), so that data can be written before the TOC assigns dumpIds.
     pub fn data_file(&self, key: &str, codec: Codec) -> Result<DataFileWriter, Error> {
         let staging = self.root.join(STAGING_DIR);
-        std::fs::create_dir_all(&staging).map_err(io_err(&staging, "could not create"))?;
+        match private_dir(&staging) {
+            Err(Error::Io { error, .. }) if error.kind() == io::ErrorKind::AlreadyExists => {}
+            r => r?,
+        }
         let path = staging.join(format!("{key}.dat{}", codec.suffix()));
-        let file = File::create_new(&path).map_err(io_err(&path, "could not create"))?;
+        let file = private_file(&path)?;
         Ok(DataFileWriter {
             path,
             codec,
@@ -226,7 +241,8 @@ impl ArchiveWriter {
         sync_tree(&self.root)?;
         let tmp = self.root.join(format!("{MANIFEST_FILE}.tmp"));
         let path = self.root.join(MANIFEST_FILE);
-        let mut f = File::create(&tmp).map_err(io_err(&tmp, "could not create"))?;
+        let _ = std::fs::remove_file(&tmp);
+        let mut f = private_file(&tmp)?;
         f.write_all(&manifest.to_bytes())
             .map_err(io_err(&tmp, "could not write"))?;
         f.sync_all().map_err(io_err(&tmp, "could not fsync"))?;
@@ -234,6 +250,27 @@ impl ArchiveWriter {
         std::fs::rename(&tmp, &path).map_err(io_err(&path, "could not rename into place"))?;
         sync_dir(&self.root)
     }
+}
+
+/// Creates a directory with mode 0700 whatever the umask (which can only take bits away,
+/// so the mode is set again after creation).
+fn private_dir(path: &Path) -> Result<(), Error> {
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(path)
+        .map_err(io_err(path, "could not create"))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
+        .map_err(io_err(path, "could not make private"))
+}
+
+/// Creates a new file with mode 0600 (a umask can only take bits away from that).
+fn private_file(path: &Path) -> Result<File, Error> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io_err(path, "could not create"))
 }
 
 /// How many threads fsync an archive's files at once.

@@ -42,6 +42,36 @@ fn pg_dump_compression(codec: Codec, pg_dump: &ToolVersion) -> String {
     }
 }
 
+/// Makes the child die with pgarc and write private files: in the child, between fork and
+/// exec, it sets the umask to 077 (pg_dump creates its files with mode 0666 minus the umask;
+/// the archive must be 0600 as pg_dump's directory is 0700) and asks the kernel for SIGKILL
+/// when the parent goes away (`PR_SET_PDEATHSIG`), so that a `kill -9` of pgarc cannot leave
+/// a pg_dump holding sessions and writing into an abandoned directory. If pgarc died before
+/// the request took effect, the parent pid has changed and the child refuses to start.
+///
+/// The death signal is tied to the *thread* that forks. tokio spawns the child from the
+/// runtime's worker thread that polls the capture; worker threads live as long as the
+/// runtime, which is the whole run.
+fn bind_to_parent(cmd: &mut Command) {
+    let parent = nix::unistd::getpid();
+    // SAFETY: `pre_exec` runs the closure in the forked child, where only async-signal-safe
+    // operations are allowed. The closure calls umask(2), prctl(2) and getppid(2), which are
+    // plain system calls (async-signal-safe per POSIX and Linux), compares two integers, and
+    // builds an `io::Error` from a raw errno, which does not allocate. It takes no lock,
+    // allocates nothing and touches no state shared with other threads.
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+                .map_err(|e| std::io::Error::from_raw_os_error(e as i32))?;
+            if nix::unistd::getppid() != parent {
+                return Err(std::io::Error::from_raw_os_error(nix::libc::ESRCH));
+            }
+            Ok(())
+        });
+    }
+}
+
 /// pg_dump while it runs: when the capture is abandoned (a failure elsewhere, SIGINT), it is
 /// killed and waited for, so that no pg_dump outlives pgarc (at most 2 s; SIGKILL is not
 /// refused). Blocking, but only on that path: a child already waited for is left alone.
@@ -111,6 +141,7 @@ pub async fn capture(c: Capture<'_>) -> Result<()> {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
+    bind_to_parent(&mut cmd);
     let mut child = cmd
         .spawn()
         .with_context(|| format!("could not run {}", pg_dump.display()))?;

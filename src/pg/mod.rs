@@ -6,3 +6,4 @@ pub mod conn;
 pub mod conninfo;
 pub mod session;
 pub mod tools;
+pub mod wire;

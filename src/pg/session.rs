@@ -8,14 +8,43 @@ use tokio::sync::watch;
 use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
 
 use super::conn::{ConnParams, PasswordSource, SslMode};
+use super::wire::{Raw, Wire};
 
 /// A connected session. `closed` turns to `Some(reason)` when the connection ends.
 pub struct Session {
     pub client: Client,
     pub closed: watch::Receiver<Option<String>>,
+    raw: Arc<Raw>,
 }
 
 impl Session {
+    /// Runs statements given as bytes, exactly as they are (see [`super::wire`]).
+    pub async fn execute_bytes(&self, sql: &[u8]) -> Result<(), tokio_postgres::Error> {
+        match std::str::from_utf8(sql) {
+            Ok(text) => self.client.batch_execute(text).await,
+            Err(_) => {
+                let placeholder = self.raw.register(sql, false);
+                self.client.batch_execute(placeholder.text()).await
+            }
+        }
+    }
+
+    /// Prepares a statement given as bytes; `copy_in` for `COPY ... FROM STDIN`, which the
+    /// wire then sends so that a refusal leaves the session usable.
+    pub async fn prepare_bytes(
+        &self,
+        sql: &[u8],
+        copy_in: bool,
+    ) -> Result<tokio_postgres::Statement, tokio_postgres::Error> {
+        match std::str::from_utf8(sql) {
+            Ok(text) if !copy_in => self.client.prepare(text).await,
+            _ => {
+                let placeholder = self.raw.register(sql, copy_in);
+                self.client.prepare(placeholder.text()).await
+            }
+        }
+    }
+
     /// Like [`describe`], but for an error that closed the connection also says why the
     /// connection ended (the server's FATAL message, e.g. `pg_terminate_backend` or a
     /// shutdown), as the connection task saw it.
@@ -71,53 +100,182 @@ pub fn describe(err: &tokio_postgres::Error) -> String {
 }
 
 /// Opens one session. Errors name the server and say what to do.
+///
+/// pgarc opens the socket and negotiates TLS itself, as libpq does for each `sslmode`, and
+/// hands tokio-postgres a [`Wire`] over the (possibly encrypted) stream, so that every
+/// session can send statements as bytes (see [`super::wire`]).
 pub async fn connect(params: &ConnParams, application_name: &str) -> Result<Session> {
-    let mut config = params.config(application_name).map_err(|e| anyhow!(e))?;
-    let (tx, rx) = watch::channel(None);
-    let failed = |err: tokio_postgres::Error| anyhow!("{}", connect_error(params, &err));
-    let client = if params.sslmode == SslMode::Disable || params.is_unix_socket() {
-        open(&config, NoTls, tx).await.map_err(failed)?
+    let config = params.config(application_name).map_err(|e| anyhow!(e))?;
+    let failed = |err: ConnectError| anyhow!("{}", connect_error(params, &err.to_string()));
+    let plain_first = params.sslmode == SslMode::Allow;
+    let first = if params.sslmode == SslMode::Disable || params.is_unix_socket() || plain_first {
+        Tls::Never
+    } else if params.sslmode == SslMode::Prefer {
+        Tls::IfOffered
     } else {
-        let tls = params.tls().map_err(|e| anyhow!(e))?;
-        if params.sslmode == SslMode::Prefer {
-            // prefer: as libpq, a failed TLS handshake (a certificate that does not verify
-            // against an existing root.crt, say) is retried without TLS.
-            match open(&config, tls, tx.clone()).await {
-                Ok(c) => c,
-                Err(err) if err.to_string().contains("TLS handshake") => {
-                    config.ssl_mode(tokio_postgres::config::SslMode::Disable);
-                    open(&config, NoTls, tx).await.map_err(failed)?
-                }
-                Err(err) => return Err(failed(err)),
-            }
-        } else if params.sslmode != SslMode::Allow {
-            open(&config, tls, tx).await.map_err(failed)?
-        } else {
-            // allow: without TLS first, with TLS only if the server refuses that.
-            match open(&config, NoTls, tx.clone()).await {
-                Ok(c) => c,
-                Err(err) if err.as_db_error().is_some() => {
-                    config.ssl_mode(tokio_postgres::config::SslMode::Require);
-                    open(&config, tls, tx).await.map_err(failed)?
-                }
-                Err(err) => return Err(failed(err)),
-            }
-        }
+        Tls::Required
     };
-    Ok(Session { client, closed: rx })
+    match open(params, &config, first).await {
+        Ok(s) => Ok(s),
+        // prefer: as libpq, a failed TLS handshake (a certificate that does not verify
+        // against an existing root.crt, say) is retried without TLS.
+        Err(ConnectError::Handshake(_)) if first == Tls::IfOffered => {
+            open(params, &config, Tls::Never).await.map_err(failed)
+        }
+        // allow: without TLS first, with TLS only if the server refuses that.
+        Err(ConnectError::Postgres(err)) if plain_first && err.as_db_error().is_some() => {
+            open(params, &config, Tls::Required).await.map_err(failed)
+        }
+        Err(err) => Err(failed(err)),
+    }
 }
 
-/// Connects with `tls` and drives the connection on its own task; when it ends, `tx` says why.
-async fn open<T>(
+/// Whether a connection attempt uses TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tls {
+    Never,
+    /// When the server offers it (`prefer`).
+    IfOffered,
+    Required,
+}
+
+/// Why a connection attempt failed.
+#[derive(Debug, thiserror::Error)]
+enum ConnectError {
+    #[error("{0}")]
+    Socket(String),
+    #[error("the server does not support TLS")]
+    NoTls,
+    #[error("TLS handshake failed: {0}")]
+    Handshake(String),
+    #[error("{}", describe(.0))]
+    Postgres(tokio_postgres::Error),
+}
+
+/// A byte stream to the server: a socket, or TLS over one.
+trait ServerStream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> ServerStream for T {}
+
+/// A connected socket.
+enum Socket {
+    Tcp(tokio::net::TcpStream),
+    Unix(tokio::net::UnixStream),
+}
+
+/// The TCP or unix socket, with libpq's keepalive settings on TCP.
+async fn socket(params: &ConnParams) -> std::result::Result<Socket, ConnectError> {
+    let attempt = async {
+        if params.is_unix_socket() {
+            let path = format!("{}/.s.PGSQL.{}", params.host, params.port);
+            let s = tokio::net::UnixStream::connect(&path).await?;
+            return Ok::<Socket, std::io::Error>(Socket::Unix(s));
+        }
+        let addrs: Vec<std::net::SocketAddr> = match params.hostaddr {
+            Some(a) => vec![(a, params.port).into()],
+            None => tokio::net::lookup_host((params.host.as_str(), params.port))
+                .await?
+                .collect(),
+        };
+        let mut last = std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("host name {:?} has no address", params.host),
+        );
+        for addr in addrs {
+            match tokio::net::TcpStream::connect(addr).await {
+                Ok(s) => {
+                    s.set_nodelay(true)?;
+                    let keepalive = socket2::TcpKeepalive::new()
+                        .with_time(std::time::Duration::from_secs(60))
+                        .with_interval(std::time::Duration::from_secs(10))
+                        .with_retries(6);
+                    socket2::SockRef::from(&s).set_tcp_keepalive(&keepalive)?;
+                    return Ok(Socket::Tcp(s));
+                }
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    };
+    let result = match params.connect_timeout {
+        Some(t) => tokio::time::timeout(t, attempt)
+            .await
+            .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into())),
+        None => attempt.await,
+    };
+    result.map_err(|e| {
+        if e.kind() == std::io::ErrorKind::TimedOut {
+            ConnectError::Socket("connection timed out".into())
+        } else {
+            ConnectError::Socket(format!("error connecting to server: {e}"))
+        }
+    })
+}
+
+/// Asks the server for TLS (SSLRequest) and, if it agrees, does the handshake.
+async fn negotiate_tls(
+    params: &ConnParams,
+    socket: Socket,
+    tls: Tls,
+) -> std::result::Result<Box<dyn ServerStream>, ConnectError> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
+    let mut stream = match socket {
+        Socket::Unix(s) => return Ok(Box::new(s)),
+        Socket::Tcp(s) if tls == Tls::Never => return Ok(Box::new(s)),
+        Socket::Tcp(s) => s,
+    };
+    let io = |e: std::io::Error| ConnectError::Socket(format!("error talking to server: {e}"));
+    // SSLRequest: length 8, code 1234 5679.
+    stream
+        .write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f])
+        .await
+        .map_err(io)?;
+    stream.flush().await.map_err(io)?;
+    let mut answer = [0u8; 1];
+    stream.read_exact(&mut answer).await.map_err(io)?;
+    if answer[0] != b'S' {
+        return match tls {
+            Tls::Required => Err(ConnectError::NoTls),
+            _ => Ok(Box::new(stream)),
+        };
+    }
+    let mut make = params.tls().map_err(ConnectError::Socket)?;
+    let host = params.host.clone();
+    let connector = MakeTlsConnect::<tokio::net::TcpStream>::make_tls_connect(&mut make, &host)
+        .map_err(|e| ConnectError::Handshake(e.to_string()))?;
+    let tls_stream = connector.connect(stream).await.map_err(|e| {
+        let mut text = e.to_string();
+        let mut source = e.source();
+        while let Some(s) = source {
+            let t = s.to_string();
+            if !text.contains(&t) {
+                text.push_str(": ");
+                text.push_str(&t);
+            }
+            source = s.source();
+        }
+        ConnectError::Handshake(text)
+    })?;
+    Ok(Box::new(tls_stream))
+}
+
+/// One connection attempt; the connection is driven on its own task, and `closed` says why
+/// it ended.
+async fn open(
+    params: &ConnParams,
     config: &tokio_postgres::Config,
-    tls: T,
-    tx: watch::Sender<Option<String>>,
-) -> Result<Client, tokio_postgres::Error>
-where
-    T: tokio_postgres::tls::MakeTlsConnect<tokio_postgres::Socket>,
-    T::Stream: Send + 'static,
-{
-    let (client, connection) = config.connect(tls).await?;
+    tls: Tls,
+) -> std::result::Result<Session, ConnectError> {
+    let stream = socket(params).await?;
+    let stream = negotiate_tls(params, stream, tls).await?;
+    let raw = Arc::new(Raw::default());
+    let mut config = config.clone();
+    config.ssl_mode(tokio_postgres::config::SslMode::Disable);
+    let (client, connection) = config
+        .connect_raw(Wire::new(stream, raw.clone()), NoTls)
+        .await
+        .map_err(ConnectError::Postgres)?;
+    let (tx, rx) = watch::channel(None);
     tokio::spawn(async move {
         let reason = match connection.await {
             Ok(()) => "the connection was closed".to_string(),
@@ -125,11 +283,14 @@ where
         };
         let _ = tx.send(Some(reason));
     });
-    Ok(client)
+    Ok(Session {
+        client,
+        closed: rx,
+        raw,
+    })
 }
 
-fn connect_error(params: &ConnParams, err: &tokio_postgres::Error) -> String {
-    let what = describe(err);
+fn connect_error(params: &ConnParams, what: &str) -> String {
     let place = format!(
         "database {:?} as user {:?} at {}",
         params.dbname,

@@ -289,7 +289,7 @@ impl Conn {
         let client = &self.session.client;
         let (prelude_ok, prepared) = tokio::join!(
             async { prelude.is_empty() || self.exec(e, &prelude, out).await },
-            client.prepare(&copy)
+            self.session.prepare_bytes(copy.as_bytes(), true)
         );
         let prepared = match (prelude_ok, prepared) {
             (true, Ok(statement)) => Some(statement),
