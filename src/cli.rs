@@ -271,14 +271,11 @@ pub struct DumpArgs {
           value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub jobs: u16,
     /// Compression of data files: none, gzip[:1-9] or zstd[:1-22]. Without a level, gzip is
-    /// level 6 and zstd level 3, as in pg_dump; without -Z, zstd:1 (fastest, see bench/).
-    #[arg(
-        short = 'Z',
-        long = "compress",
-        value_name = "METHOD[:LEVEL]",
-        default_value = "zstd:1"
-    )]
-    pub compress: String,
+    /// level 6 and zstd level 3, as in pg_dump. Without -Z: zstd:1 when the schema's pg_dump
+    /// is 16 or newer, else gzip:1, so that the pg_restore of the same release reads the
+    /// archive (zstd needs pg_restore 16).
+    #[arg(short = 'Z', long = "compress", value_name = "METHOD[:LEVEL]")]
+    pub compress: Option<String>,
     /// Use this exported snapshot (from pg_export_snapshot() in a transaction that stays open).
     #[arg(long, value_name = "ID")]
     pub snapshot: Option<String>,
@@ -493,7 +490,7 @@ mod tests {
         assert_eq!(args.conn.host.as_deref(), Some("/tmp"));
         assert_eq!(args.dbname_arg.as_deref(), Some("db"));
         assert!(args.conn.no_password);
-        assert_eq!((args.jobs, args.compress.as_str()), (4, "gzip:6"));
+        assert_eq!((args.jobs, args.compress.as_deref()), (4, Some("gzip:6")));
         assert!(Cli::try_parse_from(["pgarc", "dump", "-f", "o", "-j", "0"]).is_err());
         assert!(Cli::try_parse_from(["pgarc", "dump", "-d", "a", "b", "-f", "o"]).is_err());
     }

@@ -133,7 +133,10 @@ fn dump_options(args: DumpArgs) -> anyhow::Result<DumpOptions> {
     }
     let conn =
         ConnParams::resolve(&conn_args, &|k| std::env::var(k).ok()).map_err(anyhow::Error::msg)?;
-    let codec = Codec::parse(&args.compress).map_err(anyhow::Error::msg)?;
+    let codec = match &args.compress {
+        Some(spec) => Some(Codec::parse(spec).map_err(anyhow::Error::msg)?),
+        None => None,
+    };
     let split_size = parse_size(&args.split_size).map_err(anyhow::Error::msg)?;
     let frame_size = parse_size(&args.frame_size).map_err(anyhow::Error::msg)?;
     if !(4096..=(256 << 20)).contains(&frame_size) {

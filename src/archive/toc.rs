@@ -89,6 +89,12 @@ impl TocStr {
     }
 
     /// The text for display; invalid UTF-8 is replaced. None for NULL.
+    /// The bytes as a carrier string (`pg::carrier`): lossless, for building SQL.
+    pub fn carrier(&self) -> Option<String> {
+        self.as_bytes()
+            .map(|b| b.iter().map(|&c| char::from(c)).collect())
+    }
+
     pub fn to_str_lossy(&self) -> Option<Cow<'_, str>> {
         self.as_bytes().map(String::from_utf8_lossy)
     }

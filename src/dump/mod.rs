@@ -47,7 +47,8 @@ pub struct DumpOptions {
     pub conn: ConnParams,
     pub out: PathBuf,
     pub jobs: usize,
-    pub codec: Codec,
+    /// `-Z`; None: the default for the schema's pg_dump ([`default_codec`]).
+    pub codec: Option<Codec>,
     pub snapshot: Option<String>,
     pub split_size: u64,
     pub frame_size: usize,
@@ -117,6 +118,22 @@ impl fmt::Display for DumpSummary {
             )?;
         }
         Ok(())
+    }
+}
+
+/// The gzip level of the default codec for pg_dump 15 and older (see [`default_codec`]).
+pub const DEFAULT_GZIP_LEVEL: u32 = 1;
+
+/// The codec without `-Z`: one that the pg_restore of the same major version as the schema's
+/// pg_dump reads, so that the archive needs no newer tool than the one that wrote its schema.
+/// zstd (archive version 1.15, pg_restore 16 and newer) from pg_dump 16 on; gzip before,
+/// whose archive version is pg_dump's own. Level 1 for both: the dump is bound by the
+/// server's COPY at these levels (bench/RESULTS.md, issue 16).
+pub fn default_codec(pg_dump_major: u32) -> Codec {
+    if pg_dump_major >= 16 {
+        Codec::Zstd(1)
+    } else {
+        Codec::Gzip(DEFAULT_GZIP_LEVEL)
     }
 }
 
@@ -255,11 +272,44 @@ async fn run_pipeline(
     )
     .map_err(|e| anyhow!(e))?;
 
+    let codec = opts
+        .codec
+        .unwrap_or_else(|| default_codec(pg_dump_version.major));
+
     let client = &holder.session.client;
     let catalog = catalog_tables(client).await?;
     let chosen = select::resolve(client, &opts.selection, &info.database, &catalog).await?;
     let names: Vec<&str> = chosen.dumped.iter().map(|t| t.qualified.as_str()).collect();
     holder.lock(&names).await?;
+    // A table rewritten (TRUNCATE, VACUUM FULL, ...) between the snapshot and the lock looks
+    // empty under the snapshot: refuse rather than vouch for it.
+    let oids: Vec<u32> = chosen.data.iter().map(|t| t.oid).collect();
+    let rewritten = holder.rewritten_since_snapshot(&oids).await?;
+    if !rewritten.is_empty() {
+        let mut names: Vec<String> = chosen
+            .data
+            .iter()
+            .filter(|t| rewritten.contains(&t.oid))
+            .map(|t| t.display_name())
+            .collect();
+        names.sort();
+        bail!(
+            "table{} {} {} rewritten (TRUNCATE, VACUUM FULL, CLUSTER or a rewriting ALTER TABLE) \
+             after the snapshot was taken and before pgarc locked {}: under the snapshot {} \
+             empty, so {} rows cannot be dumped consistently; nothing was written: run the \
+             dump again (with --snapshot, export the snapshot after such maintenance)",
+            if names.len() == 1 { "" } else { "s" },
+            names.join(", "),
+            if names.len() == 1 { "was" } else { "were" },
+            if names.len() == 1 { "it" } else { "them" },
+            if names.len() == 1 {
+                "it looks"
+            } else {
+                "they look"
+            },
+            if names.len() == 1 { "its" } else { "their" },
+        );
+    }
     let block_size: u64 = query_text(client, "SELECT current_setting('block_size')")
         .await?
         .pop()
@@ -279,8 +329,7 @@ async fn run_pipeline(
     let estimate: u64 = tables.iter().map(|t| t.table_bytes).sum();
     let progress = crate::progress::Progress::start("dump", Some(estimate), opts.jobs);
     let planned = started.elapsed();
-    let mut shared =
-        worker::Shared::new(tables, chunks, opts.codec, opts.frame_size, archive.clone())?;
+    let mut shared = worker::Shared::new(tables, chunks, codec, opts.frame_size, archive.clone())?;
     shared.verbose = opts.selection.verbose;
     let shared = Arc::new(shared);
 
@@ -298,9 +347,10 @@ async fn run_pipeline(
             conn: &opts.conn,
             snapshot_id: &holder.snapshot_id,
             out: &schema_dir,
-            codec: opts.codec,
+            codec,
             tables: &shared.tables,
             selection: &opts.selection,
+            encoding: &info.encoding,
         });
         let capture = async {
             capture.await?;
@@ -361,7 +411,7 @@ async fn run_pipeline(
         // Hashing and file I/O run off the async runtime's threads.
         let assembled = {
             let (archive, shared) = (archive.clone(), shared.clone());
-            let (encoding, codec) = (info.encoding.clone(), opts.codec);
+            let encoding = info.encoding.clone();
             let table_entries = opts.selection.writes_table_entries();
             tokio::task::spawn_blocking(move || {
                 assemble(&archive, &shared, &encoding, codec, table_entries)
@@ -386,7 +436,7 @@ async fn run_pipeline(
             snapshot_id: snapshot_id.clone(),
             current_snapshot,
             options: DumpOptionsRecord {
-                compression: codec_name(opts.codec),
+                compression: codec_name(codec),
                 frame_size: opts.frame_size as u64,
                 split_size: opts.split_size,
                 jobs: opts.jobs as u32,
@@ -421,7 +471,7 @@ async fn run_pipeline(
                 database: info.database.clone(),
                 server_version: Some(info.version.clone()),
                 jobs: opts.jobs,
-                compression: Some(codec_name(opts.codec)),
+                compression: Some(codec_name(codec)),
                 snapshot_id: Some(snapshot_id.clone()),
                 phases: vec![
                     phase("plan", planned),
@@ -453,7 +503,7 @@ async fn run_pipeline(
                 stored_bytes: assembled.stored_bytes,
                 elapsed: started.elapsed(),
                 jobs: opts.jobs,
-                codec: opts.codec,
+                codec,
                 split: assembled.split,
                 unsplit,
             },
@@ -533,8 +583,8 @@ fn assemble(
                 .push((t.display_name(), r.chunks, r.workers.len(), r.max_at_once));
         }
         out.report.push(crate::report::TableReport {
-            schema: t.schema.clone(),
-            name: t.name.clone(),
+            schema: crate::pg::carrier::display(&t.schema),
+            name: crate::pg::carrier::display(&t.name),
             rows: r.finished.rows,
             raw_bytes: r.finished.raw_bytes,
             stored_bytes: file.size,
@@ -544,8 +594,8 @@ fn assemble(
         });
         out.tables.push(TableRecord {
             dump_id: id,
-            schema: t.schema.clone(),
-            name: t.name.clone(),
+            schema: crate::pg::carrier::display(&t.schema),
+            name: crate::pg::carrier::display(&t.name),
             file: file.path.clone(),
             frame_index: index.path.clone(),
             rows: r.finished.rows,

@@ -8,6 +8,7 @@ use anyhow::{bail, Result};
 
 use crate::archive::frame::Codec;
 use crate::archive::toc::{ArchiveVersion, HeaderCompression, Section, Toc, TocEntry, TocStr};
+use crate::pg::carrier;
 use crate::pg::session::CatalogTable;
 
 /// The `--exclude-table-data` patterns that keep pg_dump from writing the data of exactly
@@ -38,11 +39,8 @@ pub fn exclude_data_patterns(tables: &[CatalogTable]) -> Vec<String> {
                 bytes += names[end].len() + 3;
                 end += 1;
             }
-            let chars: Vec<Vec<char>> = names[start..end]
-                .iter()
-                .map(|n| n.chars().collect())
-                .collect();
-            let refs: Vec<&[char]> = chars.iter().map(|c| c.as_slice()).collect();
+            let tokens: Vec<Vec<&str>> = names[start..end].iter().map(|n| tokens(n)).collect();
+            let refs: Vec<&[&str]> = tokens.iter().map(|t| t.as_slice()).collect();
             patterns.push(format!("{}.{}", quote_pattern(schema), alternation(&refs)));
             start = end;
         }
@@ -67,17 +65,39 @@ fn quote_pattern(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
 }
 
-/// A pattern matching exactly the strings of `sorted` (sorted, without duplicates).
-fn alternation(sorted: &[&[char]]) -> String {
+/// A name (a carrier) cut where a pattern may branch: each ASCII character alone, and each
+/// run of other bytes whole. In every server encoding a multibyte character is made of bytes
+/// of 0x80 and above only, so a run holds whole characters and a branch never splits one
+/// (a split character would be an invalid byte sequence in the server's regular expression).
+fn tokens(name: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut high = false;
+    for (i, c) in name.char_indices() {
+        let is_high = !c.is_ascii();
+        if i > start && !(high && is_high) {
+            out.push(&name[start..i]);
+            start = i;
+        }
+        high = is_high;
+    }
+    if start < name.len() {
+        out.push(&name[start..]);
+    }
+    out
+}
+
+/// A pattern matching exactly the names of `sorted` (as tokens; sorted, without duplicates).
+fn alternation(sorted: &[&[&str]]) -> String {
     if sorted.len() == 1 {
-        return quote_pattern(&sorted[0].iter().collect::<String>());
+        return quote_pattern(&sorted[0].concat());
     }
     let first = sorted[0];
     let last = sorted[sorted.len() - 1];
     let common = first.iter().zip(last).take_while(|(a, b)| a == b).count();
     if common > 0 {
-        let rest: Vec<&[char]> = sorted.iter().map(|s| &s[common..]).collect();
-        let prefix: String = first[..common].iter().collect();
+        let rest: Vec<&[&str]> = sorted.iter().map(|s| &s[common..]).collect();
+        let prefix: String = first[..common].concat();
         return format!("{}{}", quote_pattern(&prefix), alternation(&rest));
     }
     // No common prefix: one branch per first character; the empty string (at most one, and
@@ -254,9 +274,9 @@ pub fn add_table_data(
                 )
             }
             None => (
-                TocStr::new(t.name.clone()),
-                TocStr::new(t.schema.clone()),
-                TocStr::new(t.owner.clone()),
+                TocStr::new(carrier::to_bytes(&t.name)),
+                TocStr::new(carrier::to_bytes(&t.schema)),
+                TocStr::new(carrier::to_bytes(&t.owner)),
                 Vec::new(),
             ),
         };
@@ -274,7 +294,7 @@ pub fn add_table_data(
             section: Section::Data.code(),
             defn: TocStr::NULL,
             drop_stmt: TocStr::NULL,
-            copy_stmt: TocStr::new(copy_stmt(t)),
+            copy_stmt: TocStr::new(carrier::to_bytes(&copy_stmt(t))),
             namespace,
             tablespace: TocStr::NULL,
             tableam: TocStr::NULL,

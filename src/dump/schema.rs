@@ -5,6 +5,7 @@
 //! ([`exclude_data_patterns`]), because a wildcard would also drop sequence values and matview
 //! data (reference notes §5.2).
 
+use std::os::unix::ffi::OsStringExt;
 use std::path::Path;
 use std::process::Stdio;
 
@@ -52,16 +53,29 @@ fn pg_dump_compression(codec: Codec, pg_dump: &ToolVersion) -> String {
 /// The death signal is tied to the *thread* that forks. tokio spawns the child from the
 /// runtime's worker thread that polls the capture; worker threads live as long as the
 /// runtime, which is the whole run.
-fn bind_to_parent(cmd: &mut Command) {
+///
+/// With `arg_bytes` of arguments, it also raises the child's soft stack limit (up to the
+/// hard limit) to four times that plus 8 MiB, since Linux accepts at most a quarter of
+/// RLIMIT_STACK of argv and environment at exec.
+fn bind_to_parent(cmd: &mut Command, arg_bytes: usize) {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
     let parent = nix::unistd::getpid();
+    let (soft, hard) = getrlimit(Resource::RLIMIT_STACK).unwrap_or((8 << 20, 8 << 20));
+    let wanted = (arg_bytes as u64).saturating_mul(4).saturating_add(8 << 20);
+    let stack = (soft < wanted).then_some((wanted.min(hard), hard));
     // SAFETY: `pre_exec` runs the closure in the forked child, where only async-signal-safe
-    // operations are allowed. The closure calls umask(2), prctl(2) and getppid(2), which are
+    // operations are allowed. The closure calls umask(2), setrlimit(2), prctl(2) and
+    // getppid(2), which are
     // plain system calls (async-signal-safe per POSIX and Linux), compares two integers, and
     // builds an `io::Error` from a raw errno, which does not allocate. It takes no lock,
     // allocates nothing and touches no state shared with other threads.
     unsafe {
         cmd.pre_exec(move || {
             nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+            if let Some((soft, hard)) = stack {
+                setrlimit(Resource::RLIMIT_STACK, soft, hard)
+                    .map_err(|e| std::io::Error::from_raw_os_error(e as i32))?;
+            }
             nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
                 .map_err(|e| std::io::Error::from_raw_os_error(e as i32))?;
             if nix::unistd::getppid() != parent {
@@ -104,6 +118,28 @@ pub struct Capture<'a> {
     /// The tables whose rows pgarc copies (their data is excluded from pg_dump's).
     pub tables: &'a [CatalogTable],
     pub selection: &'a DumpSelection,
+    /// The database's encoding (the data's).
+    pub encoding: &'a str,
+}
+
+/// How the exclusion patterns (carriers) reach pg_dump: a `--filter` file's bytes and the
+/// command-line arguments (bytes).
+fn exclusion_delivery(patterns: &[String], has_filter: bool) -> (Vec<u8>, Vec<Vec<u8>>) {
+    let mut filter = Vec::new();
+    let mut args = Vec::new();
+    for p in patterns {
+        let bytes = crate::pg::carrier::to_bytes(p);
+        if has_filter && !bytes.contains(&b'\n') && !bytes.contains(&b'\r') {
+            filter.extend_from_slice(b"exclude table_data ");
+            filter.extend_from_slice(&bytes);
+            filter.push(b'\n');
+        } else {
+            let mut arg = b"--exclude-table-data=".to_vec();
+            arg.extend_from_slice(&bytes);
+            args.push(arg);
+        }
+    }
+    (filter, args)
 }
 
 /// Runs pg_dump. Returns when it has finished.
@@ -117,6 +153,7 @@ pub async fn capture(c: Capture<'_>) -> Result<()> {
         codec,
         tables,
         selection,
+        encoding,
     } = c;
     let mut cmd = Command::new(pg_dump);
     cmd.arg("--format=directory")
@@ -128,8 +165,18 @@ pub async fn capture(c: Capture<'_>) -> Result<()> {
             pg_dump_compression(codec, version)
         ));
     cmd.args(selection.pg_dump_args());
-    for pattern in exclude_data_patterns(tables) {
-        cmd.arg(format!("--exclude-table-data={pattern}"));
+    // The tables whose rows pgarc copies, as patterns in the database's encoding (bytes):
+    // through `--filter` on stdin where pg_dump has it (17+), else on the command line, with
+    // the child's stack limit raised so that the kernel accepts an argument list of any
+    // length (Linux allows argv a quarter of RLIMIT_STACK). Names with a line break cannot
+    // go in a filter file and go on the command line.
+    let (filter, args) = exclusion_delivery(&exclude_data_patterns(tables), version.major >= 17);
+    let arg_bytes: usize = args.iter().map(|a| a.len() + 1).sum();
+    for a in args {
+        cmd.arg(std::ffi::OsString::from_vec(a));
+    }
+    if !filter.is_empty() {
+        cmd.arg("--filter=-");
     }
     for var in CLEARED_ENV {
         cmd.env_remove(var);
@@ -138,14 +185,22 @@ pub async fn capture(c: Capture<'_>) -> Result<()> {
     for (k, v) in conn.libpq_env("pgarc schema capture") {
         cmd.env(k, v);
     }
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    bind_to_parent(&mut cmd);
+    // pg_dump writes the archive in the database's encoding, the encoding of the rows the
+    // workers copy; an inherited PGCLIENTENCODING must not change that.
+    cmd.env("PGCLIENTENCODING", encoding);
+    cmd.stdin(if filter.is_empty() {
+        Stdio::null()
+    } else {
+        Stdio::piped()
+    })
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
+    bind_to_parent(&mut cmd, arg_bytes);
     let mut child = cmd
         .spawn()
         .with_context(|| format!("could not run {}", pg_dump.display()))?;
     let stderr_pipe = child.stderr.take();
+    let stdin_pipe = child.stdin.take();
     let mut reaper = Reaper(child);
     // pg_dump's messages: kept for the error, and with --verbose shown as they come.
     let verbose = selection.verbose;
@@ -163,7 +218,15 @@ pub async fn capture(c: Capture<'_>) -> Result<()> {
         }
         buf
     };
-    let (status, stderr) = tokio::join!(reaper.0.wait(), read_stderr);
+    let write_filter = async {
+        if let Some(mut pipe) = stdin_pipe {
+            use tokio::io::AsyncWriteExt;
+            // pg_dump reads the whole filter before it starts; a failure shows in its exit.
+            let _ = pipe.write_all(&filter).await;
+            let _ = pipe.shutdown().await;
+        }
+    };
+    let (status, stderr, ()) = tokio::join!(reaper.0.wait(), read_stderr, write_filter);
     let status = status.with_context(|| format!("could not wait for {}", pg_dump.display()))?;
     if !status.success() {
         let stderr = String::from_utf8_lossy(&stderr);

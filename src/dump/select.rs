@@ -220,7 +220,11 @@ pub fn schema_query(pattern: &str) -> Result<String> {
         // pattern, with the current database: never equal.
         bail!("cross-database references are not implemented: {pattern}");
     }
-    let mut sql = String::from("SELECT n.nspname FROM pg_catalog.pg_namespace n");
+    // The names as hex of their bytes: they are compared with the catalog's (carriers).
+    let mut sql = String::from(
+        "SELECT pg_catalog.encode(pg_catalog.convert_to(n.nspname::text, \
+         pg_catalog.getdatabaseencoding()), 'hex') FROM pg_catalog.pg_namespace n",
+    );
     if let Some(c) = regex_clause("n.nspname", &p.name) {
         sql.push_str(" WHERE ");
         sql.push_str(&c);
@@ -314,6 +318,15 @@ async fn names(client: &Client, sql: &str) -> Result<Vec<String>> {
         .collect())
 }
 
+/// Schema names (carriers) from a [`schema_query`].
+async fn schema_names(client: &Client, sql: &str) -> Result<Vec<String>> {
+    names(client, sql)
+        .await?
+        .iter()
+        .map(|h| crate::pg::session::carrier_from_hex(h))
+        .collect()
+}
+
 /// The OIDs of the relations `patterns` match; with `strict`, a pattern matching nothing is
 /// pg_dump's error.
 async fn table_oids(
@@ -350,7 +363,7 @@ pub async fn resolve(
     if !sel.schemas.is_empty() {
         let mut found = HashSet::new();
         for p in &sel.schemas {
-            let matched = names(client, &schema_query(p)?).await?;
+            let matched = schema_names(client, &schema_query(p)?).await?;
             if sel.strict_names && matched.is_empty() {
                 bail!(
                     "no matching schemas were found for pattern \"{p}\" (--strict-names): check -n"
@@ -365,7 +378,7 @@ pub async fn resolve(
     }
     let mut schema_exclude = HashSet::new();
     for p in &sel.exclude_schemas {
-        schema_exclude.extend(names(client, &schema_query(p)?).await?);
+        schema_exclude.extend(schema_names(client, &schema_query(p)?).await?);
     }
     let mut table_include = None;
     if !sel.tables.is_empty() {

@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 use super::plan::{copy_sql, Chunk};
 use crate::archive::frame::{Codec, Encoder, Frame, RowBatcher};
 use crate::archive::writer::{ArchiveWriter, DataFileWriter, FinishedDataFile};
+use crate::pg::carrier;
 use crate::pg::session::{describe, CatalogTable, Session};
 
 /// What the workers share.
@@ -251,12 +252,19 @@ async fn copy_chunk(
         match lock {
             Some(t) => {
                 let sql = format!("LOCK TABLE {} IN ACCESS SHARE MODE NOWAIT", t.qualified);
-                Some((t, session.client.batch_execute(&sql).await))
+                Some((t, session.execute_bytes(&carrier::to_bytes(&sql)).await))
             }
             None => None,
         }
     };
-    let (locked, stream) = tokio::join!(lock_nowait, session.client.copy_out(sql));
+    // The statement names the table in the database's encoding: prepared as bytes.
+    let copy_out = async {
+        let statement = session
+            .prepare_bytes(&carrier::to_bytes(sql), false)
+            .await?;
+        session.client.copy_out(&statement).await
+    };
+    let (locked, stream) = tokio::join!(lock_nowait, copy_out);
     if let Some((t, Err(e))) = locked {
         if e.as_db_error().is_some() {
             return Err(lock_error(&e, t));

@@ -2,6 +2,7 @@
 //! libpq's conventions ([`conn`], [`conninfo`]), sessions, the snapshot holder and catalog
 //! queries ([`session`]), and locating PostgreSQL programs ([`tools`]).
 
+pub mod carrier;
 pub mod conn;
 pub mod conninfo;
 pub mod session;

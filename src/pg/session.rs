@@ -357,9 +357,16 @@ pub async fn query_text(client: &Client, sql: &str) -> Result<Vec<Vec<Option<Str
     Ok(msgs
         .into_iter()
         .filter_map(|m| match m {
-            SimpleQueryMessage::Row(r) => {
-                Some((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect())
-            }
+            // Text that is not UTF-8 (a session whose client_encoding is not UTF8) is shown
+            // with \xNN escapes; queries that need exact bytes ask the server for hex.
+            SimpleQueryMessage::Row(r) => Some(
+                (0..r.len())
+                    .map(|i| match r.try_get(i) {
+                        Ok(v) => v.map(str::to_string),
+                        Err(_) => Some("(text that is not valid UTF-8)".to_string()),
+                    })
+                    .collect(),
+            ),
             _ => None,
         })
         .collect())
@@ -445,7 +452,8 @@ impl SnapshotHolder {
         let row = query_text(
             c,
             "SELECT current_setting('server_version'), current_setting('server_version_num'),
-                    current_database(), pg_encoding_to_char(d.encoding), pg_is_in_recovery()::text
+                    pg_catalog.encode(pg_catalog.convert_to(current_database()::text, pg_catalog.getdatabaseencoding()), 'hex'),
+                    pg_encoding_to_char(d.encoding), pg_is_in_recovery()::text
              FROM pg_database d WHERE d.datname = current_database()",
         )
         .await?
@@ -455,7 +463,7 @@ impl SnapshotHolder {
         let info = ServerInfo {
             version: col(0),
             version_num: col(1).parse().unwrap_or(0),
-            database: col(2),
+            database: super::carrier::display(&carrier_from_hex(&col(2))?),
             encoding: col(3),
             in_recovery: col(4) == "true",
         };
@@ -465,8 +473,10 @@ impl SnapshotHolder {
                 info.version
             );
         }
-        let mut setup = String::from(
-            "SET statement_timeout = 0; SET lock_timeout = 0; SET idle_in_transaction_session_timeout = 0;",
+        // Names, patterns and DDL in the database's encoding, as pg_dump's sessions.
+        let mut setup = format!(
+            "SET statement_timeout = 0; SET lock_timeout = 0; SET idle_in_transaction_session_timeout = 0; SET client_encoding = {};",
+            literal(&info.encoding)
         );
         if info.version_num >= 170000 {
             setup.push_str(" SET transaction_timeout = 0;");
@@ -519,17 +529,47 @@ impl SnapshotHolder {
         self.session.closed.borrow().clone()
     }
 
-    /// Takes ACCESS SHARE locks on `tables` (qualified, quoted names), in batches.
+    /// Takes ACCESS SHARE locks on `tables` (qualified, quoted names as carriers), in
+    /// batches.
     pub async fn lock(&self, tables: &[&str]) -> Result<()> {
         for batch in tables.chunks(500) {
-            execute(
-                &self.session.client,
-                &format!("LOCK TABLE ONLY {} IN ACCESS SHARE MODE", batch.join(", ")),
-            )
-            .await
-            .context("cannot lock the tables to dump")?;
+            let sql = format!("LOCK TABLE ONLY {} IN ACCESS SHARE MODE", batch.join(", "));
+            self.session
+                .execute_bytes(&super::carrier::to_bytes(&sql))
+                .await
+                .map_err(|e| anyhow!("cannot lock the tables to dump: {}", describe(&e)))?;
         }
         Ok(())
+    }
+
+    /// The tables among `tables` (OIDs of plain tables) whose storage was replaced after
+    /// the snapshot was taken and before the holder locked them: TRUNCATE, VACUUM FULL,
+    /// CLUSTER, a rewriting ALTER TABLE. Under the snapshot such a table looks empty (those
+    /// commands are not MVCC-safe), so its rows cannot be dumped consistently. The catalog
+    /// row the snapshot sees names the old file node; the relation cache, refreshed when the
+    /// lock was granted, names the current one. Call after [`SnapshotHolder::lock`]: from
+    /// then on no rewrite can happen until the dump ends.
+    pub async fn rewritten_since_snapshot(&self, tables: &[u32]) -> Result<Vec<u32>> {
+        let mut found = Vec::new();
+        for batch in tables.chunks(10_000) {
+            let list: Vec<String> = batch.iter().map(u32::to_string).collect();
+            let rows = query_text(
+                &self.session.client,
+                &format!(
+                    "SELECT c.oid FROM pg_catalog.pg_class c
+                     WHERE c.oid = ANY ('{{{}}}'::pg_catalog.oid[]) AND c.relkind = 'r'
+                       AND c.relfilenode IS DISTINCT FROM pg_catalog.pg_relation_filenode(c.oid)",
+                    list.join(",")
+                ),
+            )
+            .await
+            .context("cannot check the tables' storage against the snapshot")?;
+            found.extend(
+                rows.into_iter()
+                    .filter_map(|r| r.into_iter().next().flatten()?.parse::<u32>().ok()),
+            );
+        }
+        Ok(found)
     }
 
     /// Proves the transaction is still alive, then ends it.
@@ -545,6 +585,10 @@ impl SnapshotHolder {
 
 /// A relation the catalog says may hold rows.
 #[derive(Debug, Clone)]
+///
+/// `schema`, `name`, `qualified`, `columns` and `owner` are carriers (`pg::carrier`) of the
+/// database's bytes: they go into SQL and the archive exactly, and through
+/// [`CatalogTable::display_name`] into messages.
 pub struct CatalogTable {
     pub oid: u32,
     pub schema: String,
@@ -568,50 +612,76 @@ pub struct CatalogTable {
 }
 
 impl CatalogTable {
-    /// `schema.name`, unquoted, for messages.
+    /// `schema.name`, unquoted, for messages and reports (readable text, not a carrier).
     pub fn display_name(&self) -> String {
-        format!("{}.{}", self.schema, self.name)
+        super::carrier::display(&format!("{}.{}", self.schema, self.name))
     }
 }
 
-/// Reads every user table and partitioned table, under the holder's snapshot.
+/// `expr` (text in the server encoding) as hex of its bytes: names travel as bytes, whatever
+/// the encoding, and become carriers (`pg::carrier`) on this side.
+fn raw_hex(expr: &str) -> String {
+    format!(
+        "pg_catalog.encode(pg_catalog.convert_to({expr}, pg_catalog.getdatabaseencoding()), 'hex')"
+    )
+}
+
+/// The carrier of a `raw_hex` column.
+pub fn carrier_from_hex(hex: &str) -> Result<String> {
+    let bytes = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2).unwrap_or("zz"), 16))
+        .collect::<std::result::Result<Vec<u8>, _>>()
+        .map_err(|_| anyhow!("the server sent a name in an unexpected form"))?;
+    Ok(super::carrier::from_bytes(&bytes))
+}
+
+/// Reads every user table and partitioned table, under the holder's snapshot. Names are
+/// carriers of the database's bytes.
 pub async fn catalog_tables(client: &Client) -> Result<Vec<CatalogTable>> {
-    let rows = query_text(
-        client,
-        "SELECT c.oid, n.nspname, c.relname, c.relkind,
-                pg_catalog.quote_ident(n.nspname) || '.' || pg_catalog.quote_ident(c.relname),
-                coalesce((SELECT string_agg(pg_catalog.quote_ident(a.attname), ', ' ORDER BY a.attnum)
-                          FROM pg_catalog.pg_attribute a
-                          WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-                            AND a.attgenerated = ''), ''),
+    let sql = format!(
+        "SELECT c.oid, {}, {}, c.relkind,
+                {},
+                {},
                 pg_catalog.pg_relation_size(c.oid), pg_catalog.pg_table_size(c.oid),
                 EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
                         WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
                           AND d.objid = c.oid AND d.deptype = 'e'),
-                c.relpersistence, pg_catalog.pg_get_userbyid(c.relowner)
+                c.relpersistence, {}
          FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
          WHERE c.relkind IN ('r', 'p')
            AND n.nspname NOT IN ('pg_catalog', 'information_schema')
            AND n.nspname !~ '^pg_toast' AND n.nspname !~ '^pg_temp_'
          ORDER BY c.oid",
-    )
-    .await
-    .context("cannot read the catalog")?;
+        raw_hex("n.nspname::text"),
+        raw_hex("c.relname::text"),
+        raw_hex("pg_catalog.quote_ident(n.nspname) || '.' || pg_catalog.quote_ident(c.relname)"),
+        raw_hex(
+            "coalesce((SELECT string_agg(pg_catalog.quote_ident(a.attname), ', ' ORDER BY a.attnum)
+                          FROM pg_catalog.pg_attribute a
+                          WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+                            AND a.attgenerated = ''), '')"
+        ),
+        raw_hex("pg_catalog.pg_get_userbyid(c.relowner)::text"),
+    );
+    let rows = query_text(client, &sql)
+        .await
+        .context("cannot read the catalog")?;
     rows.into_iter()
         .map(|r| {
             let s = |i: usize| r[i].clone().unwrap_or_default();
             Ok(CatalogTable {
                 oid: s(0).parse().context("bad oid from the catalog")?,
-                schema: s(1),
-                name: s(2),
+                schema: carrier_from_hex(&s(1))?,
+                name: carrier_from_hex(&s(2))?,
                 relkind: s(3).chars().next().unwrap_or('r'),
-                qualified: s(4),
-                columns: s(5),
+                qualified: carrier_from_hex(&s(4))?,
+                columns: carrier_from_hex(&s(5))?,
                 heap_bytes: s(6).parse().unwrap_or(0),
                 table_bytes: s(7).parse().unwrap_or(0),
                 extension_member: s(8) == "t",
                 persistence: s(9).chars().next().unwrap_or('p'),
-                owner: s(10),
+                owner: carrier_from_hex(&s(10))?,
             })
         })
         .collect()

@@ -254,7 +254,7 @@ pub fn prepare(opts: RestoreOptions) -> Result<Ctx> {
         toc.entries
             .iter()
             .find(|e| e.desc.is(desc))
-            .and_then(|e| e.defn.to_str_lossy().map(|s| s.into_owned()))
+            .and_then(|e| e.defn.carrier())
     };
     let encoding = match special("ENCODING") {
         Some(defn) => defn.split('\'').nth(1).map(str::to_string).ok_or_else(|| {
@@ -825,7 +825,7 @@ async fn clean(ctx: &Arc<Ctx>, leader: &mut Conn, errors: &mut Errors) -> Result
             crate::progress::say(&format!("pgarc: warning: {}: {w}", label(e)));
         }
         let mut out = Outcome::default();
-        if let Some(ns) = e.namespace.to_str_lossy() {
+        if let Some(ns) = e.namespace.carrier() {
             if let Some(stmt) = leader.state.schema(&ns) {
                 leader.exec(e, &stmt, &mut out).await;
             }

@@ -24,8 +24,9 @@ pub fn literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
+/// TOC text as a carrier (`pg::carrier`): the archive's bytes, whatever its encoding.
 fn text(s: &TocStr) -> Option<String> {
-    s.to_str_lossy().map(|c| c.into_owned())
+    s.carrier()
 }
 
 /// The session settings every restore connection starts with (`_doSetFixedOutputState`).
@@ -53,7 +54,10 @@ pub fn fixed_state(
         if std_strings { "on" } else { "off" }
     ));
     if let Some(role) = role {
-        v.push(format!("SET ROLE {}", ident(role)));
+        v.push(format!(
+            "SET ROLE {}",
+            ident(&crate::pg::carrier::from_user(role))
+        ));
     }
     if let Some(sp) = search_path {
         v.push(sp.to_string());

@@ -17,6 +17,7 @@ use crate::archive::reader::{
     FrameReader,
 };
 use crate::archive::toc::TocEntry;
+use crate::pg::carrier;
 use crate::pg::session::{describe, Session};
 
 /// Where a TABLE DATA entry's rows are.
@@ -148,9 +149,10 @@ impl Conn {
         Ok(())
     }
 
-    /// Runs `sql`, recording a failure against `entry` in `out`.
+    /// Runs `sql` (a carrier: the archive's bytes, see `pg::carrier`), recording a failure
+    /// against `entry` in `out`.
     pub(crate) async fn exec(&self, entry: &TocEntry, sql: &str, out: &mut Outcome) -> bool {
-        match self.session.client.batch_execute(sql).await {
+        match self.session.execute_bytes(&carrier::to_bytes(sql)).await {
             Ok(()) => true,
             Err(e) => {
                 out.errors.push(format!(
@@ -252,11 +254,7 @@ impl Conn {
             ));
             return;
         };
-        let copy = e
-            .copy_stmt
-            .to_str_lossy()
-            .map(|c| c.into_owned())
-            .unwrap_or_default();
+        let copy = e.copy_stmt.carrier().unwrap_or_default();
         if copy.trim().is_empty() {
             out.errors.push(format!(
                 "{}: the data is stored as INSERT statements (pg_dump --inserts), which pgarc \
@@ -265,8 +263,8 @@ impl Conn {
             ));
             return;
         }
-        let ns = e.namespace.to_str_lossy().map(|s| s.into_owned());
-        let tag = e.tag.to_str_lossy().unwrap_or_default().into_owned();
+        let ns = e.namespace.carrier();
+        let tag = e.tag.carrier().unwrap_or_default();
         let single = ctx.opts.single_transaction;
         let qualified = sql::qualified(ns.as_deref(), &tag);
         // pg_restore's --disable-triggers acts in a data-only restore; the table is never split
@@ -287,9 +285,10 @@ impl Conn {
         }
         let prelude = prelude.join("; ");
         let client = &self.session.client;
+        let copy_bytes = carrier::to_bytes(&copy);
         let (prelude_ok, prepared) = tokio::join!(
             async { prelude.is_empty() || self.exec(e, &prelude, out).await },
-            self.session.prepare_bytes(copy.as_bytes(), true)
+            self.session.prepare_bytes(&copy_bytes, true)
         );
         let prepared = match (prelude_ok, prepared) {
             (true, Ok(statement)) => Some(statement),
@@ -627,9 +626,10 @@ pub fn label(e: &TocEntry) -> String {
     }
 }
 
-/// The first line of a statement, shortened, for error messages.
+/// The first line of a statement (a carrier), shortened, for error messages.
 fn brief(sql: &str) -> String {
-    let line = sql.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+    let text = carrier::display(sql);
+    let line = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
     if line.chars().count() > 100 {
         format!("{}...", line.chars().take(100).collect::<String>())
     } else {
