@@ -16,4 +16,5 @@ pub mod pg;
 pub mod progress;
 pub mod report;
 pub mod restore;
+pub mod run;
 pub mod verify;

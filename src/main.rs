@@ -24,10 +24,10 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
-        Err(err) if err.downcast_ref::<pgarc::dump::Interrupted>().is_some() => {
+        Err(err) if err.downcast_ref::<pgarc::run::Interrupted>().is_some() => {
             eprintln!("pgarc: {err:#}");
             let code = err
-                .downcast_ref::<pgarc::dump::Interrupted>()
+                .downcast_ref::<pgarc::run::Interrupted>()
                 .map_or(1, |i| i.exit_code());
             ExitCode::from(code)
         }

@@ -161,49 +161,15 @@ pub fn human(bytes: u64) -> String {
     }
 }
 
-/// The dump was stopped by a signal before its manifest was written.
-#[derive(Debug, thiserror::Error)]
-#[error(
-    "interrupted by {signal}: the dump stopped and the archive in {} is incomplete (no \
-     {MANIFEST_FILE}): remove it",
-    out.display()
-)]
-pub struct Interrupted {
-    pub signal: &'static str,
-    pub out: PathBuf,
-}
-
-impl Interrupted {
-    /// The shell's convention: 128 + the signal's number.
-    pub fn exit_code(&self) -> u8 {
-        if self.signal == "SIGTERM" {
-            143
-        } else {
-            130
-        }
-    }
-}
-
-/// SIGINT and SIGTERM, as they arrive.
-struct Signals {
-    int: tokio::signal::unix::Signal,
-    term: tokio::signal::unix::Signal,
-}
-
-impl Signals {
-    fn new() -> Result<Signals> {
-        use tokio::signal::unix::{signal, SignalKind};
-        Ok(Signals {
-            int: signal(SignalKind::interrupt()).context("could not handle SIGINT")?,
-            term: signal(SignalKind::terminate()).context("could not handle SIGTERM")?,
-        })
-    }
-
-    async fn recv(&mut self) -> &'static str {
-        tokio::select! {
-            _ = self.int.recv() => "SIGINT",
-            _ = self.term.recv() => "SIGTERM",
-        }
+/// The message of a dump stopped by a signal before its manifest was written.
+fn interrupted(signal: &'static str, out: &std::path::Path) -> crate::run::Interrupted {
+    crate::run::Interrupted {
+        signal,
+        what: format!(
+            "the dump stopped and the archive in {} is incomplete (no {MANIFEST_FILE}): \
+             remove it",
+            out.display()
+        ),
     }
 }
 
@@ -212,7 +178,7 @@ impl Signals {
 pub async fn run(opts: DumpOptions) -> Result<DumpSummary> {
     let out = opts.out.clone();
     let committing = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut signals = Signals::new()?;
+    let mut signals = crate::run::Signals::new()?;
     let pipeline = run_pipeline(opts, committing.clone());
     tokio::pin!(pipeline);
     let signal = tokio::select! {
@@ -224,7 +190,7 @@ pub async fn run(opts: DumpOptions) -> Result<DumpSummary> {
                 if let Ok(signal) =
                     tokio::time::timeout(Duration::from_millis(300), signals.recv()).await
                 {
-                    return Err(Interrupted { signal, out }.into());
+                    return Err(interrupted(signal, &out).into());
                 }
             }
             return result;
@@ -235,7 +201,7 @@ pub async fn run(opts: DumpOptions) -> Result<DumpSummary> {
         // from now the archive is complete, so finishing is the honest outcome.
         return pipeline.await;
     }
-    Err(Interrupted { signal, out }.into())
+    Err(interrupted(signal, &out).into())
 }
 
 async fn run_pipeline(

@@ -477,12 +477,19 @@ enum Job {
         range: Range<usize>,
         gang: Arc<Gang>,
     },
+    /// Remove the committed parts of a split table another part of which failed.
+    Undo {
+        idx: usize,
+    },
 }
 
 struct Done {
     worker: usize,
     idx: usize,
     outcome: Outcome,
+    undo: bool,
+    /// The worker's session ended and it could not open a new one.
+    gone: bool,
 }
 
 /// Runs a restore.
@@ -504,6 +511,7 @@ pub async fn run(opts: RestoreOptions) -> Result<RestoreSummary> {
         })
         .sum();
     let progress = crate::progress::Progress::start("restore", total, ctx.opts.jobs);
+    let mut signals = crate::run::Signals::new()?;
     let mut leader = open_leader(&ctx).await?;
     check_target(&ctx, &leader).await?;
     if ctx.opts.single_transaction {
@@ -533,7 +541,21 @@ pub async fn run(opts: RestoreOptions) -> Result<RestoreSummary> {
         if !ctx.plan.items[idx].prefork || !ctx.plan.items[idx].reqs.selected() {
             continue;
         }
-        let outcome = leader.restore_entry(idx, false).await;
+        let outcome = tokio::select! {
+            outcome = leader.restore_entry(idx, false) => outcome,
+            signal = signals.recv() => {
+                return Err(crate::run::Interrupted {
+                    signal,
+                    what: format!(
+                        "the restore stopped during pre-data, before any table data was \
+                         loaded ({} of the schema's entries done); restore again with \
+                         --clean, or into a new database",
+                        summary.pre_data.entries
+                    ),
+                }
+                .into());
+            }
+        };
         if outcome.table_created == Some(true) {
             if let Some(&td) = ctx.plan.table_data_of.get(&idx) {
                 created.insert(td);
@@ -565,7 +587,15 @@ pub async fn run(opts: RestoreOptions) -> Result<RestoreSummary> {
         summary.pre_data.elapsed.as_secs_f64()
     ));
 
-    parallel(&ctx, leader, &created, &mut summary, &mut errors).await?;
+    parallel(
+        &ctx,
+        leader,
+        &created,
+        &mut summary,
+        &mut errors,
+        &mut signals,
+    )
+    .await?;
 
     summary.errors = errors.count;
     summary.elapsed = started.elapsed();
@@ -634,48 +664,52 @@ fn write_report(
     report.write(path)
 }
 
-/// The message when a session's connection is lost mid-restore: which tables' data is in
-/// (committed) and which is not.
-fn connection_lost(
-    ctx: &Ctx,
-    reason: &str,
-    loaded: &HashSet<usize>,
-    failed: &HashSet<usize>,
-) -> String {
+/// What a restore that stops early has done: which tables' data is in (committed) and which
+/// is not, every unfinished one named up to a limit, those with errors counted among them.
+fn progress_report(ctx: &Ctx, loaded: &HashSet<usize>, failed: &HashSet<usize>) -> String {
     let tables: Vec<usize> = (0..ctx.toc.entries.len())
         .filter(|&i| {
             let e = &ctx.toc.entries[i];
             e.had_dumper && e.desc.is("TABLE DATA") && ctx.plan.items[i].reqs.data
         })
         .collect();
-    let name = |i: usize| ctx.toc.entries[i].qualified_name();
+    let name = |i: usize| crate::pg::carrier::display(&ctx.toc.entries[i].qualified_name());
     let done = tables.iter().filter(|i| loaded.contains(i)).count();
-    let mut unfinished: Vec<String> = tables
+    let mut unfinished: Vec<(String, bool)> = tables
         .iter()
         .filter(|i| !loaded.contains(i))
-        .map(|&i| name(i))
+        .map(|&i| (name(i), failed.contains(&i)))
         .collect();
     unfinished.sort();
+    let with_errors = unfinished.iter().filter(|(_, f)| *f).count();
     const SHOWN: usize = 20;
     let more = unfinished.len().saturating_sub(SHOWN);
-    unfinished.truncate(SHOWN);
-    let failed_note = if failed.is_empty() {
-        String::new()
-    } else {
-        format!(" ({} with errors, listed above)", failed.len())
-    };
+    let shown: Vec<String> = unfinished
+        .iter()
+        .take(SHOWN)
+        .map(|(n, f)| {
+            if *f {
+                format!("{n} (error)")
+            } else {
+                n.clone()
+            }
+        })
+        .collect();
     format!(
-        "the connection to the server was lost ({reason}): the restore stopped; data of {done} \
-         of {} tables is complete (committed); unfinished{failed_note}: {}{}; restore again \
-         with --clean, or into a new database",
+        "data of {done} of {} tables is complete (committed); unfinished: {}{}{}",
         tables.len(),
-        if unfinished.is_empty() {
+        if shown.is_empty() {
             "none".to_string()
         } else {
-            unfinished.join(", ")
+            shown.join(", ")
         },
         if more > 0 {
             format!(" and {more} more")
+        } else {
+            String::new()
+        },
+        if with_errors > 0 {
+            format!(" ({with_errors} of them with errors, listed above)")
         } else {
             String::new()
         }
@@ -842,9 +876,6 @@ async fn clean(ctx: &Arc<Ctx>, leader: &mut Conn, errors: &mut Errors) -> Result
 /// How many parts a table should be loaded in: its share of all data times the workers,
 /// at most one per two frames.
 fn parts_wanted(ctx: &Ctx, idx: usize, total: u64) -> usize {
-    if ctx.opts.single_transaction || (ctx.opts.disable_triggers && ctx.opts.data_only) {
-        return 1;
-    }
     let Some(source) = ctx.data.get(&idx) else {
         return 1;
     };
@@ -882,6 +913,412 @@ fn split_frames(frames: &[crate::archive::frame::FrameIndexEntry], k: usize) -> 
     ranges
 }
 
+/// One worker: a task that owns a session and runs the jobs it is sent. When its session
+/// ends under it (a terminated backend), it reports the job's outcome with the reason and
+/// opens a new session to carry on; `gone` when it cannot.
+fn spawn_worker(
+    w: usize,
+    mut conn: Conn,
+    done_tx: mpsc::UnboundedSender<Done>,
+) -> (
+    mpsc::UnboundedSender<Job>,
+    tokio::task::JoinHandle<Option<Conn>>,
+) {
+    let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
+    let task = tokio::spawn(async move {
+        while let Some(job) = rx.recv().await {
+            let (Job::Entry { idx, .. } | Job::Part { idx, .. } | Job::Undo { idx }) = &job;
+            let idx = *idx;
+            crate::progress::worker(w + 1, Some(label(&conn.ctx.toc.entries[idx])));
+            let undo = matches!(job, Job::Undo { .. });
+            let mut outcome = match job {
+                Job::Entry { idx, truncate } => conn.restore_entry(idx, truncate).await,
+                Job::Part { idx, range, gang } => {
+                    let mut out = Outcome::default();
+                    conn.load_table(idx, Some((range, gang)), false, &mut out)
+                        .await;
+                    out
+                }
+                Job::Undo { idx } => conn.undo_load(idx).await,
+            };
+            crate::progress::worker(w + 1, None);
+            outcome.lost = conn.lost();
+            let mut gone = false;
+            if outcome.lost.is_some() {
+                let single = conn.ctx.opts.single_transaction;
+                match Conn::open(conn.ctx.clone(), &format!("pgarc restore worker {w}")).await {
+                    Ok(fresh) if !single => conn = fresh,
+                    _ => gone = true,
+                }
+            }
+            let done = Done {
+                worker: w,
+                idx,
+                outcome,
+                undo,
+                gone,
+            };
+            if done_tx.send(done).is_err() || gone {
+                return None;
+            }
+        }
+        Some(conn)
+    });
+    (tx, task)
+}
+
+/// A table's data being loaded, in one job or several parts.
+struct Load {
+    parts: usize,
+    reported: usize,
+    committed_parts: usize,
+    rows: u64,
+    raw_bytes: u64,
+    failed: bool,
+    /// Some part committed while another failed: its rows are being removed.
+    undoing: bool,
+    started: Instant,
+    report: Option<crate::report::TableReport>,
+}
+
+/// The main and later passes (format-spec §8.2): hands the scheduler's entries to idle
+/// workers, splits a big table across idle workers where that is safe, and keeps the
+/// account of what is committed. The leader's connection becomes worker 0.
+struct Dispatcher<'a> {
+    ctx: &'a Arc<Ctx>,
+    sched: Scheduler,
+    jobs: Vec<mpsc::UnboundedSender<Job>>,
+    tasks: Vec<tokio::task::JoinHandle<Option<Conn>>>,
+    running: Vec<Option<usize>>,
+    created: &'a HashSet<usize>,
+    /// Tables that may be loaded in separately committed parts.
+    splittable: HashSet<usize>,
+    data_total: u64,
+    data_left: usize,
+    loads: HashMap<usize, Load>,
+    /// TABLE DATA entries whose rows are all in; those that failed.
+    loaded: HashSet<usize>,
+    failed: HashSet<usize>,
+    main_started: Instant,
+    pass_started: Instant,
+}
+
+impl Dispatcher<'_> {
+    fn is_data(&self, i: usize) -> bool {
+        self.ctx.toc.entries[i].had_dumper && self.ctx.plan.items[i].reqs.data
+    }
+
+    /// Sends ready entries to idle workers.
+    fn dispatch(&mut self, summary: &mut RestoreSummary) {
+        let ctx = self.ctx;
+        let plan = &ctx.plan;
+        loop {
+            let idle: Vec<usize> = (0..self.running.len())
+                .filter(|&w| self.running[w].is_none())
+                .collect();
+            if idle.is_empty() {
+                break;
+            }
+            let busy: Vec<usize> = self.running.iter().flatten().copied().collect();
+            let Some(idx) = self.sched.next(plan, &busy) else {
+                break;
+            };
+            let e = &ctx.toc.entries[idx];
+            let truncate = self.created.contains(&idx) && !sql::loads_via_partition_root(e);
+            let k = if self.splittable.contains(&idx) {
+                parts_wanted(ctx, idx, self.data_total).min(idle.len())
+            } else {
+                1
+            };
+            if let Some(source) = ctx.data.get(&idx) {
+                let report = crate::report::TableReport {
+                    schema: crate::pg::carrier::display(&e.namespace.carrier().unwrap_or_default()),
+                    name: crate::pg::carrier::display(&e.tag.carrier().unwrap_or_default()),
+                    rows: 0,
+                    raw_bytes: 0,
+                    stored_bytes: source.file.size,
+                    seconds: 0.0,
+                    workers: Vec::new(),
+                    pieces: k,
+                };
+                self.loads.insert(idx, Load::new(k, Some(report)));
+            } else {
+                self.loads.insert(idx, Load::new(1, None));
+            }
+            if k >= 2 {
+                let frames = ctx.data[&idx].frames.clone().expect("split needs frames");
+                let ranges = split_frames(&frames, k);
+                let gang = Gang::new(ranges.len());
+                summary.split.push((
+                    crate::pg::carrier::display(&e.qualified_name()),
+                    ranges.len(),
+                    frames.len(),
+                ));
+                if let Some(l) = self.loads.get_mut(&idx) {
+                    l.parts = ranges.len();
+                }
+                for (range, &w) in ranges.into_iter().zip(&idle) {
+                    self.running[w] = Some(idx);
+                    let _ = self.jobs[w].send(Job::Part {
+                        idx,
+                        range,
+                        gang: gang.clone(),
+                    });
+                }
+            } else {
+                let w = idle[0];
+                self.running[w] = Some(idx);
+                let _ = self.jobs[w].send(Job::Entry { idx, truncate });
+            }
+        }
+    }
+
+    /// Takes a worker's report. Errors of a table are reported once (its first failing
+    /// part's); rows count only when every part committed.
+    fn on_done(
+        &mut self,
+        done: Done,
+        summary: &mut RestoreSummary,
+        errors: &mut Errors,
+    ) -> Result<()> {
+        let ctx = self.ctx;
+        let Done {
+            worker,
+            idx,
+            mut outcome,
+            undo,
+            gone,
+        } = done;
+        self.running[worker] = None;
+        if let Some(reason) = &outcome.lost {
+            let e = &ctx.toc.entries[idx];
+            let fate = if outcome.committed || !self.is_data(idx) {
+                String::new()
+            } else if self.created.contains(&idx) || self.splittable.contains(&idx) {
+                "; its rows are not in the database".to_string()
+            } else {
+                "; whether its COPY committed is unknown: the table holds all of its rows \
+                 from the archive or none of them"
+                    .to_string()
+            };
+            outcome.errors.push(format!(
+                "{}: worker {worker}'s session ended ({reason}){fate}",
+                label(e)
+            ));
+            if gone {
+                for err in &outcome.errors {
+                    crate::progress::error(&format!("pgarc: error: {err}"));
+                }
+                if self.is_data(idx) && ctx.toc.entries[idx].desc.is("TABLE DATA") {
+                    self.failed.insert(idx);
+                }
+                bail!(
+                    "the connection to the server was lost ({reason}) and no new session \
+                     could be opened: the restore stopped; {}; restore again with --clean, \
+                     or into a new database",
+                    progress_report(ctx, &self.loaded, &self.failed)
+                );
+            }
+        }
+        let is_data = self.is_data(idx);
+        let splittable = self.splittable.contains(&idx);
+        let load = self.loads.get_mut(&idx).expect("dispatched");
+        if undo {
+            load.undoing = false;
+            if !load.failed || !outcome.errors.is_empty() {
+                errors.add(std::mem::take(&mut outcome.errors))?;
+            }
+        } else {
+            load.reported += 1;
+            if let Some(t) = load.report.as_mut() {
+                if !t.workers.contains(&(worker + 1)) {
+                    t.workers.push(worker + 1);
+                }
+            }
+            let failed_now = !outcome.errors.is_empty() || outcome.lost.is_some();
+            if !load.failed || !failed_now {
+                errors.add(std::mem::take(&mut outcome.errors))?;
+            }
+            if failed_now {
+                load.failed = true;
+            }
+            if outcome.committed {
+                load.committed_parts += 1;
+                load.rows += outcome.rows;
+                load.raw_bytes += outcome.raw_bytes;
+            } else if is_data && ctx.opts.single_transaction {
+                // -1: the rows are in once the one transaction commits, at the end.
+                load.rows += outcome.rows;
+                load.raw_bytes += outcome.raw_bytes;
+            }
+            if load.reported < load.parts {
+                return Ok(());
+            }
+            if load.failed && load.committed_parts > 0 && splittable {
+                // Part of the table is in: remove it, then the table is done (empty).
+                load.undoing = true;
+                self.running[worker] = Some(idx);
+                let _ = self.jobs[worker].send(Job::Undo { idx });
+                return Ok(());
+            }
+        }
+        self.complete(idx, summary);
+        Ok(())
+    }
+
+    /// A table (or other entry) is finished: the scheduler may release what waits for it.
+    fn complete(&mut self, idx: usize, summary: &mut RestoreSummary) {
+        let ctx = self.ctx;
+        let load = self.loads.remove(&idx).expect("dispatched");
+        self.sched.complete(&ctx.plan, idx);
+        let e = &ctx.toc.entries[idx];
+        let is_table = self.is_data(idx) && e.desc.is("TABLE DATA");
+        let (rows, raw) = if load.failed {
+            (0, 0)
+        } else {
+            (load.rows, load.raw_bytes)
+        };
+        if is_table {
+            if load.failed {
+                self.failed.insert(idx);
+            } else {
+                self.loaded.insert(idx);
+                summary.tables += 1;
+            }
+        }
+        summary.rows += rows;
+        summary.raw_bytes += raw;
+        if let Some(mut t) = load.report {
+            t.rows = rows;
+            t.raw_bytes = raw;
+            t.seconds = crate::report::secs(load.started.elapsed());
+            t.workers.sort_unstable();
+            summary.table_reports.push(t);
+        }
+        if self.is_data(idx) {
+            summary.data.entries += 1;
+            self.data_left -= 1;
+            if self.data_left == 0 {
+                summary.data.elapsed = self.main_started.elapsed();
+                crate::progress::say(&format!(
+                    "pgarc: data: {} tables, {} rows, {} loaded in {:.1} s{}",
+                    summary.tables,
+                    summary.rows,
+                    crate::dump::human(summary.raw_bytes),
+                    summary.data.elapsed.as_secs_f64(),
+                    if self.failed.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; {} tables not loaded (errors above)", self.failed.len())
+                    }
+                ));
+            }
+        } else if self.sched.pass() == Pass::Main {
+            if e.section == crate::archive::toc::Section::PostData.code() {
+                summary.post_data.entries += 1;
+            } else {
+                summary.data.entries += 1;
+            }
+        } else {
+            summary.acl.entries += 1;
+        }
+    }
+
+    /// Nothing runs and nothing is ready: closes the pass; false when none is left.
+    fn end_pass(&mut self, summary: &mut RestoreSummary) -> bool {
+        let finished = self.sched.pass();
+        let elapsed = self.pass_started.elapsed();
+        match finished {
+            Pass::Main => {
+                summary.post_data.elapsed = self
+                    .main_started
+                    .elapsed()
+                    .saturating_sub(summary.data.elapsed);
+                crate::progress::say(&format!(
+                    "pgarc: post-data: {} entries done after {:.1} s",
+                    summary.post_data.entries,
+                    summary.post_data.elapsed.as_secs_f64()
+                ));
+            }
+            Pass::Acl | Pass::PostAcl => summary.acl.elapsed += elapsed,
+        }
+        self.pass_started = Instant::now();
+        self.sched.advance(&self.ctx.plan)
+    }
+
+    /// Stops every worker now (their open transactions roll back as the sessions close) and
+    /// removes the committed parts of split tables that did not finish.
+    async fn abandon(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        let partial: Vec<usize> = self
+            .loads
+            .iter()
+            .filter(|(i, l)| l.committed_parts > 0 && self.splittable.contains(i))
+            .map(|(i, _)| *i)
+            .collect();
+        if partial.is_empty() {
+            return;
+        }
+        let undo = async {
+            let mut conn = Conn::open(self.ctx.clone(), "pgarc restore cleanup")
+                .await
+                .ok()?;
+            for idx in partial {
+                let out = conn.undo_load(idx).await;
+                for e in out.errors {
+                    crate::progress::error(&format!("pgarc: error: {e}"));
+                }
+            }
+            Some(())
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(10), undo).await;
+    }
+}
+
+impl Load {
+    fn new(parts: usize, report: Option<crate::report::TableReport>) -> Load {
+        Load {
+            parts,
+            reported: 0,
+            committed_parts: 0,
+            rows: 0,
+            raw_bytes: 0,
+            failed: false,
+            undoing: false,
+            started: Instant::now(),
+            report,
+        }
+    }
+}
+
+/// The tables worth splitting that are safe to split: created in this run (so no row but
+/// this run's is in them, and a failed part can be undone by TRUNCATE), not loaded through
+/// a partition root, and with nothing on them now that sees across rows.
+async fn splittable_tables(
+    ctx: &Ctx,
+    leader: &Conn,
+    created: &HashSet<usize>,
+) -> Result<HashSet<usize>> {
+    if ctx.opts.jobs < 2 || ctx.opts.single_transaction {
+        return Ok(HashSet::new());
+    }
+    let total: u64 = ctx.data.values().map(|d| d.file.size).sum();
+    let candidates: Vec<usize> = created
+        .iter()
+        .copied()
+        .filter(|&i| {
+            let e = &ctx.toc.entries[i];
+            ctx.plan.items[i].reqs.data
+                && e.desc.is("TABLE DATA")
+                && !sql::loads_via_partition_root(e)
+                && parts_wanted(ctx, i, total) >= 2
+        })
+        .collect();
+    Ok(leader.splittable(&candidates).await?.into_iter().collect())
+}
+
 /// The main and later passes with N workers; the leader's connection becomes worker 0.
 async fn parallel(
     ctx: &Arc<Ctx>,
@@ -889,9 +1326,11 @@ async fn parallel(
     created: &HashSet<usize>,
     summary: &mut RestoreSummary,
     errors: &mut Errors,
+    signals: &mut crate::run::Signals,
 ) -> Result<()> {
     let plan = &ctx.plan;
     let jobs = ctx.opts.jobs.max(1);
+    let splittable = splittable_tables(ctx, &leader, created).await?;
     let mut conns = vec![leader];
     let opened = futures_util::future::join_all((1..jobs).map(|n| {
         let ctx = ctx.clone();
@@ -902,222 +1341,68 @@ async fn parallel(
         conns.push(c?);
     }
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
-    let mut job_txs = Vec::new();
-    let mut tasks = Vec::new();
-    for (w, mut conn) in conns.into_iter().enumerate() {
-        let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
-        job_txs.push(tx);
-        let done_tx = done_tx.clone();
-        tasks.push(tokio::spawn(async move {
-            while let Some(job) = rx.recv().await {
-                let what = match &job {
-                    Job::Entry { idx, .. } | Job::Part { idx, .. } => {
-                        label(&conn.ctx.toc.entries[*idx])
-                    }
-                };
-                crate::progress::worker(w + 1, Some(what));
-                let (idx, outcome) = match job {
-                    Job::Entry { idx, truncate } => (idx, conn.restore_entry(idx, truncate).await),
-                    Job::Part { idx, range, gang } => {
-                        let mut out = Outcome::default();
-                        conn.load_table(idx, Some((range, gang)), false, &mut out)
-                            .await;
-                        (idx, out)
-                    }
-                };
-                crate::progress::worker(w + 1, None);
-                let mut outcome = outcome;
-                outcome.lost = conn.lost();
-                if done_tx
-                    .send(Done {
-                        worker: w,
-                        idx,
-                        outcome,
-                    })
-                    .is_err()
-                {
-                    break;
-                }
-            }
-            conn
-        }));
-    }
+    let (job_txs, tasks): (Vec<_>, Vec<_>) = conns
+        .into_iter()
+        .enumerate()
+        .map(|(w, conn)| spawn_worker(w, conn, done_tx.clone()))
+        .unzip();
     drop(done_tx);
-
-    let is_data = |i: usize| {
-        let e = &ctx.toc.entries[i];
-        e.had_dumper && plan.items[i].reqs.data
+    let data_items =
+        (0..plan.items.len()).filter(|&i| ctx.toc.entries[i].had_dumper && plan.items[i].reqs.data);
+    let mut d = Dispatcher {
+        ctx,
+        sched: Scheduler::new(plan),
+        jobs: job_txs,
+        tasks,
+        running: vec![None; jobs],
+        created,
+        splittable,
+        data_total: data_items.clone().map(|i| plan.items[i].data_len).sum(),
+        data_left: data_items.count(),
+        loads: HashMap::new(),
+        loaded: HashSet::new(),
+        failed: HashSet::new(),
+        main_started: Instant::now(),
+        pass_started: Instant::now(),
     };
-    let data_total: u64 = (0..plan.items.len())
-        .filter(|&i| is_data(i))
-        .map(|i| plan.items[i].data_len)
-        .sum();
-    let mut data_left = (0..plan.items.len()).filter(|&i| is_data(i)).count();
-    let mut sched = Scheduler::new(plan);
-    let mut running: Vec<Option<usize>> = vec![None; jobs];
-    let mut gang_left: HashMap<usize, usize> = HashMap::new();
-    let main_started = Instant::now();
-    let mut pass_started = Instant::now();
-    let mut data_announced = data_left == 0;
-    // Per table being loaded, for --report: when its load began, and its report so far.
-    let mut tracked: HashMap<usize, (Instant, crate::report::TableReport)> = HashMap::new();
-    // Entries finished without error, and entries with an error in any part.
-    let mut loaded: HashSet<usize> = HashSet::new();
-    let mut failed: HashSet<usize> = HashSet::new();
-
     loop {
-        // Dispatch to idle workers.
-        loop {
-            let idle: Vec<usize> = (0..jobs).filter(|&w| running[w].is_none()).collect();
-            if idle.is_empty() {
+        d.dispatch(summary);
+        if d.running.iter().all(Option::is_none) && !d.sched.has_ready() {
+            if !d.end_pass(summary) {
                 break;
             }
-            let busy: Vec<usize> = running.iter().flatten().copied().collect();
-            let Some(idx) = sched.next(plan, &busy) else {
-                break;
-            };
-            let e = &ctx.toc.entries[idx];
-            let truncate = created.contains(&idx) && !sql::loads_via_partition_root(e);
-            let k = if e.desc.is("TABLE DATA") && plan.items[idx].reqs.data {
-                parts_wanted(ctx, idx, data_total).min(idle.len())
-            } else {
-                1
-            };
-            if let Some(source) = ctx.data.get(&idx) {
-                let report = crate::report::TableReport {
-                    schema: e.namespace.to_str_lossy().unwrap_or_default().into_owned(),
-                    name: e.tag.to_str_lossy().unwrap_or_default().into_owned(),
-                    rows: 0,
-                    raw_bytes: 0,
-                    stored_bytes: source.file.size,
-                    seconds: 0.0,
-                    workers: Vec::new(),
-                    pieces: k,
-                };
-                tracked.insert(idx, (Instant::now(), report));
-            }
-            if k >= 2 {
-                let frames = ctx.data[&idx].frames.clone().expect("split needs frames");
-                let ranges = split_frames(&frames, k);
-                let gang = Gang::new(ranges.len());
-                summary
-                    .split
-                    .push((e.qualified_name(), ranges.len(), frames.len()));
-                gang_left.insert(idx, ranges.len());
-                for (range, &w) in ranges.into_iter().zip(&idle) {
-                    running[w] = Some(idx);
-                    let _ = job_txs[w].send(Job::Part {
-                        idx,
-                        range,
-                        gang: gang.clone(),
-                    });
-                }
-            } else {
-                let w = idle[0];
-                running[w] = Some(idx);
-                gang_left.insert(idx, 1);
-                let _ = job_txs[w].send(Job::Entry { idx, truncate });
-            }
-        }
-        if running.iter().all(Option::is_none) && !sched.has_ready() {
-            let finished = sched.pass();
-            let elapsed = pass_started.elapsed();
-            match finished {
-                Pass::Main => {
-                    summary.post_data.elapsed =
-                        main_started.elapsed().saturating_sub(summary.data.elapsed);
-                    crate::progress::say(&format!(
-                        "pgarc: post-data: {} entries done after {:.1} s",
-                        summary.post_data.entries,
-                        summary.post_data.elapsed.as_secs_f64()
-                    ));
-                }
-                Pass::Acl | Pass::PostAcl => summary.acl.elapsed += elapsed,
-            }
-            if !sched.advance(plan) {
-                break;
-            }
-            pass_started = Instant::now();
             continue;
         }
-        tokio::select! {
-            done = done_rx.recv() => {
-                let Some(Done { worker, idx, outcome }) = done else {
-                    bail!("a restore worker stopped unexpectedly");
-                };
-                running[worker] = None;
-                if let Some(reason) = &outcome.lost {
-                    for e in &outcome.errors {
-                        crate::progress::error(&format!("pgarc: error: {e}"));
-                    }
-                    failed.insert(idx);
-                    bail!("{}", connection_lost(ctx, reason, &loaded, &failed));
+        let step = tokio::select! {
+            done = done_rx.recv() => match done {
+                Some(done) => d.on_done(done, summary, errors),
+                None => Err(anyhow!("a restore worker stopped unexpectedly")),
+            },
+            signal = signals.recv() => {
+                d.abandon().await;
+                return Err(crate::run::Interrupted {
+                    signal,
+                    what: format!(
+                        "the restore stopped; {}; restore again with --clean, or into a new \
+                         database",
+                        progress_report(ctx, &d.loaded, &d.failed)
+                    ),
                 }
-                if !outcome.errors.is_empty() {
-                    failed.insert(idx);
-                }
-                summary.rows += outcome.rows;
-                summary.raw_bytes += outcome.raw_bytes;
-                if let Some((_, t)) = tracked.get_mut(&idx) {
-                    if !t.workers.contains(&(worker + 1)) {
-                        t.workers.push(worker + 1);
-                    }
-                    t.rows += outcome.rows;
-                    t.raw_bytes += outcome.raw_bytes;
-                }
-                errors.add(outcome.errors)?;
-                let left = gang_left.get_mut(&idx).expect("dispatched");
-                *left -= 1;
-                if *left > 0 {
-                    continue;
-                }
-                gang_left.remove(&idx);
-                sched.complete(plan, idx);
-                if !failed.contains(&idx) {
-                    loaded.insert(idx);
-                }
-                let e = &ctx.toc.entries[idx];
-                if let Some((started, mut t)) = tracked.remove(&idx) {
-                    t.seconds = crate::report::secs(started.elapsed());
-                    t.workers.sort_unstable();
-                    summary.table_reports.push(t);
-                }
-                if is_data(idx) {
-                    summary.data.entries += 1;
-                    if e.desc.is("TABLE DATA") {
-                        summary.tables += 1;
-                    }
-                    data_left -= 1;
-                    if data_left == 0 && !data_announced {
-                        data_announced = true;
-                        summary.data.elapsed = main_started.elapsed();
-                        crate::progress::say(&format!(
-                            "pgarc: data: {} tables, {} rows, {} loaded in {:.1} s",
-                            summary.tables,
-                            summary.rows,
-                            crate::dump::human(summary.raw_bytes),
-                            summary.data.elapsed.as_secs_f64()
-                        ));
-                    }
-                } else if sched.pass() == Pass::Main {
-                    if e.section == crate::archive::toc::Section::PostData.code() {
-                        summary.post_data.entries += 1;
-                    } else {
-                        summary.data.entries += 1;
-                    }
-                } else {
-                    summary.acl.entries += 1;
-                }
+                .into());
             }
+        };
+        if let Err(e) = step {
+            d.abandon().await;
+            return Err(e);
         }
     }
     // What a dependency cycle left behind, serially on one worker.
-    drop(job_txs);
+    drop(std::mem::take(&mut d.jobs));
     let mut conns = Vec::new();
-    for t in tasks {
-        conns.push(t.await.context("a restore worker panicked")?);
+    for t in std::mem::take(&mut d.tasks) {
+        conns.extend(t.await.context("a restore worker panicked")?);
     }
-    let left = sched.left_over();
+    let left = d.sched.left_over();
     if let Some(conn) = conns.first_mut() {
         for idx in left {
             if !plan.items[idx].reqs.selected() {

@@ -40,6 +40,10 @@ pub struct Outcome {
     pub raw_bytes: u64,
     /// The session's connection is gone (server restart, crash, termination): why.
     pub lost: Option<String>,
+    /// Table data: the transaction that loaded `rows` committed (the rows are in the
+    /// database). False when it rolled back, failed, or its fate is unknown (the session
+    /// ended during COMMIT).
+    pub committed: bool,
 }
 
 /// The parts of one table loaded by several workers at once: each part commits only when
@@ -336,16 +340,88 @@ impl Conn {
         }
         if in_txn {
             if commit {
-                self.exec(e, "COMMIT", out).await;
+                out.committed = self.exec(e, "COMMIT", out).await;
             } else {
                 // A failed COPY left the transaction aborted; ROLLBACK ends it either way.
                 let _ = self.session.client.batch_execute("ROLLBACK").await;
-                if ok {
-                    out.rows = 0;
-                    out.raw_bytes = 0;
-                }
+                out.rows = 0;
+                out.raw_bytes = 0;
+            }
+        } else {
+            // Autocommit: the COPY statement was its own transaction. Under -1 the restore's
+            // one transaction decides, at its end.
+            out.committed = ok;
+            if !ok {
+                out.rows = 0;
+                out.raw_bytes = 0;
             }
         }
+    }
+
+    /// Removes the rows of a split table some of whose parts committed while another failed
+    /// (only tables created in this run are split, so every row in it is this run's).
+    pub async fn undo_load(&mut self, idx: usize) -> Outcome {
+        let ctx = self.ctx.clone();
+        let e = &ctx.toc.entries[idx];
+        let mut out = Outcome::default();
+        let q = sql::qualified(
+            e.namespace.carrier().as_deref(),
+            &e.tag.carrier().unwrap_or_default(),
+        );
+        if !self
+            .exec(e, &format!("TRUNCATE TABLE ONLY {q}"), &mut out)
+            .await
+        {
+            out.errors = vec![format!(
+                "{}: part of its rows committed and another part failed, and removing them \
+                 failed too: the table holds part of its rows; TRUNCATE it and load it again",
+                label(e)
+            )];
+        }
+        out
+    }
+
+    /// Among `candidates` (TABLE DATA entries of tables created in this run), those that
+    /// can be loaded in parts committed separately: no trigger, rule, row security or
+    /// constraint that can see other rows (unique, primary key, exclusion, foreign key,
+    /// constraint trigger) is on the table now. CHECK and NOT NULL look at one row.
+    pub async fn splittable(&self, candidates: &[usize]) -> anyhow::Result<Vec<usize>> {
+        if candidates.is_empty() {
+            return Ok(Vec::new());
+        }
+        let values: Vec<String> = candidates
+            .iter()
+            .map(|&i| {
+                let e = &self.ctx.toc.entries[i];
+                let q = sql::qualified(
+                    e.namespace.carrier().as_deref(),
+                    &e.tag.carrier().unwrap_or_default(),
+                );
+                format!("({i}, {})", sql::literal(&q))
+            })
+            .collect();
+        let query = format!(
+            "SELECT v.i FROM (VALUES {}) v(i, name)
+             JOIN pg_catalog.pg_class c ON c.oid = pg_catalog.to_regclass(v.name)
+             WHERE NOT (c.relhastriggers OR c.relhasrules OR c.relrowsecurity
+                OR EXISTS (SELECT 1 FROM pg_catalog.pg_constraint k
+                           WHERE k.conrelid = c.oid AND k.contype NOT IN ('c', 'n'))
+                OR EXISTS (SELECT 1 FROM pg_catalog.pg_index x
+                           WHERE x.indrelid = c.oid AND x.indisunique))",
+            values.join(", ")
+        );
+        let statement = self
+            .session
+            .prepare_bytes(&carrier::to_bytes(&query), false)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot check the tables to split: {}", describe(&e)))?;
+        let rows = self
+            .session
+            .client
+            .query(&statement, &[])
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot check the tables to split: {}", describe(&e)))?;
+        Ok(rows.iter().map(|r| r.get::<_, i32>(0) as usize).collect())
     }
 
     /// Streams rows from the archive into `COPY ... FROM stdin`: (rows, raw bytes) sent.
