@@ -153,8 +153,7 @@ pub fn inside_archive(root: &Path, name: &str) -> Result<PathBuf, Error> {
                 .map(|t| format!(" ({})", t.display()))
                 .unwrap_or_default();
             return Err(refuse(format!(
-                "resolves through a symbolic link{target} to outside the archive directory: \
-                 refused"
+                "resolves through a symbolic link{target} to outside the archive directory"
             )));
         }
     }

@@ -19,6 +19,20 @@ pub enum Error {
     /// The path is not a usable archive directory.
     #[error("{}: {problem}", path.display())]
     NotArchive { path: PathBuf, problem: String },
+    /// No data file for an entry, with or without a compression suffix.
+    #[error(
+        "{}: data file missing (also looked for .gz, .lz4 and .zst): the archive is \
+         incomplete; restore the missing file or leave this entry out",
+        path.display()
+    )]
+    MissingDataFile { path: PathBuf },
+    /// A data file is there but is not a regular file (a FIFO, a device, a directory).
+    #[error(
+        "{}: not a regular file (a {kind}): an archive's data files are regular files; \
+         replace it with the file the dump wrote",
+        path.display()
+    )]
+    NotRegularFile { path: PathBuf, kind: &'static str },
     /// The file was read but its contents are not a valid `toc.dat`.
     #[error("{}: {error}", path.display())]
     Toc { path: PathBuf, error: TocError },

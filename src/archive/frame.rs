@@ -91,42 +91,69 @@ impl Codec {
         Ok(Encoder::new(self)?.frame(raw, 0)?.stored.to_vec())
     }
 
-    /// Decompresses exactly one frame, refusing trailing bytes and any output larger than
-    /// `raw_limit` (a damaged or hostile frame cannot make pgarc allocate without bound).
+    /// Decompresses exactly one frame whole ([`Codec::decode_into`] into one buffer).
     pub fn decode(self, stored: &[u8], raw_limit: usize) -> Result<Vec<u8>, FrameError> {
-        let mut out = Vec::with_capacity(raw_limit.min(stored.len().saturating_mul(4)));
-        let limit = raw_limit as u64 + 1;
-        let trailing = match self {
-            Codec::None => {
-                out.extend_from_slice(stored);
-                0
-            }
-            Codec::Gzip(_) => {
-                let mut dec = flate2::bufread::GzDecoder::new(stored);
-                (&mut dec)
-                    .take(limit)
-                    .read_to_end(&mut out)
-                    .map_err(FrameError::Corrupt)?;
-                dec.into_inner().len()
-            }
-            Codec::Zstd(_) => {
-                let mut dec = zstd::stream::read::Decoder::with_buffer(stored)
-                    .map_err(FrameError::Corrupt)?
-                    .single_frame();
-                (&mut dec)
-                    .take(limit)
-                    .read_to_end(&mut out)
-                    .map_err(FrameError::Corrupt)?;
-                dec.finish().len()
+        let mut out = Vec::new();
+        let mut piece = vec![0u8; 64 << 10];
+        let mut input = stored;
+        self.decode_into(&mut input, raw_limit as u64, &mut piece, |p| {
+            out.extend_from_slice(p)
+        })?;
+        Ok(out)
+    }
+}
+
+/// The largest window a zstd frame may need (2^27 bytes, zstd's own default limit for
+/// streaming decoders): a hostile frame header cannot make a decoder allocate more.
+pub const ZSTD_WINDOW_LOG_MAX: u32 = 27;
+
+impl Codec {
+    /// Decompresses exactly one frame from `input` in pieces of at most `piece.len()` bytes,
+    /// handing each to `emit`; refuses output beyond `raw_limit` as soon as it appears and
+    /// bytes after the end of the frame. Memory is the decoder's window and `piece`,
+    /// whatever the frame claims. Returns the decompressed length.
+    pub fn decode_into<R: io::BufRead>(
+        self,
+        input: &mut R,
+        raw_limit: u64,
+        piece: &mut [u8],
+        mut emit: impl FnMut(&[u8]),
+    ) -> Result<u64, FrameError> {
+        let mut total = 0u64;
+        let mut pump = |r: &mut dyn Read| -> Result<(), FrameError> {
+            loop {
+                let n = match r.read(piece) {
+                    Ok(0) => return Ok(()),
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(FrameError::Corrupt(e)),
+                };
+                total += n as u64;
+                if total > raw_limit {
+                    return Err(FrameError::TooLarge {
+                        limit: raw_limit as usize,
+                    });
+                }
+                emit(&piece[..n]);
             }
         };
-        if out.len() > raw_limit {
-            return Err(FrameError::TooLarge { limit: raw_limit });
+        match self {
+            Codec::None => pump(input)?,
+            Codec::Gzip(_) => pump(&mut flate2::bufread::GzDecoder::new(&mut *input))?,
+            Codec::Zstd(_) => {
+                let mut dec = zstd::stream::read::Decoder::with_buffer(&mut *input)
+                    .map_err(FrameError::Corrupt)?
+                    .single_frame();
+                dec.window_log_max(ZSTD_WINDOW_LOG_MAX)
+                    .map_err(FrameError::Corrupt)?;
+                pump(&mut dec)?;
+            }
         }
+        let trailing = input.fill_buf().map_err(FrameError::Corrupt)?.len();
         if trailing != 0 {
             return Err(FrameError::TrailingBytes(trailing));
         }
-        Ok(out)
+        Ok(total)
     }
 }
 

@@ -148,7 +148,22 @@ pub fn find_data_file(root: &Path, name: &[u8]) -> Result<DataFile, Error> {
                     size: meta.len(),
                 })
             }
-            Ok(_) => {}
+            Ok(meta) => {
+                use std::os::unix::fs::FileTypeExt;
+                let t = meta.file_type();
+                let kind = if t.is_fifo() {
+                    "FIFO"
+                } else if t.is_dir() {
+                    "directory"
+                } else if t.is_char_device() || t.is_block_device() {
+                    "device"
+                } else if t.is_socket() {
+                    "socket"
+                } else {
+                    "special file"
+                };
+                return Err(Error::NotRegularFile { path, kind });
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(error) => {
                 return Err(Error::Io {
@@ -159,11 +174,8 @@ pub fn find_data_file(root: &Path, name: &[u8]) -> Result<DataFile, Error> {
             }
         }
     }
-    Err(Error::NotArchive {
+    Err(Error::MissingDataFile {
         path: root.join(rel),
-        problem: "data file missing (also looked for .gz, .lz4 and .zst): the archive is \
-                  incomplete; restore the missing file or leave this entry out"
-            .into(),
     })
 }
 
@@ -352,19 +364,6 @@ impl CopyScanner {
     }
 }
 
-/// Checks the decompressed rows of one frame of a pgarc data file (format-spec §4): whole
-/// rows, and the end-of-data marker in the file's last frame and nowhere else. Returns how
-/// many rows there are and the length of the prefix of `raw` they fill (without the marker).
-pub fn check_frame_rows(raw: &[u8], last: bool) -> Result<(u64, usize), ScanError> {
-    let mut scanner = CopyScanner::new();
-    let mut len = CountSink::default();
-    scanner.feed(raw, &mut len)?;
-    if scanner.ended() && !last {
-        return Err(ScanError::MarkerInsideData);
-    }
-    Ok((scanner.finish(last)?, len.0))
-}
-
 /// What reading a whole file found: its size and SHA-256, and whether its contents decode.
 #[derive(Debug)]
 pub struct WholeFile {
@@ -487,11 +486,31 @@ pub enum FrameCheckError {
     },
 }
 
-/// A bound on one frame's stored and raw size: a frame index cannot make pgarc allocate more.
+/// A bound on one frame's stored and raw size (format-spec §4): a frame index claiming more
+/// is refused. (COPY builds each row in memory, and PostgreSQL's allocations stop at 1 GiB,
+/// so no row, and no frame of one row, is larger.)
 pub const MAX_FRAME_BYTES: u64 = 1 << 30;
 
+/// Frames whose stored bytes are at most this size are read whole and their SHA-256 checked
+/// before any of their rows is handed out; larger ones (a single huge row) are checked as
+/// they stream, and their rows may be handed out before a mismatch is found.
+pub const CHECKED_FIRST_BYTES: u64 = 16 << 20;
+
+/// The decompressed bytes handed out at a time.
+const PIECE_BYTES: usize = 256 << 10;
+
+/// A frame read and checked by [`FrameReader::next_frame`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameRead {
+    /// The frame's number in the file, counting from 1.
+    pub number: usize,
+    pub rows: u64,
+}
+
 /// Reads frames `range` of a pgarc data file, checking each against its index line (SHA-256
-/// of the stored bytes, raw length) before handing out its decompressed bytes.
+/// of the stored bytes, raw length, row count, the end marker only in the last frame) and
+/// handing out its rows as they decompress. Memory stays bounded whatever the index
+/// claims: [`CHECKED_FIRST_BYTES`] of stored bytes, the decoder's window, a piece.
 pub struct FrameReader<'a> {
     file: File,
     data: &'a DataFile,
@@ -499,6 +518,8 @@ pub struct FrameReader<'a> {
     index: &'a [FrameIndexEntry],
     next: usize,
     end: usize,
+    stored: Vec<u8>,
+    piece: Vec<u8>,
 }
 
 impl<'a> FrameReader<'a> {
@@ -527,16 +548,22 @@ impl<'a> FrameReader<'a> {
             index,
             next: range.start,
             end: range.end.min(index.len()),
+            stored: Vec::new(),
+            piece: vec![0u8; PIECE_BYTES],
         })
     }
 
-    /// The next frame: (its number in the file, counting from 1; its rows, decompressed).
-    pub fn next_frame(&mut self) -> Result<Option<(usize, Vec<u8>)>, FrameCheckError> {
+    /// Reads the next frame, passing its rows (without the end marker) to `rows`; None
+    /// after the last frame of the range.
+    pub fn next_frame<S: RowSink>(
+        &mut self,
+        rows: &mut S,
+    ) -> Result<Option<FrameRead>, FrameCheckError> {
         if self.next >= self.end {
             return Ok(None);
         }
         let n = self.next;
-        let e = &self.index[n];
+        let e = self.index[n];
         self.next += 1;
         let bad = |problem: String| FrameCheckError::Bad {
             file: self.data.rel.clone(),
@@ -546,41 +573,131 @@ impl<'a> FrameReader<'a> {
             problem,
         };
         if e.stored > MAX_FRAME_BYTES || e.raw > MAX_FRAME_BYTES {
-            return Err(bad(
-                "the frame index claims a frame larger than 1 GiB".into()
-            ));
+            return Err(bad(format!(
+                "the frame index claims a frame of {} stored and {} raw bytes, over the \
+                 limit of 1 GiB (format-spec §4)",
+                e.stored, e.raw
+            )));
         }
-        let mut stored = vec![0u8; e.stored as usize];
-        self.file.read_exact(&mut stored).map_err(|err| {
+        let truncated = |err: io::Error, file: &str| {
             if err.kind() == io::ErrorKind::UnexpectedEof {
                 bad("the file ends inside this frame: it is truncated".into())
             } else {
                 FrameCheckError::Io {
-                    file: self.data.rel.clone(),
+                    file: file.to_string(),
                     source: err,
                 }
             }
-        })?;
-        let digest: [u8; 32] = Sha256::digest(&stored).into();
-        if digest != e.sha256 {
+        };
+        let last = n + 1 == self.index.len();
+        let mut scanner = CopyScanner::new();
+        let mut scan_error = None;
+        let mut feed = |piece: &[u8]| {
+            if scan_error.is_none() {
+                if let Err(err) = scanner.feed(piece, rows) {
+                    scan_error = Some(err);
+                }
+            }
+        };
+        let decoded = if e.stored <= CHECKED_FIRST_BYTES {
+            self.stored.resize(e.stored as usize, 0);
+            self.file
+                .read_exact(&mut self.stored)
+                .map_err(|err| truncated(err, &self.data.rel))?;
+            let digest: [u8; 32] = Sha256::digest(&self.stored).into();
+            if digest != e.sha256 {
+                return Err(bad(checksum_mismatch(&digest, &e.sha256)));
+            }
+            let mut input = &self.stored[..];
+            self.codec
+                .decode_into(&mut input, e.raw, &mut self.piece, &mut feed)
+        } else {
+            let mut hashing = HashingReader::new((&mut self.file).take(e.stored));
+            let mut input = io::BufReader::with_capacity(PIECE_BYTES, &mut hashing);
+            let decoded = self
+                .codec
+                .decode_into(&mut input, e.raw, &mut self.piece, &mut feed);
+            drop(input);
+            let (digest, read) = hashing.finish();
+            if read < e.stored {
+                return Err(bad(
+                    "the file ends inside this frame: it is truncated".into()
+                ));
+            }
+            if digest != e.sha256 {
+                return Err(bad(checksum_mismatch(&digest, &e.sha256)));
+            }
+            decoded
+        };
+        let raw = decoded.map_err(|err| bad(err.to_string()))?;
+        if raw != e.raw {
             return Err(bad(format!(
-                "checksum mismatch: SHA-256 is {} but the frame index says {}",
-                hex(&digest),
-                hex(&e.sha256)
-            )));
-        }
-        let raw = self
-            .codec
-            .decode(&stored, e.raw as usize)
-            .map_err(|err| bad(err.to_string()))?;
-        if raw.len() as u64 != e.raw {
-            return Err(bad(format!(
-                "decompresses to {} bytes, the frame index says {}",
-                raw.len(),
+                "decompresses to {raw} bytes, the frame index says {}",
                 e.raw
             )));
         }
-        Ok(Some((n + 1, raw)))
+        if let Some(err) = scan_error {
+            return Err(bad(err.to_string()));
+        }
+        if scanner.ended() && !last {
+            return Err(bad(ScanError::MarkerInsideData.to_string()));
+        }
+        let got = scanner.finish(last).map_err(|err| bad(err.to_string()))?;
+        if got != e.rows {
+            return Err(bad(format!(
+                "holds {got} rows, the frame index says {}",
+                e.rows
+            )));
+        }
+        Ok(Some(FrameRead {
+            number: n + 1,
+            rows: got,
+        }))
+    }
+}
+
+fn checksum_mismatch(digest: &[u8; 32], expected: &[u8; 32]) -> String {
+    format!(
+        "checksum mismatch: SHA-256 is {} but the frame index says {}",
+        hex(digest),
+        hex(expected)
+    )
+}
+
+/// Hashes what is read through it; reads the rest on `finish` so that the whole input is
+/// hashed even when the decoder stopped early.
+struct HashingReader<R> {
+    inner: R,
+    hasher: Sha256,
+    read: u64,
+}
+
+impl<R: Read> HashingReader<R> {
+    fn new(inner: R) -> Self {
+        HashingReader {
+            inner,
+            hasher: Sha256::new(),
+            read: 0,
+        }
+    }
+
+    fn finish(mut self) -> ([u8; 32], u64) {
+        let mut buf = [0u8; 8192];
+        while let Ok(n) = self.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+        }
+        (self.hasher.finalize().into(), self.read)
+    }
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.read += n as u64;
+        Ok(n)
     }
 }
 
@@ -699,19 +816,76 @@ mod tests {
         std::fs::write(&path, &bytes).unwrap();
         let data = find_data_file(dir.path(), b"5.dat").unwrap();
         let mut r = FrameReader::open(&data, &index, 1..3).unwrap();
-        assert_eq!(r.next_frame().unwrap().unwrap(), (2, b"3\n".to_vec()));
-        assert_eq!(r.next_frame().unwrap().unwrap().0, 3);
-        assert!(r.next_frame().unwrap().is_none());
+        let mut rows = Vec::new();
+        let read = r.next_frame(&mut rows).unwrap().unwrap();
+        assert_eq!(
+            (read.number, read.rows, rows.as_slice()),
+            (2, 1, &b"3\n"[..])
+        );
+        let read = r.next_frame(&mut rows).unwrap().unwrap();
+        assert_eq!((read.number, read.rows), (3, 0));
+        assert_eq!(rows, b"3\n", "the end marker is not handed out");
+        assert!(r.next_frame(&mut rows).unwrap().is_none());
         // One flipped byte in frame 2 is caught before its rows are handed out.
         let at = index[1].offset as usize + 5;
         bytes[at] ^= 0x40;
         std::fs::write(&path, &bytes).unwrap();
         let mut r = FrameReader::open(&data, &index, 0..3).unwrap();
-        assert!(r.next_frame().unwrap().is_some());
-        let err = r.next_frame().unwrap_err().to_string();
+        let mut rows = Vec::new();
+        assert!(r.next_frame(&mut rows).unwrap().is_some());
+        let err = r.next_frame(&mut rows).unwrap_err().to_string();
         assert!(
             err.contains("5.dat.zst, frame 2") && err.contains("checksum mismatch"),
             "{err}"
         );
+        assert_eq!(rows, b"1\n2\n");
+    }
+
+    /// A frame whose index entry claims (and whose bytes decompress to) far more than it
+    /// stores is read in bounded pieces; one that decompresses to more than its index says
+    /// is refused as soon as it does, naming the frame.
+    #[test]
+    fn frames_decompress_in_bounded_pieces_whatever_they_claim() {
+        use crate::archive::frame::{Frame, FrameIndexEntry};
+        let dir = tempfile::tempdir().unwrap();
+        let codec = Codec::Zstd(1);
+        let big: Vec<u8> = b"x\n".repeat(20 << 20);
+        let frames = [
+            Frame::of_rows(codec, &big).unwrap(),
+            Frame::end(codec).unwrap(),
+        ];
+        let mut bytes = Vec::new();
+        let mut index: Vec<FrameIndexEntry> = Vec::new();
+        for f in &frames {
+            index.push(f.index_entry(bytes.len() as u64));
+            bytes.extend(&f.stored);
+        }
+        assert!(bytes.len() < 64 << 10, "the frame is a small bomb");
+        std::fs::write(dir.path().join("6.dat.zst"), &bytes).unwrap();
+        let data = find_data_file(dir.path(), b"6.dat").unwrap();
+        let mut sink = CountSink::default();
+        let mut r = FrameReader::open(&data, &index, 0..2).unwrap();
+        assert_eq!(r.next_frame(&mut sink).unwrap().unwrap().rows, 20 << 20);
+        assert_eq!(sink.0, 40 << 20);
+        // The index understates the raw size: refused, named.
+        let mut lying = index.clone();
+        lying[0].raw = 1 << 20;
+        let mut r = FrameReader::open(&data, &lying, 0..2).unwrap();
+        let err = r
+            .next_frame(&mut CountSink::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("6.dat.zst, frame 1") && err.contains("more than 1048576 bytes"),
+            "{err}"
+        );
+        // A claim over the spec's limit is refused before anything is read.
+        lying[0].raw = MAX_FRAME_BYTES + 1;
+        let mut r = FrameReader::open(&data, &lying, 0..2).unwrap();
+        let err = r
+            .next_frame(&mut CountSink::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("over the limit of 1 GiB"), "{err}");
     }
 }

@@ -283,9 +283,7 @@ pub fn prepare(opts: RestoreOptions) -> Result<Ctx> {
         let name = e.filename.as_bytes().unwrap_or_default();
         let file = match find_data_file(dir.root(), name) {
             Ok(f) => f,
-            Err(crate::archive::Error::NotArchive { problem, .. })
-                if problem.starts_with("data file missing") =>
-            {
+            Err(crate::archive::Error::MissingDataFile { .. }) => {
                 missing.push(format!(
                     "{} ({})",
                     e.qualified_name(),

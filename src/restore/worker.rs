@@ -13,8 +13,7 @@ use super::sql::{self, SessionState};
 use super::Ctx;
 use crate::archive::frame::FrameIndexEntry;
 use crate::archive::reader::{
-    check_frame_rows, find_data_file, open_stream, parse_blobs_toc, CopyScanner, DataFile,
-    FrameReader,
+    find_data_file, open_stream, parse_blobs_toc, CopyScanner, DataFile, FrameReader, RowSink,
 };
 use crate::archive::toc::TocEntry;
 use crate::pg::carrier;
@@ -645,6 +644,40 @@ fn produce_stream(file: &DataFile, tx: &mpsc::Sender<Chunk>) -> Produced {
     Ok(Some(rows))
 }
 
+/// Rows on their way to the session, in chunks of about [`CHUNK_BYTES`].
+struct ChunkSink<'a> {
+    tx: &'a mpsc::Sender<Chunk>,
+    buf: Vec<u8>,
+    gone: bool,
+}
+
+impl ChunkSink<'_> {
+    fn send(&mut self) {
+        if self.buf.is_empty() || self.gone {
+            return;
+        }
+        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK_BYTES + 4096));
+        if self.tx.blocking_send(Chunk::Rows(chunk.into())).is_err() {
+            self.gone = true;
+        }
+    }
+}
+
+impl RowSink for ChunkSink<'_> {
+    fn put(&mut self, bytes: &[u8]) {
+        if self.gone {
+            return;
+        }
+        self.buf.extend_from_slice(bytes);
+        if self.buf.len() >= CHUNK_BYTES {
+            self.send();
+        }
+    }
+}
+
+/// Frames `range` of a pgarc data file, each checked (format-spec §4) as it streams: rows
+/// of a frame that turns out damaged may have been sent, and the COPY that receives them
+/// then fails and is rolled back.
 fn produce_frames(
     file: &DataFile,
     index: &[FrameIndexEntry],
@@ -654,33 +687,21 @@ fn produce_frames(
     let range = range.unwrap_or(0..index.len());
     let includes_last = range.end == index.len();
     let mut reader = FrameReader::open(file, index, range).map_err(|e| e.to_string())?;
+    let mut sink = ChunkSink {
+        tx,
+        buf: Vec::with_capacity(CHUNK_BYTES + 4096),
+        gone: false,
+    };
     let mut rows = 0;
-    while let Some((n, raw)) = reader.next_frame().map_err(|e| e.to_string())? {
-        let e = &index[n - 1];
-        let at = || {
-            format!(
-                "{}, frame {n} (bytes {}..{})",
-                file.rel,
-                e.offset,
-                e.offset + e.stored
-            )
-        };
-        let (got, len) =
-            check_frame_rows(&raw, n == index.len()).map_err(|err| format!("{}: {err}", at()))?;
-        // The rows are the frame's bytes up to the end marker: sent without a copy.
-        let mut out = raw;
-        out.truncate(len);
-        if got != e.rows {
-            return Err(format!(
-                "{}: holds {got} rows, the frame index says {}",
-                at(),
-                e.rows
-            ));
-        }
-        rows += got;
-        if !out.is_empty() && tx.blocking_send(Chunk::Rows(out.into())).is_err() {
+    while let Some(frame) = reader.next_frame(&mut sink).map_err(|e| e.to_string())? {
+        rows += frame.rows;
+        if sink.gone {
             return Ok(None);
         }
+    }
+    sink.send();
+    if sink.gone {
+        return Ok(None);
     }
     if includes_last && index.is_empty() {
         return Err(format!(
