@@ -139,8 +139,8 @@ fn dump_options(args: DumpArgs) -> anyhow::Result<DumpOptions> {
     };
     let split_size = parse_size(&args.split_size).map_err(anyhow::Error::msg)?;
     let frame_size = parse_size(&args.frame_size).map_err(anyhow::Error::msg)?;
-    if !(4096..=(256 << 20)).contains(&frame_size) {
-        anyhow::bail!("--frame-size must be between 4kB and 256MB");
+    if !(4096..=pgarc::archive::reader::MAX_MULTI_ROW_FRAME_BYTES).contains(&frame_size) {
+        anyhow::bail!("--frame-size must be between 4kB and 64MB");
     }
     let pg_dump = match (args.pg_dump, std::env::var_os("PGARC_PG_DUMP")) {
         (Some(p), _) => Some((p, "--pg-dump")),

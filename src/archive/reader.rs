@@ -491,6 +491,10 @@ pub enum FrameCheckError {
 /// so no row, and no frame of one row, is larger.)
 pub const MAX_FRAME_BYTES: u64 = 1 << 30;
 
+/// A bound on the raw size of a frame of more than one row (format-spec §4): writers cut
+/// frames at `--frame-size`, at most this much, and only a single row may be larger.
+pub const MAX_MULTI_ROW_FRAME_BYTES: u64 = 64 << 20;
+
 /// Frames whose stored bytes are at most this size are read whole and their SHA-256 checked
 /// before any of their rows is handed out; larger ones (a single huge row) are checked as
 /// they stream, and their rows may be handed out before a mismatch is found.
@@ -577,6 +581,13 @@ impl<'a> FrameReader<'a> {
                 "the frame index claims a frame of {} stored and {} raw bytes, over the \
                  limit of 1 GiB (format-spec §4)",
                 e.stored, e.raw
+            )));
+        }
+        if e.rows > 1 && e.raw > MAX_MULTI_ROW_FRAME_BYTES {
+            return Err(bad(format!(
+                "the frame index claims {} rows in {} raw bytes: a frame of more than one \
+                 row holds at most 64 MiB (format-spec §4)",
+                e.rows, e.raw
             )));
         }
         let truncated = |err: io::Error, file: &str| {

@@ -78,6 +78,8 @@ pub struct DumpSummary {
     /// Tables larger than --split-size copied whole because the server predates TID range
     /// scans (PostgreSQL 14): the server version, and how many.
     pub unsplit: Option<(String, usize)>,
+    /// The pg_restore releases that read the archive.
+    pub readers: crate::archive::compat::Readers,
 }
 
 impl fmt::Display for DumpSummary {
@@ -103,6 +105,7 @@ impl fmt::Display for DumpSummary {
             if self.jobs == 1 { "" } else { "s" },
             human((self.raw_bytes as f64 / secs) as u64)
         )?;
+        writeln!(f, "  readable by {} (and by pgarc)", self.readers)?;
         for (name, chunks, workers, at_once) in &self.split {
             writeln!(
                 f,
@@ -472,6 +475,7 @@ async fn run_pipeline(
                 codec,
                 split: assembled.split,
                 unsplit,
+                readers: assembled.readers,
             },
         ))
     };
@@ -498,6 +502,8 @@ struct Assembled {
     stored_bytes: u64,
     split: Vec<(String, usize, usize, usize)>,
     report: Vec<crate::report::TableReport>,
+    /// The pg_restore releases that read the archive.
+    readers: crate::archive::compat::Readers,
 }
 
 /// Adopts pg_dump's files, adds the TABLE DATA entries, gives the data files their final
@@ -522,6 +528,7 @@ fn assemble(
     let ids = plan::add_table_data(&mut toc, &shared.tables, table_entries)?;
     toc.header.version = plan::archive_version(toc.header.version, codec);
     toc.header.compression = plan::header_compression(toc.header.version, codec);
+    let readers = crate::archive::compat::readers(&toc.header);
     let mut out = Assembled {
         files: Vec::new(),
         tables: Vec::new(),
@@ -530,6 +537,7 @@ fn assemble(
         stored_bytes: 0,
         split: Vec::new(),
         report: Vec::new(),
+        readers,
     };
     for ((t, id), r) in shared.tables.iter().zip(ids).zip(shared.results()?) {
         let Some(id) = id else {

@@ -14,6 +14,7 @@
 //! 4. what a dependency cycle left over runs serially; errors are counted as pg_restore counts
 //!    them (or stop the restore with `--exit-on-error`).
 
+pub mod account;
 pub mod plan;
 pub mod sql;
 pub mod worker;
@@ -38,6 +39,7 @@ use crate::archive::toc::{Toc, TocEntry};
 use crate::archive::{ArchiveDir, TOC_FILE};
 use crate::pg::conn::ConnParams;
 use crate::pg::session::{describe, query_text};
+use account::{Next, PartOutcome, TableLoad};
 use plan::{Pass, Plan, Scheduler};
 use worker::{label, Conn, DataSource, Gang, Outcome};
 
@@ -965,16 +967,9 @@ fn spawn_worker(
     (tx, task)
 }
 
-/// A table's data being loaded, in one job or several parts.
+/// An entry being restored: its account, and for table data the report in progress.
 struct Load {
-    parts: usize,
-    reported: usize,
-    committed_parts: usize,
-    rows: u64,
-    raw_bytes: u64,
-    failed: bool,
-    /// Some part committed while another failed: its rows are being removed.
-    undoing: bool,
+    account: TableLoad,
     started: Instant,
     report: Option<crate::report::TableReport>,
 }
@@ -1039,9 +1034,10 @@ impl Dispatcher<'_> {
                     workers: Vec::new(),
                     pieces: k,
                 };
-                self.loads.insert(idx, Load::new(k, Some(report)));
+                let undoable = truncate || self.splittable.contains(&idx);
+                self.loads.insert(idx, Load::new(k, undoable, Some(report)));
             } else {
-                self.loads.insert(idx, Load::new(1, None));
+                self.loads.insert(idx, Load::new(1, false, None));
             }
             if k >= 2 {
                 let frames = ctx.data[&idx].frames.clone().expect("split needs frames");
@@ -1053,7 +1049,7 @@ impl Dispatcher<'_> {
                     frames.len(),
                 ));
                 if let Some(l) = self.loads.get_mut(&idx) {
-                    l.parts = ranges.len();
+                    l.account = TableLoad::new(ranges.len(), true);
                 }
                 for (range, &w) in ranges.into_iter().zip(&idle) {
                     self.running[w] = Some(idx);
@@ -1092,7 +1088,7 @@ impl Dispatcher<'_> {
             let e = &ctx.toc.entries[idx];
             let fate = if outcome.committed || !self.is_data(idx) {
                 String::new()
-            } else if self.created.contains(&idx) || self.splittable.contains(&idx) {
+            } else if self.loads.get(&idx).is_some_and(|l| l.account.undoable()) {
                 "; its rows are not in the database".to_string()
             } else {
                 "; whether its COPY committed is unknown: the table holds all of its rows \
@@ -1119,65 +1115,64 @@ impl Dispatcher<'_> {
             }
         }
         let is_data = self.is_data(idx);
-        let splittable = self.splittable.contains(&idx);
         let load = self.loads.get_mut(&idx).expect("dispatched");
-        if undo {
-            load.undoing = false;
-            if !load.failed || !outcome.errors.is_empty() {
-                errors.add(std::mem::take(&mut outcome.errors))?;
-            }
+        let next = if undo {
+            let ok = outcome.errors.is_empty() && outcome.lost.is_none();
+            errors.add(std::mem::take(&mut outcome.errors))?;
+            load.account.undone(ok)
         } else {
-            load.reported += 1;
             if let Some(t) = load.report.as_mut() {
                 if !t.workers.contains(&(worker + 1)) {
                     t.workers.push(worker + 1);
                 }
             }
-            let failed_now = !outcome.errors.is_empty() || outcome.lost.is_some();
-            if !load.failed || !failed_now {
-                errors.add(std::mem::take(&mut outcome.errors))?;
+            // -1: the rows are in once the one transaction commits, at the end.
+            let committed = outcome.committed
+                || (is_data && ctx.opts.single_transaction && outcome.errors.is_empty());
+            let (next, report) = load.account.part_done(PartOutcome {
+                committed,
+                failed: !outcome.errors.is_empty() || outcome.lost.is_some(),
+                uncertain: outcome.lost.is_some() && !outcome.committed,
+                rows: outcome.rows,
+                raw_bytes: outcome.raw_bytes,
+            });
+            let errs = std::mem::take(&mut outcome.errors);
+            if report {
+                errors.add(errs)?;
             }
-            if failed_now {
-                load.failed = true;
-            }
-            if outcome.committed {
-                load.committed_parts += 1;
-                load.rows += outcome.rows;
-                load.raw_bytes += outcome.raw_bytes;
-            } else if is_data && ctx.opts.single_transaction {
-                // -1: the rows are in once the one transaction commits, at the end.
-                load.rows += outcome.rows;
-                load.raw_bytes += outcome.raw_bytes;
-            }
-            if load.reported < load.parts {
-                return Ok(());
-            }
-            if load.failed && load.committed_parts > 0 && splittable {
-                // Part of the table is in: remove it, then the table is done (empty).
-                load.undoing = true;
+            next
+        };
+        match next {
+            Next::Wait => {}
+            Next::Undo => {
                 self.running[worker] = Some(idx);
                 let _ = self.jobs[worker].send(Job::Undo { idx });
-                return Ok(());
             }
+            Next::Done {
+                loaded,
+                rows,
+                raw_bytes,
+            } => self.complete(idx, loaded, rows, raw_bytes, summary),
         }
-        self.complete(idx, summary);
         Ok(())
     }
 
     /// A table (or other entry) is finished: the scheduler may release what waits for it.
-    fn complete(&mut self, idx: usize, summary: &mut RestoreSummary) {
+    fn complete(
+        &mut self,
+        idx: usize,
+        loaded: bool,
+        rows: u64,
+        raw: u64,
+        summary: &mut RestoreSummary,
+    ) {
         let ctx = self.ctx;
         let load = self.loads.remove(&idx).expect("dispatched");
         self.sched.complete(&ctx.plan, idx);
         let e = &ctx.toc.entries[idx];
         let is_table = self.is_data(idx) && e.desc.is("TABLE DATA");
-        let (rows, raw) = if load.failed {
-            (0, 0)
-        } else {
-            (load.rows, load.raw_bytes)
-        };
         if is_table {
-            if load.failed {
+            if !loaded {
                 self.failed.insert(idx);
             } else {
                 self.loaded.insert(idx);
@@ -1253,7 +1248,7 @@ impl Dispatcher<'_> {
         let partial: Vec<usize> = self
             .loads
             .iter()
-            .filter(|(i, l)| l.committed_parts > 0 && self.splittable.contains(i))
+            .filter(|(_, l)| l.account.needs_undo_if_abandoned())
             .map(|(i, _)| *i)
             .collect();
         if partial.is_empty() {
@@ -1276,15 +1271,9 @@ impl Dispatcher<'_> {
 }
 
 impl Load {
-    fn new(parts: usize, report: Option<crate::report::TableReport>) -> Load {
+    fn new(parts: usize, undoable: bool, report: Option<crate::report::TableReport>) -> Load {
         Load {
-            parts,
-            reported: 0,
-            committed_parts: 0,
-            rows: 0,
-            raw_bytes: 0,
-            failed: false,
-            undoing: false,
+            account: TableLoad::new(parts, undoable),
             started: Instant::now(),
             report,
         }
