@@ -23,3 +23,6 @@ mod interface;
 mod tls;
 // Issue 8: servers 14 to 18, pg_dump 14 to 18 archives, pg_restore 15 to 18.
 mod versions;
+// Issue 16: encodings, all-or-nothing loads, refused COPYs, private archives, bombs,
+// rewritten tables, faults that end clearly, and the default codec's readers.
+mod trust;

@@ -119,6 +119,9 @@ pub struct Ctx {
     by_id: HashMap<i32, usize>,
     conn: RwLock<ConnParams>,
     server_version_num: AtomicI32,
+    /// `pg_postmaster_start_time()` when the first session opened: a different value later
+    /// means the server restarted under the restore.
+    server_started: std::sync::Mutex<Option<String>>,
 }
 
 impl Ctx {
@@ -136,6 +139,19 @@ impl Ctx {
 
     pub fn set_server_version_num(&self, v: i32) {
         self.server_version_num.store(v, Ordering::Relaxed);
+    }
+
+    /// Records the server's start time from a new session; false when it differs from the
+    /// first session's (the server restarted).
+    pub fn same_server_start(&self, started: &str) -> bool {
+        let mut first = self.server_started.lock().expect("not poisoned");
+        match first.as_deref() {
+            None => {
+                *first = Some(started.to_string());
+                true
+            }
+            Some(f) => f == started,
+        }
     }
 
     pub fn fixed_state(&self, server_version_num: i32) -> Vec<String> {
@@ -335,6 +351,7 @@ pub fn prepare(opts: RestoreOptions) -> Result<Ctx> {
         by_id,
         conn,
         server_version_num: AtomicI32::new(0),
+        server_started: std::sync::Mutex::new(None),
     })
 }
 
@@ -946,9 +963,18 @@ fn spawn_worker(
             let mut gone = false;
             if outcome.lost.is_some() {
                 let single = conn.ctx.opts.single_transaction;
+                // A terminated session is replaced; after a server restart (every session and
+                // its work gone, the new session sees another start time) the restore stops.
                 match Conn::open(conn.ctx.clone(), &format!("pgarc restore worker {w}")).await {
-                    Ok(fresh) if !single => conn = fresh,
-                    _ => gone = true,
+                    Ok(fresh) if !single && !fresh.restarted => conn = fresh,
+                    Ok(_) => {
+                        outcome.lost = Some(format!(
+                            "{}; the server restarted",
+                            outcome.lost.unwrap_or_default()
+                        ));
+                        gone = true;
+                    }
+                    Err(_) => gone = true,
                 }
             }
             let done = Done {
@@ -1095,10 +1121,14 @@ impl Dispatcher<'_> {
                  from the archive or none of them"
                     .to_string()
             };
-            outcome.errors.push(format!(
-                "{}: worker {worker}'s session ended ({reason}){fate}",
-                label(e)
-            ));
+            // One error for the entry: the session's end (the statement's own failure, e.g.
+            // "connection closed", is its consequence).
+            outcome.errors = vec![format!(
+                "{}: the session of worker {} ended ({reason}; it was terminated, e.g. by \
+                 pg_terminate_backend, or the server stopped){fate}",
+                label(e),
+                worker + 1
+            )];
             if gone {
                 for err in &outcome.errors {
                     crate::progress::error(&format!("pgarc: error: {err}"));

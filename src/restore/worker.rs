@@ -95,6 +95,8 @@ pub struct Conn {
     pub session: Session,
     pub state: SessionState,
     pub ctx: Arc<Ctx>,
+    /// The server was started after the restore's first session (it restarted).
+    pub restarted: bool,
 }
 
 impl Conn {
@@ -118,22 +120,23 @@ impl Conn {
     /// Opens a session and sets the fixed restore state.
     pub async fn open(ctx: Arc<Ctx>, name: &str) -> anyhow::Result<Conn> {
         let session = crate::pg::session::connect(&ctx.conn(), name).await?;
+        let row = crate::pg::session::query_text(
+            &session.client,
+            "SELECT current_setting('server_version_num'), pg_catalog.pg_postmaster_start_time()::text",
+        )
+        .await?
+        .pop()
+        .unwrap_or_default();
+        let col = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
         if ctx.server_version_num() == 0 {
-            let v = crate::pg::session::query_text(
-                &session.client,
-                "SELECT current_setting('server_version_num')",
-            )
-            .await?
-            .pop()
-            .and_then(|r| r.into_iter().next().flatten())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-            ctx.set_server_version_num(v);
+            ctx.set_server_version_num(col(0).parse().unwrap_or(0));
         }
+        let restarted = !ctx.same_server_start(&col(1));
         let mut conn = Conn {
             session,
             state: SessionState::new(ctx.search_path.is_some()),
             ctx,
+            restarted,
         };
         conn.fixed_state().await?;
         Ok(conn)
@@ -273,7 +276,11 @@ impl Conn {
         // pg_restore's --disable-triggers acts in a data-only restore; the table is never split
         // then, so the ALTERs run once, in the load's own transaction.
         let triggers = ctx.opts.disable_triggers && ctx.opts.data_only;
-        let in_txn = !single && (truncate || part.is_some() || triggers);
+        // Always an explicit transaction with its own COMMIT (never the implicit one that
+        // ends an extended-protocol COPY at Sync): a deferred constraint or trigger that
+        // fails at commit must be seen, or the rows would be counted while the server
+        // rolled them back.
+        let in_txn = !single;
         // BEGIN and TRUNCATE go in one message, pipelined with the COPY statement's Parse:
         // one round trip instead of three (2,000 small tables: this is most of the time).
         let mut prelude = Vec::new();
