@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 
 use super::error::Error;
 use super::frame::{hex, parse_frame_index, FrameIndexEntry};
-use super::manifest::{Manifest, TableRecord, MANIFEST_FILE, MANIFEST_MAX_BYTES};
+use super::manifest::{Manifest, ManifestIndex, TableRecord, MANIFEST_FILE, MANIFEST_MAX_BYTES};
 use super::reader::safe_relative_name;
 use super::toc::Toc;
 use super::TOC_FILE;
@@ -225,16 +225,12 @@ impl ArchiveDir {
     }
 
     /// Reads a file the manifest lists, refusing it unless its size and SHA-256 match.
-    pub fn read_listed_file(&self, manifest: &Manifest, rel: &str) -> Result<Vec<u8>, Error> {
+    pub fn read_listed_file(&self, manifest: &ManifestIndex, rel: &str) -> Result<Vec<u8>, Error> {
         let path = self.resolve(rel)?;
-        let record = manifest
-            .files
-            .iter()
-            .find(|f| f.path == rel)
-            .ok_or_else(|| Error::NotArchive {
-                path: path.clone(),
-                problem: "not listed in the manifest".into(),
-            })?;
+        let record = manifest.file(rel).ok_or_else(|| Error::NotArchive {
+            path: path.clone(),
+            problem: "not listed in the manifest".into(),
+        })?;
         let bytes = read_bounded(&path, MANIFEST_MAX_BYTES)?;
         let sum = hex(&Sha256::digest(&bytes));
         if bytes.len() as u64 != record.size || sum != record.sha256 {
@@ -255,7 +251,7 @@ impl ArchiveDir {
     /// The frame index of a table, checked against the manifest.
     pub fn frame_index(
         &self,
-        manifest: &Manifest,
+        manifest: &ManifestIndex,
         table: &TableRecord,
     ) -> Result<Vec<FrameIndexEntry>, Error> {
         let bytes = self.read_listed_file(manifest, &table.frame_index)?;

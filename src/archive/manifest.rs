@@ -40,6 +40,37 @@ pub struct Manifest {
     pub tables: Vec<TableRecord>,
 }
 
+/// Lookups into a manifest by file path and by dumpId, built once (an archive may list
+/// hundreds of thousands of files; a linear search per table would be quadratic).
+#[derive(Debug)]
+pub struct ManifestIndex<'a> {
+    pub manifest: &'a Manifest,
+    files: std::collections::HashMap<&'a str, &'a FileRecord>,
+    tables: std::collections::HashMap<i32, &'a TableRecord>,
+}
+
+impl<'a> ManifestIndex<'a> {
+    pub fn new(manifest: &'a Manifest) -> Self {
+        ManifestIndex {
+            manifest,
+            files: manifest
+                .files
+                .iter()
+                .map(|f| (f.path.as_str(), f))
+                .collect(),
+            tables: manifest.tables.iter().map(|t| (t.dump_id, t)).collect(),
+        }
+    }
+
+    pub fn file(&self, path: &str) -> Option<&'a FileRecord> {
+        self.files.get(path).copied()
+    }
+
+    pub fn table(&self, dump_id: i32) -> Option<&'a TableRecord> {
+        self.tables.get(&dump_id).copied()
+    }
+}
+
 /// The options that shaped the archive. Never a password or a connection string.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

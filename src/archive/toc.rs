@@ -88,13 +88,13 @@ impl TocStr {
             .is_some_and(|b| b.starts_with(prefix.as_bytes()))
     }
 
-    /// The text for display; invalid UTF-8 is replaced. None for NULL.
     /// The bytes as a carrier string (`pg::carrier`): lossless, for building SQL.
     pub fn carrier(&self) -> Option<String> {
         self.as_bytes()
             .map(|b| b.iter().map(|&c| char::from(c)).collect())
     }
 
+    /// The text for display; invalid UTF-8 is replaced. None for NULL.
     pub fn to_str_lossy(&self) -> Option<Cow<'_, str>> {
         self.as_bytes().map(String::from_utf8_lossy)
     }

@@ -31,7 +31,9 @@ use crate::archive::manifest::{
 };
 use crate::archive::writer::ArchiveWriter;
 use crate::pg::conn::ConnParams;
-use crate::pg::session::{catalog_tables, open_worker, query_text, SnapshotHolder};
+use crate::pg::session::{
+    catalog_tables, open_worker, query_text, relations_with_data, SnapshotHolder,
+};
 use crate::pg::tools::find_pg_dump;
 
 /// The default bound on the data per ctid-range chunk. Measured on this project's 2-core
@@ -286,6 +288,13 @@ async fn run_pipeline(
         .and_then(|s| s.parse().ok())
         .unwrap_or(8192);
 
+    let copied: std::collections::HashSet<u32> = chosen.data.iter().map(|t| t.oid).collect();
+    let keep: Vec<(String, String)> = relations_with_data(client)
+        .await?
+        .into_iter()
+        .filter(|(oid, _, _)| !copied.contains(oid))
+        .map(|(_, schema, name)| (schema, name))
+        .collect();
     let archive = Arc::new(ArchiveWriter::create(&opts.out)?);
     let tables = chosen.data;
     let can_split = info.version_num >= 140000;
@@ -320,6 +329,7 @@ async fn run_pipeline(
             tables: &shared.tables,
             selection: &opts.selection,
             encoding: &info.encoding,
+            keep: &keep,
         });
         let capture = async {
             capture.await?;

@@ -19,33 +19,98 @@ use crate::pg::session::CatalogTable;
 /// `)` outside quotes act as regular-expression syntax. A pattern holds at most
 /// [`PATTERN_NAMES`] names and about [`PATTERN_BYTES`] bytes, well inside the server's regular
 /// expression limits and Linux's 128 KiB bound on one argument.
-pub fn exclude_data_patterns(tables: &[CatalogTable]) -> Vec<String> {
-    let mut by_schema: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+///
+/// `keep` are the other relations whose data pg_dump must still write (sequences,
+/// materialized views, tables pgarc does not copy), as (schema, name) carriers. The
+/// patterns match no name of theirs, and are as short as that allows: `schema.*` for a
+/// schema holding nothing to keep; else for each table the shortest prefix of its name
+/// that no kept name starts with, followed by `*`; the whole name only where it is itself
+/// the start of a kept name (`orders` beside `orders_id_seq`). A pattern that matches more
+/// can only also match relations with no data (views, partitioned and foreign tables) or
+/// whose data pg_dump leaves out anyway. pg_dump evaluates each pattern as a regular
+/// expression over every relation name (one catalog query per pattern), so few short
+/// patterns keep it fast: 100,000 tables in one schema are one pattern.
+pub fn exclude_data_patterns(tables: &[CatalogTable], keep: &[(String, String)]) -> Vec<String> {
+    use std::collections::BTreeMap;
+    let mut by_schema: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for t in tables {
         by_schema
             .entry(t.schema.as_str())
             .or_default()
             .push(t.name.as_str());
     }
+    let mut kept: BTreeMap<&str, Vec<Vec<&str>>> = BTreeMap::new();
+    for (schema, name) in keep {
+        kept.entry(schema.as_str()).or_default().push(tokens(name));
+    }
     let mut patterns = Vec::new();
     for (schema, mut names) in by_schema {
         names.sort_unstable();
         names.dedup();
-        let mut start = 0;
-        while start < names.len() {
-            let mut end = start;
-            let mut bytes = 0;
-            while end < names.len() && end - start < PATTERN_NAMES && bytes < PATTERN_BYTES {
-                bytes += names[end].len() + 3;
-                end += 1;
+        let Some(mut keep) = kept.remove(schema) else {
+            patterns.push(format!("{}.*", quote_pattern(schema)));
+            continue;
+        };
+        keep.sort_unstable();
+        let mut exact: Vec<Vec<&str>> = Vec::new();
+        let mut prefixes: Vec<Vec<&str>> = Vec::new();
+        for name in &names {
+            let t = tokens(name);
+            // The kept names sharing the longest prefix with t are its neighbours in order.
+            let at = keep.partition_point(|k| k.as_slice() < t.as_slice());
+            let common = |k: Option<&Vec<&str>>| {
+                k.map_or(0, |k| k.iter().zip(&t).take_while(|(a, b)| a == b).count())
+            };
+            let shared =
+                common(keep.get(at)).max(common(at.checked_sub(1).and_then(|i| keep.get(i))));
+            if shared >= t.len() {
+                exact.push(t);
+            } else {
+                prefixes.push(t[..=shared].to_vec());
             }
-            let tokens: Vec<Vec<&str>> = names[start..end].iter().map(|n| tokens(n)).collect();
-            let refs: Vec<&[&str]> = tokens.iter().map(|t| t.as_slice()).collect();
-            patterns.push(format!("{}.{}", quote_pattern(schema), alternation(&refs)));
-            start = end;
+        }
+        // A prefix that another prefix starts covers nothing more.
+        prefixes.sort_unstable();
+        prefixes.dedup();
+        let mut minimal: Vec<Vec<&str>> = Vec::new();
+        for p in prefixes {
+            if !minimal.last().is_some_and(|m| p.starts_with(m)) {
+                minimal.push(p);
+            }
+        }
+        // Exact names a prefix already covers need no pattern of their own.
+        exact.retain(|e| !minimal.iter().any(|m| e.starts_with(m)));
+        for (list, wildcard) in [(minimal, true), (exact, false)] {
+            for chunk in chunks(&list) {
+                let refs: Vec<&[&str]> = chunk.iter().map(|t| t.as_slice()).collect();
+                patterns.push(format!(
+                    "{}.{}{}",
+                    quote_pattern(schema),
+                    alternation(&refs),
+                    if wildcard { "*" } else { "" }
+                ));
+            }
         }
     }
     patterns
+}
+
+/// Sorted names cut into groups of at most [`PATTERN_NAMES`] names and about
+/// [`PATTERN_BYTES`] bytes.
+fn chunks<'a, 'b>(names: &'a [Vec<&'b str>]) -> Vec<&'a [Vec<&'b str>]> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start < names.len() {
+        let mut end = start;
+        let mut bytes = 0;
+        while end < names.len() && end - start < PATTERN_NAMES && bytes < PATTERN_BYTES {
+            bytes += names[end].iter().map(|t| t.len()).sum::<usize>() + 3;
+            end += 1;
+        }
+        out.push(&names[start..end]);
+        start = end;
+    }
+    out
 }
 
 /// At most this many table names go into one exclusion pattern.
@@ -236,12 +301,13 @@ pub fn add_table_data(
     table_entries_written: bool,
 ) -> Result<Vec<Option<i32>>> {
     let mut table_entries: HashMap<u32, usize> = HashMap::new();
+    let copied: std::collections::HashSet<u32> = tables.iter().map(|t| t.oid).collect();
     for (i, e) in toc.entries.iter().enumerate() {
         let oid = e.oid.to_str_lossy().and_then(|s| s.parse::<u32>().ok());
         if let Some(oid) = oid {
             if e.desc.is("TABLE") {
                 table_entries.insert(oid, i);
-            } else if e.desc.is("TABLE DATA") && tables.iter().any(|t| t.oid == oid) {
+            } else if e.desc.is("TABLE DATA") && copied.contains(&oid) {
                 bail!(
                     "internal error: pg_dump wrote data for table {} that pgarc excluded",
                     e.tag.to_str_lossy().unwrap_or_default()
@@ -426,6 +492,11 @@ mod tests {
                     i += 1;
                 }
                 '|' | ')' => return (out, i),
+                // The wildcard: any further characters.
+                '*' => {
+                    out.iter_mut().for_each(|s| s.push('\u{1}'));
+                    i += 1;
+                }
                 c if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' => {
                     out.iter_mut().for_each(|s| s.push(c));
                     i += 1;
@@ -436,11 +507,31 @@ mod tests {
         (out, i)
     }
 
+    /// Whether `name` (`schema.name`) is matched by one of the expanded patterns.
+    fn matches(expanded: &[String], name: &str) -> bool {
+        expanded.iter().any(|p| match p.strip_suffix('\u{1}') {
+            Some(prefix) => name.starts_with(prefix),
+            None => p == name,
+        })
+    }
+
+    fn expand_all(patterns: &[String]) -> Vec<String> {
+        let mut all = Vec::new();
+        for p in patterns {
+            assert!(p.len() < PATTERN_BYTES + 1000, "{}", p.len());
+            let chars: Vec<char> = p.chars().collect();
+            let (strs, used) = expand(&chars);
+            assert_eq!(used, chars.len(), "{p}");
+            all.extend(strs);
+        }
+        all
+    }
+
     #[test]
-    fn exclusion_patterns_match_exactly_the_tables() {
+    fn exclusion_patterns_match_the_tables_and_nothing_kept() {
         let mut names: Vec<String> = [
             "a", "ab", "abc", "abd", "b", "a.b", "A\"b", "a|b", "a(1)", "x*", "y?", "$z", "ünï",
-            "ü", "t_1", "t_10", "t_100", "t_2",
+            "ü", "t_1", "t_10", "t_100", "t_2", "orders",
         ]
         .iter()
         .map(|s| s.to_string())
@@ -450,31 +541,58 @@ mod tests {
         let mut other = table("t_00001", 0, 0);
         other.schema = "Other \"S\"".into();
         tables.push(other);
-        let patterns = exclude_data_patterns(&tables);
-        // 1200+ names in s: three patterns of at most 500; one for the other schema.
-        assert_eq!(patterns.len(), 4, "{patterns:?}");
-        let mut matched = std::collections::BTreeSet::new();
-        for p in &patterns {
-            assert!(p.len() < PATTERN_BYTES + 1000, "{}", p.len());
-            let chars: Vec<char> = p.chars().collect();
-            let (strs, used) = expand(&chars);
-            assert_eq!(used, chars.len(), "{p}");
-            for s in strs {
-                assert!(matched.insert(s.clone()), "{s} matched twice");
-            }
+        // Nothing to keep: one wildcard per schema.
+        let patterns = exclude_data_patterns(&tables, &[]);
+        assert_eq!(patterns, ["\"Other \"\"S\"\"\".*", "s.*"]);
+        // Sequences and a matview beside the tables, some sharing long prefixes with them.
+        let keep: Vec<(String, String)> = [
+            "orders_id_seq",
+            "t_000",
+            "t_00050x",
+            "abcd",
+            "ü_seq",
+            "zz",
+            "a(1)_seq",
+            "t_01",
+        ]
+        .iter()
+        .map(|n| ("s".to_string(), n.to_string()))
+        .chain(std::iter::once((
+            "Other \"S\"".to_string(),
+            "t_000011".to_string(),
+        )))
+        .collect();
+        let patterns = exclude_data_patterns(&tables, &keep);
+        let expanded = expand_all(&patterns);
+        for n in &names {
+            assert!(matches(&expanded, &format!("s.{n}")), "{n}: {patterns:?}");
         }
-        let mut want: std::collections::BTreeSet<String> =
-            names.iter().map(|n| format!("s.{n}")).collect();
-        want.insert("Other \"S\".t_00001".into());
-        assert_eq!(matched, want);
-        // Prefix folding makes the pattern far shorter than one name after another.
-        let short = exclude_data_patterns(&tables[18..518]);
-        let listed: usize = tables[18..518].iter().map(|t| t.name.len() + 1).sum();
-        assert!(
-            short[0].len() * 3 < listed,
-            "{} vs {listed}",
-            short[0].len()
-        );
+        assert!(matches(&expanded, "Other \"S\".t_00001"), "{patterns:?}");
+        for (schema, k) in &keep {
+            assert!(
+                !matches(&expanded, &format!("{schema}.{k}")),
+                "{k}: {patterns:?}"
+            );
+        }
+        let total: usize = patterns.iter().map(String::len).sum();
+        let listed: usize = names.iter().map(|n| n.len() + 1).sum();
+        assert!(total * 4 < listed, "{total} vs {listed}: {patterns:?}");
+    }
+
+    /// Many kept names force many exact names: the patterns stay within their bounds.
+    #[test]
+    fn exclusion_patterns_hold_whole_names_in_bounded_groups() {
+        let tables: Vec<CatalogTable> = (0..1500).map(|i| table(&format!("t{i}"), 0, 0)).collect();
+        let keep: Vec<(String, String)> = (0..1500)
+            .map(|i| ("s".to_string(), format!("t{i}_id_seq")))
+            .collect();
+        let patterns = exclude_data_patterns(&tables, &keep);
+        assert_eq!(patterns.len(), 3, "{}", patterns.len());
+        let expanded = expand_all(&patterns);
+        for i in 0..1500 {
+            assert!(matches(&expanded, &format!("s.t{i}")));
+            assert!(!matches(&expanded, &format!("s.t{i}_id_seq")));
+        }
     }
 
     #[test]

@@ -120,6 +120,8 @@ pub struct Capture<'a> {
     pub selection: &'a DumpSelection,
     /// The database's encoding (the data's).
     pub encoding: &'a str,
+    /// The other relations whose data pg_dump writes (schema, name).
+    pub keep: &'a [(String, String)],
 }
 
 /// How the exclusion patterns (carriers) reach pg_dump: a `--filter` file's bytes and the
@@ -154,6 +156,7 @@ pub async fn capture(c: Capture<'_>) -> Result<()> {
         tables,
         selection,
         encoding,
+        keep,
     } = c;
     let mut cmd = Command::new(pg_dump);
     cmd.arg("--format=directory")
@@ -170,7 +173,8 @@ pub async fn capture(c: Capture<'_>) -> Result<()> {
     // the child's stack limit raised so that the kernel accepts an argument list of any
     // length (Linux allows argv a quarter of RLIMIT_STACK). Names with a line break cannot
     // go in a filter file and go on the command line.
-    let (filter, args) = exclusion_delivery(&exclude_data_patterns(tables), version.major >= 17);
+    let (filter, args) =
+        exclusion_delivery(&exclude_data_patterns(tables, keep), version.major >= 17);
     let arg_bytes: usize = args.iter().map(|a| a.len() + 1).sum();
     for a in args {
         cmd.arg(std::ffi::OsString::from_vec(a));

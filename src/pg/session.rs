@@ -687,6 +687,33 @@ pub async fn catalog_tables(client: &Client) -> Result<Vec<CatalogTable>> {
         .collect()
 }
 
+/// Every relation that can have data pg_dump writes (tables, sequences, materialized views):
+/// OID, schema and name (carriers), under the holder's snapshot.
+pub async fn relations_with_data(client: &Client) -> Result<Vec<(u32, String, String)>> {
+    let sql = format!(
+        "SELECT c.oid, {}, {} FROM pg_catalog.pg_class c
+         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+         WHERE c.relkind IN ('r', 'S', 'm')
+           AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+           AND n.nspname !~ '^pg_toast' AND n.nspname !~ '^pg_temp_'",
+        raw_hex("n.nspname::text"),
+        raw_hex("c.relname::text"),
+    );
+    query_text(client, &sql)
+        .await
+        .context("cannot read the catalog")?
+        .into_iter()
+        .map(|r| {
+            let s = |i: usize| r[i].clone().unwrap_or_default();
+            Ok((
+                s(0).parse().context("bad oid from the catalog")?,
+                carrier_from_hex(&s(1))?,
+                carrier_from_hex(&s(2))?,
+            ))
+        })
+        .collect()
+}
+
 /// A data worker's session: pg_dump's settings, then the imported snapshot.
 pub async fn open_worker(
     params: &ConnParams,

@@ -31,7 +31,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use tokio::sync::mpsc;
 
 use crate::archive::frame::FrameIndexEntry;
-use crate::archive::manifest::Manifest;
+use crate::archive::manifest::ManifestIndex;
 pub use crate::archive::reader::blobs_toc_name;
 use crate::archive::reader::{find_data_file, DataFile};
 use crate::archive::select::{parse_list, toc_reqs, NameFilters, Selection};
@@ -253,6 +253,7 @@ pub fn selection(opts: &RestoreOptions, toc: &mut Toc) -> Result<Selection> {
 pub fn prepare(opts: RestoreOptions) -> Result<Ctx> {
     let dir = ArchiveDir::open(&opts.archive)?;
     let manifest = dir.read_manifest()?;
+    let manifest = manifest.as_ref().map(ManifestIndex::new);
     let toc = match &manifest {
         Some(m) => {
             let bytes = dir.read_listed_file(m, TOC_FILE)?;
@@ -359,22 +360,18 @@ pub fn prepare(opts: RestoreOptions) -> Result<Ctx> {
 /// entry with this data file, at this size, and that the index tiles the whole file.
 fn checked_frame_index(
     dir: &ArchiveDir,
-    m: &Manifest,
+    m: &ManifestIndex,
     e: &TocEntry,
     file: &DataFile,
 ) -> Result<Vec<FrameIndexEntry>> {
-    let table = m
-        .tables
-        .iter()
-        .find(|t| t.dump_id == e.dump_id)
-        .ok_or_else(|| {
-            anyhow!(
-                "{}: {} is not in the manifest: the archive was changed after the dump; run pgarc \
+    let table = m.table(e.dump_id).ok_or_else(|| {
+        anyhow!(
+            "{}: {} is not in the manifest: the archive was changed after the dump; run pgarc \
              verify",
-                dir.toc_path().display(),
-                label(e)
-            )
-        })?;
+            dir.toc_path().display(),
+            label(e)
+        )
+    })?;
     if table.file != file.rel {
         bail!(
             "{}: the manifest names {} for {} but the archive holds {}",
@@ -384,7 +381,7 @@ fn checked_frame_index(
             file.rel
         );
     }
-    let listed = m.files.iter().find(|f| f.path == file.rel);
+    let listed = m.file(&file.rel);
     if listed.map(|f| f.size) != Some(file.size) {
         bail!(
             "{}: size {} differs from the manifest's {:?}: the file is damaged; run pgarc verify",
