@@ -79,11 +79,23 @@ pub fn error(line: &str) {
 pub fn add(bytes: u64) {
     if let Some(r) = active() {
         r.done.fetch_add(bytes, Ordering::Relaxed);
-        if let Some(b) = &r.bars {
-            b.main.inc(bytes);
-        }
+        r.update_bar(bytes);
     }
 }
+
+/// Counts one finished item (a dump chunk, a restored table's data).
+pub fn item_done() {
+    if let Some(r) = active() {
+        r.items_done.fetch_add(1, Ordering::Relaxed);
+        r.update_bar(ITEM_COST_BYTES);
+    }
+}
+
+/// What finishing one item (a table or chunk) costs beside its bytes, as bytes: session
+/// round trips, a data file, catalog work. Measured on this project's machine: about 1 ms
+/// per table on each of 2 workers, in which one worker moves about 128 KiB of COPY data.
+/// With it the ETA holds for 100,000 empty tables as for one big one.
+pub const ITEM_COST_BYTES: u64 = 128 << 10;
 
 /// What worker `n` (1-based) is doing now; `None` when it is idle.
 pub fn worker(n: usize, task: Option<String>) {
@@ -112,12 +124,66 @@ struct Reporter {
     what: &'static str,
     total: Option<u64>,
     done: AtomicU64,
+    /// Items (tables, chunks) to do, when known, and done.
+    items_total: Option<u64>,
+    items_done: AtomicU64,
     started: Instant,
     tasks: Mutex<Vec<Option<String>>>,
     bars: Option<Bars>,
 }
 
 impl Reporter {
+    /// Work done and to do, in bytes plus [`ITEM_COST_BYTES`] per item: (done, total).
+    fn work(&self) -> (u64, Option<u64>) {
+        let items = self.items_done.load(Ordering::Relaxed);
+        let done = self.done.load(Ordering::Relaxed) + items * ITEM_COST_BYTES;
+        let total = match (self.total, self.items_total) {
+            (Some(b), Some(i)) => Some(b + i * ITEM_COST_BYTES),
+            (Some(b), None) => Some(b),
+            (None, _) => None,
+        };
+        (done, total)
+    }
+
+    /// The estimated seconds left, from the rate of work so far.
+    fn eta(&self) -> Option<f64> {
+        let (done, total) = self.work();
+        let total = total.filter(|&t| t > done)?;
+        let secs = self.started.elapsed().as_secs_f64();
+        (done > 0 && secs > 0.0).then(|| (total - done) as f64 * secs / done as f64)
+    }
+
+    fn items_text(&self) -> String {
+        match self.items_total {
+            Some(total) => format!(
+                "{} of {total} {}",
+                self.items_done.load(Ordering::Relaxed),
+                if self.what == "dump" {
+                    "chunks"
+                } else {
+                    "tables"
+                }
+            ),
+            None => String::new(),
+        }
+    }
+
+    fn update_bar(&self, units: u64) {
+        if let Some(b) = &self.bars {
+            b.main.inc(units);
+            let done = self.done.load(Ordering::Relaxed);
+            let mut msg = human(done);
+            if let Some(total) = self.total {
+                msg.push_str(&format!(" of about {}", human(total)));
+            }
+            let items = self.items_text();
+            if !items.is_empty() {
+                msg.push_str(&format!(", {items}"));
+            }
+            b.main.set_message(msg);
+        }
+    }
+
     /// The plain progress line.
     fn line(&self) -> String {
         let done = self.done.load(Ordering::Relaxed);
@@ -125,11 +191,18 @@ impl Reporter {
         let rate = done as f64 / secs;
         let mut s = format!("pgarc: {}: {}", self.what, human(done));
         if let Some(total) = self.total.filter(|t| *t > 0) {
-            let pct = (done as f64 * 100.0 / total as f64).min(100.0);
-            s.push_str(&format!(" of about {} ({pct:.0}%)", human(total)));
-            if rate > 0.0 && done < total {
-                s.push_str(&format!(", ETA {:.0} s", (total - done) as f64 / rate));
-            }
+            s.push_str(&format!(" of about {}", human(total)));
+        }
+        let items = self.items_text();
+        if !items.is_empty() {
+            s.push_str(&format!(", {items}"));
+        }
+        if let (Some(total), (work_done, _)) = (self.work().1.filter(|t| *t > 0), self.work()) {
+            let pct = (work_done as f64 * 100.0 / total as f64).min(100.0);
+            s.push_str(&format!(" ({pct:.0}%)"));
+        }
+        if let Some(eta) = self.eta() {
+            s.push_str(&format!(", ETA {eta:.0} s"));
         }
         s.push_str(&format!(", {}/s", human(rate as u64)));
         let tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
@@ -154,8 +227,13 @@ pub struct Progress {
 
 impl Progress {
     /// Starts reporting `what` ("dump", "restore") with `total` estimated bytes (None when
-    /// unknown) and `workers` worker lines.
-    pub fn start(what: &'static str, total: Option<u64>, workers: usize) -> Progress {
+    /// unknown), `items` to do (chunks, tables) and `workers` worker lines.
+    pub fn start(
+        what: &'static str,
+        total: Option<u64>,
+        items: Option<u64>,
+        workers: usize,
+    ) -> Progress {
         let mode = mode();
         if mode == Mode::Quiet {
             return Progress {
@@ -166,17 +244,21 @@ impl Progress {
         }
         let bars = (mode == Mode::Bars).then(|| {
             let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(10));
+            // The bar counts work (bytes plus a cost per item); the message says bytes and
+            // items.
             let main = match total {
-                Some(t) => ProgressBar::new(t).with_style(
+                Some(t) => ProgressBar::new(t + items.unwrap_or(0) * ITEM_COST_BYTES).with_style(
                     ProgressStyle::with_template(
-                        "{prefix} [{bar:30}] {bytes} of about {total_bytes} ({percent}%), {binary_bytes_per_sec}, ETA {eta}",
+                        "{prefix} [{bar:30}] {msg} ({percent}%), ETA {eta}",
                     )
                     .expect("a valid template")
                     .progress_chars("=> "),
                 ),
                 None => ProgressBar::no_length().with_style(
-                    ProgressStyle::with_template("{prefix} {spinner} {bytes}, {binary_bytes_per_sec}")
-                        .expect("a valid template"),
+                    ProgressStyle::with_template(
+                        "{prefix} {spinner} {bytes}, {binary_bytes_per_sec}",
+                    )
+                    .expect("a valid template"),
                 ),
             };
             main.set_prefix(format!("pgarc {what}"));
@@ -184,9 +266,12 @@ impl Progress {
             main.enable_steady_tick(Duration::from_millis(200));
             let workers = (1..=workers)
                 .map(|n| {
-                    let bar = multi.add(ProgressBar::new_spinner().with_style(
-                        ProgressStyle::with_template("  {spinner} {msg}").expect("a valid template"),
-                    ));
+                    let bar = multi.add(
+                        ProgressBar::new_spinner().with_style(
+                            ProgressStyle::with_template("  {spinner} {msg}")
+                                .expect("a valid template"),
+                        ),
+                    );
                     bar.set_message(format!("worker {n}: starting"));
                     bar.enable_steady_tick(Duration::from_millis(200));
                     bar
@@ -202,6 +287,8 @@ impl Progress {
             what,
             total,
             done: AtomicU64::new(0),
+            items_total: items,
+            items_done: AtomicU64::new(0),
             started: Instant::now(),
             tasks: Mutex::new(vec![None; workers]),
             bars,
@@ -272,6 +359,8 @@ mod tests {
             what: "dump",
             total: Some(4 << 20),
             done: AtomicU64::new(1 << 20),
+            items_total: None,
+            items_done: AtomicU64::new(0),
             started: Instant::now() - Duration::from_secs(1),
             tasks: Mutex::new(vec![Some("public.big pages 0-99".into()), None]),
             bars: None,
@@ -280,6 +369,22 @@ mod tests {
         assert!(
             line.starts_with("pgarc: dump: 1.0 MiB of about 4.0 MiB (25%), ETA "),
             "{line}"
+        );
+        // 100,000 empty tables, 1,000 done in 1 s: about 99 s to go, whatever the bytes.
+        let tables = Reporter {
+            what: "restore",
+            total: Some(0),
+            done: AtomicU64::new(0),
+            items_total: Some(100_000),
+            items_done: AtomicU64::new(1000),
+            started: Instant::now() - Duration::from_secs(1),
+            tasks: Mutex::new(vec![None]),
+            bars: None,
+        };
+        let many = tables.line();
+        assert!(
+            many.contains("1000 of 100000 tables (1%), ETA 99 s"),
+            "{many}"
         );
         assert!(
             line.ends_with("; workers 1: public.big pages 0-99"),

@@ -10,20 +10,41 @@ use super::toc::TocStr;
 
 /// A cursor over `toc.dat` bytes that records where each item starts for error messages.
 pub(crate) struct Reader<'a> {
-    buf: &'a [u8],
+    /// Where the bytes come from: a slice, or a file read as it is parsed (a TOC of
+    /// 100,000 tables is 67 MB; it need not be in memory twice).
+    src: Box<dyn std::io::Read + 'a>,
+    /// How many bytes the source holds.
+    total: usize,
     pos: usize,
     int_size: u8,
     /// The entry being read (index, dumpId), attached to errors.
     pub(crate) entry: Option<(usize, Option<i32>)>,
+    /// The bytes of the item being read.
+    scratch: Vec<u8>,
+    /// Short strings read so far, shared: most entries repeat their desc, schema, owner,
+    /// tablespace and access method, and one allocation each would double the memory a
+    /// TOC of 100,000 tables takes.
+    interned: std::collections::HashSet<std::sync::Arc<[u8]>>,
 }
+
+/// Strings up to this length are shared between entries.
+const INTERNED_MAX: usize = 64;
 
 impl<'a> Reader<'a> {
     pub(crate) fn new(buf: &'a [u8]) -> Self {
+        Reader::from_stream(buf, buf.len())
+    }
+
+    /// Reads from `src`, which holds `total` bytes.
+    pub(crate) fn from_stream(src: impl std::io::Read + 'a, total: usize) -> Self {
         Reader {
-            buf,
+            src: Box::new(src),
+            total,
             pos: 0,
             int_size: 4,
             entry: None,
+            scratch: Vec::new(),
+            interned: std::collections::HashSet::new(),
         }
     }
 
@@ -36,7 +57,7 @@ impl<'a> Reader<'a> {
     }
 
     pub(crate) fn remaining(&self) -> usize {
-        self.buf.len() - self.pos
+        self.total.saturating_sub(self.pos)
     }
 
     pub(crate) fn error_at(&self, offset: usize, kind: TocErrorKind) -> TocError {
@@ -47,20 +68,32 @@ impl<'a> Reader<'a> {
         }
     }
 
-    pub(crate) fn bytes(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], TocError> {
-        if n > self.remaining() {
-            return Err(self.error_at(
-                self.pos,
+    /// Reads the next `n` bytes into `scratch`.
+    fn fill(&mut self, n: usize, what: &'static str) -> Result<(), TocError> {
+        let truncated = |r: &Self| {
+            r.error_at(
+                r.pos,
                 TocErrorKind::Truncated {
                     what,
                     needed: n,
-                    available: self.remaining(),
+                    available: r.remaining(),
                 },
-            ));
+            )
+        };
+        if n > self.remaining() {
+            return Err(truncated(self));
         }
-        let out = &self.buf[self.pos..self.pos + n];
+        self.scratch.resize(n, 0);
+        if self.src.read_exact(&mut self.scratch).is_err() {
+            return Err(truncated(self));
+        }
         self.pos += n;
-        Ok(out)
+        Ok(())
+    }
+
+    pub(crate) fn bytes(&mut self, n: usize, what: &'static str) -> Result<&[u8], TocError> {
+        self.fill(n, what)?;
+        Ok(&self.scratch)
     }
 
     pub(crate) fn byte(&mut self, what: &'static str) -> Result<u8, TocError> {
@@ -113,7 +146,17 @@ impl<'a> Reader<'a> {
                     },
                 )
             })?;
-        Ok(TocStr::new(self.bytes(n, what)?))
+        self.fill(n, what)?;
+        let bytes = &self.scratch[..];
+        if n > INTERNED_MAX {
+            return Ok(TocStr::new(bytes));
+        }
+        if let Some(shared) = self.interned.get(bytes) {
+            return Ok(TocStr::shared(shared.clone()));
+        }
+        let shared: std::sync::Arc<[u8]> = std::sync::Arc::from(bytes);
+        self.interned.insert(shared.clone());
+        Ok(TocStr::shared(shared))
     }
 
     /// Reads a Str that pg_restore dereferences unconditionally and so must not be NULL.

@@ -8,7 +8,9 @@ use sha2::{Digest, Sha256};
 
 use super::error::Error;
 use super::frame::{hex, parse_frame_index, FrameIndexEntry};
-use super::manifest::{Manifest, ManifestIndex, TableRecord, MANIFEST_FILE, MANIFEST_MAX_BYTES};
+use super::manifest::{
+    ListedFile, Manifest, ManifestIndex, TableFiles, MANIFEST_FILE, MANIFEST_MAX_BYTES,
+};
 use super::reader::safe_relative_name;
 use super::toc::Toc;
 use super::TOC_FILE;
@@ -224,6 +226,36 @@ impl ArchiveDir {
         }
     }
 
+    /// Reads toc.dat as the manifest lists it: parsed as it is read and hashed on the way,
+    /// refused unless its size and SHA-256 match (then nothing of it is used), with the
+    /// name checks of [`ArchiveDir::read_toc`].
+    pub fn read_listed_toc(&self, manifest: &ManifestIndex) -> Result<Toc, Error> {
+        let path = self.resolve(TOC_FILE)?;
+        let record = manifest.file(TOC_FILE).ok_or_else(|| Error::NotArchive {
+            path: path.clone(),
+            problem: "not listed in the manifest".into(),
+        })?;
+        let io = |error| Error::Io {
+            path: path.clone(),
+            action: "could not read",
+            error,
+        };
+        let file = std::fs::File::open(&path).map_err(io)?;
+        let mut hashing = super::reader::HashingReader::new(file);
+        let parsed = Toc::read_from(
+            std::io::BufReader::with_capacity(256 << 10, &mut hashing),
+            record.size,
+        );
+        let (digest, size) = hashing.finish();
+        check_listed(&path, record, size, &digest)?;
+        let toc = parsed.map_err(|error| Error::Toc {
+            path: path.clone(),
+            error,
+        })?;
+        self.check_toc_names(&toc)?;
+        Ok(toc)
+    }
+
     /// Reads a file the manifest lists, refusing it unless its size and SHA-256 match.
     pub fn read_listed_file(&self, manifest: &ManifestIndex, rel: &str) -> Result<Vec<u8>, Error> {
         let path = self.resolve(rel)?;
@@ -232,19 +264,12 @@ impl ArchiveDir {
             problem: "not listed in the manifest".into(),
         })?;
         let bytes = read_bounded(&path, MANIFEST_MAX_BYTES)?;
-        let sum = hex(&Sha256::digest(&bytes));
-        if bytes.len() as u64 != record.size || sum != record.sha256 {
-            return Err(Error::NotArchive {
-                path,
-                problem: format!(
-                    "does not match the manifest ({} bytes, SHA-256 {sum}; the manifest says {} \
-                     bytes, {}): the archive is damaged; run pgarc verify",
-                    bytes.len(),
-                    record.size,
-                    record.sha256
-                ),
-            });
-        }
+        check_listed(
+            &path,
+            record,
+            bytes.len() as u64,
+            &Sha256::digest(&bytes).into(),
+        )?;
         Ok(bytes)
     }
 
@@ -252,7 +277,7 @@ impl ArchiveDir {
     pub fn frame_index(
         &self,
         manifest: &ManifestIndex,
-        table: &TableRecord,
+        table: &TableFiles,
     ) -> Result<Vec<FrameIndexEntry>, Error> {
         let bytes = self.read_listed_file(manifest, &table.frame_index)?;
         parse_frame_index(&bytes).map_err(|e| Error::NotArchive {
@@ -260,6 +285,31 @@ impl ArchiveDir {
             problem: e.to_string(),
         })
     }
+}
+
+/// Refuses a file whose size or SHA-256 differs from what the manifest lists.
+fn check_listed(
+    path: &Path,
+    listed: &ListedFile,
+    size: u64,
+    digest: &[u8; 32],
+) -> Result<(), Error> {
+    if size == listed.size && listed.sha256.as_ref() == Some(digest) {
+        return Ok(());
+    }
+    Err(Error::NotArchive {
+        path: path.to_owned(),
+        problem: format!(
+            "does not match the manifest ({size} bytes, SHA-256 {}; the manifest says {} bytes, \
+             {}): the archive is damaged; run pgarc verify",
+            hex(digest),
+            listed.size,
+            listed
+                .sha256
+                .as_ref()
+                .map_or("no valid SHA-256".to_string(), |h| hex(h))
+        ),
+    })
 }
 
 /// Reads a whole file that must not exceed `limit` bytes.

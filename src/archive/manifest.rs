@@ -40,34 +40,75 @@ pub struct Manifest {
     pub tables: Vec<TableRecord>,
 }
 
-/// Lookups into a manifest by file path and by dumpId, built once (an archive may list
-/// hundreds of thousands of files; a linear search per table would be quadratic).
-#[derive(Debug)]
-pub struct ManifestIndex<'a> {
-    pub manifest: &'a Manifest,
-    files: std::collections::HashMap<&'a str, &'a FileRecord>,
-    tables: std::collections::HashMap<i32, &'a TableRecord>,
+/// What checking an archive's files against its manifest needs, by file path and by
+/// dumpId, built once and owning its data so that the whole manifest can be dropped: an
+/// archive of 100,000 tables lists 200,000 files, and a linear search per table would be
+/// quadratic.
+#[derive(Debug, Default)]
+pub struct ManifestIndex {
+    files: std::collections::HashMap<String, ListedFile>,
+    tables: std::collections::HashMap<i32, TableFiles>,
 }
 
-impl<'a> ManifestIndex<'a> {
-    pub fn new(manifest: &'a Manifest) -> Self {
+/// A listed file's size and SHA-256 (None when the manifest's hex is not a SHA-256, which
+/// then matches nothing).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedFile {
+    pub size: u64,
+    pub sha256: Option<[u8; 32]>,
+}
+
+/// A table's data file and frame index, as the manifest names them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableFiles {
+    pub file: String,
+    pub frame_index: String,
+}
+
+impl ManifestIndex {
+    pub fn new(manifest: &Manifest) -> Self {
+        let sha = |hex: &str| -> Option<[u8; 32]> {
+            let mut out = [0u8; 32];
+            if hex.len() != 64 {
+                return None;
+            }
+            for (i, b) in out.iter_mut().enumerate() {
+                *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+            }
+            Some(out)
+        };
         ManifestIndex {
-            manifest,
             files: manifest
                 .files
                 .iter()
-                .map(|f| (f.path.as_str(), f))
+                .map(|f| {
+                    let listed = ListedFile {
+                        size: f.size,
+                        sha256: sha(&f.sha256),
+                    };
+                    (f.path.clone(), listed)
+                })
                 .collect(),
-            tables: manifest.tables.iter().map(|t| (t.dump_id, t)).collect(),
+            tables: manifest
+                .tables
+                .iter()
+                .map(|t| {
+                    let files = TableFiles {
+                        file: t.file.clone(),
+                        frame_index: t.frame_index.clone(),
+                    };
+                    (t.dump_id, files)
+                })
+                .collect(),
         }
     }
 
-    pub fn file(&self, path: &str) -> Option<&'a FileRecord> {
-        self.files.get(path).copied()
+    pub fn file(&self, path: &str) -> Option<&ListedFile> {
+        self.files.get(path)
     }
 
-    pub fn table(&self, dump_id: i32) -> Option<&'a TableRecord> {
-        self.tables.get(&dump_id).copied()
+    pub fn table(&self, dump_id: i32) -> Option<&TableFiles> {
+        self.tables.get(&dump_id)
     }
 }
 
@@ -120,35 +161,443 @@ pub enum ManifestError {
     NoChecksum,
     #[error("checksum mismatch: the manifest says {stated} but its contents hash to {actual}")]
     ChecksumMismatch { stated: String, actual: String },
-    #[error("not valid TOML or not a pgarc manifest: {0}")]
+    #[error("not a pgarc manifest: {0}")]
     Syntax(String),
     #[error("manifest format {0} is not known to this pgarc (it reads format {MANIFEST_FORMAT}); use a newer pgarc")]
     UnknownFormat(u32),
 }
 
 impl Manifest {
-    /// The bytes of the manifest file, checksum line included.
+    /// The bytes of the manifest file, checksum line included, in the layout of
+    /// format-spec §5.1: `key = value` lines in a fixed order, `[options]`, then a
+    /// `[[file]]` and a `[[table]]` block per record, blocks separated by a blank line.
+    /// (A subset of TOML that any TOML reader reads.)
     pub fn to_bytes(&self) -> Vec<u8> {
-        let text = toml::to_string(self).expect("a manifest always serialises");
-        with_checksum(text.as_bytes())
+        use std::fmt::Write as _;
+        let mut t = String::with_capacity(256 + self.files.len() * 128 + self.tables.len() * 256);
+        let kv = |t: &mut String, key: &str, v: Value<'_>| {
+            let _ = match v {
+                Value::Str(s) => writeln!(t, "{key} = {}", quote(s)),
+                Value::Int(i) => writeln!(t, "{key} = {i}"),
+                Value::Bool(b) => writeln!(t, "{key} = {b}"),
+            };
+        };
+        kv(&mut t, "format", Value::Int(self.format.into()));
+        for (key, v) in [
+            ("pgarc_version", &self.pgarc_version),
+            ("created_start", &self.created_start),
+            ("created_end", &self.created_end),
+            ("server_version", &self.server_version),
+            ("pg_dump_version", &self.pg_dump_version),
+            ("database", &self.database),
+            ("encoding", &self.encoding),
+            ("snapshot_id", &self.snapshot_id),
+            ("current_snapshot", &self.current_snapshot),
+        ] {
+            kv(&mut t, key, Value::Str(v));
+        }
+        let o = &self.options;
+        t.push_str("\n[options]\n");
+        kv(&mut t, "compression", Value::Str(&o.compression));
+        kv(&mut t, "frame_size", Value::Int(o.frame_size.into()));
+        kv(&mut t, "split_size", Value::Int(o.split_size.into()));
+        kv(&mut t, "jobs", Value::Int(o.jobs.into()));
+        kv(
+            &mut t,
+            "snapshot_imported",
+            Value::Bool(o.snapshot_imported),
+        );
+        for f in &self.files {
+            t.push_str("\n[[file]]\n");
+            kv(&mut t, "path", Value::Str(&f.path));
+            kv(&mut t, "size", Value::Int(f.size.into()));
+            kv(&mut t, "sha256", Value::Str(&f.sha256));
+        }
+        for r in &self.tables {
+            t.push_str("\n[[table]]\n");
+            kv(&mut t, "dump_id", Value::Int(r.dump_id.into()));
+            kv(&mut t, "schema", Value::Str(&r.schema));
+            kv(&mut t, "name", Value::Str(&r.name));
+            kv(&mut t, "file", Value::Str(&r.file));
+            kv(&mut t, "frame_index", Value::Str(&r.frame_index));
+            kv(&mut t, "rows", Value::Int(r.rows.into()));
+            kv(&mut t, "raw_bytes", Value::Int(r.raw_bytes.into()));
+            kv(&mut t, "stored_bytes", Value::Int(r.stored_bytes.into()));
+            kv(&mut t, "frames", Value::Int(r.frames.into()));
+        }
+        with_checksum(t.as_bytes())
     }
 
-    /// Parses a manifest after checking its own checksum.
+    /// Parses a manifest after checking its own checksum. The reader takes the layout
+    /// [`Manifest::to_bytes`] writes, in one pass over the lines (no document tree: an
+    /// archive of 100,000 tables has a 48 MB manifest), and also the literal strings
+    /// (`'...'`) and blank-line variations that earlier pgarc versions (through a TOML
+    /// library) wrote.
     pub fn parse(bytes: &[u8]) -> Result<Manifest, ManifestError> {
         let body_end = checked_body_len(bytes)?;
         let text = std::str::from_utf8(&bytes[..body_end])
             .map_err(|_| ManifestError::Syntax("not UTF-8".into()))?;
-        #[derive(Deserialize)]
-        struct FormatOnly {
-            format: u32,
-        }
-        let probe: FormatOnly =
-            toml::from_str(text).map_err(|e| ManifestError::Syntax(one_line(&e.to_string())))?;
-        if probe.format != MANIFEST_FORMAT {
-            return Err(ManifestError::UnknownFormat(probe.format));
-        }
-        toml::from_str(text).map_err(|e| ManifestError::Syntax(one_line(&e.to_string())))
+        parse_body(text)
     }
+}
+
+/// A value as the manifest holds it.
+enum Value<'a> {
+    Str(&'a str),
+    Int(i128),
+    Bool(bool),
+}
+
+/// A TOML basic string: `"`, `\\` and control characters escaped.
+fn quote(s: &str) -> String {
+    let mut q = String::with_capacity(s.len() + 2);
+    q.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => q.push_str("\\\""),
+            '\\' => q.push_str("\\\\"),
+            '\n' => q.push_str("\\n"),
+            '\t' => q.push_str("\\t"),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                q.push_str(&format!("\\u{:04X}", c as u32))
+            }
+            c => q.push(c),
+        }
+    }
+    q.push('"');
+    q
+}
+
+/// A parsed value.
+#[derive(Debug)]
+enum Parsed {
+    Str(String),
+    Int(i128),
+    Bool(bool),
+}
+
+/// The value at the start of `s` (after `key = `) and the text after it. Strings may be
+/// basic (`"..."`, with escapes), literal (`'...'`), or either kind multi-line (`"""`,
+/// `\'\'\'`), as a TOML library writes text with quotes or line breaks.
+fn parse_value(s: &str) -> Result<(Parsed, &str), String> {
+    let unclosed = || "a string without its closing quote".to_string();
+    for (open, escapes) in [("\"\"\"", true), ("\'\'\'", false)] {
+        if let Some(body) = s.strip_prefix(open) {
+            let body = body.strip_prefix('\n').unwrap_or(body);
+            let end = body.find(open).ok_or_else(unclosed)?;
+            let raw = &body[..end];
+            let text = if escapes {
+                unescape(raw, true)?
+            } else {
+                raw.to_string()
+            };
+            return Ok((Parsed::Str(text), &body[end + 3..]));
+        }
+    }
+    if let Some(body) = s.strip_prefix('"') {
+        let mut end = None;
+        let mut escaped = false;
+        for (i, c) in body.char_indices() {
+            match c {
+                '\n' => break,
+                '\\' if !escaped => escaped = true,
+                '"' if !escaped => {
+                    end = Some(i);
+                    break;
+                }
+                _ => escaped = false,
+            }
+        }
+        let end = end.ok_or_else(unclosed)?;
+        return Ok((
+            Parsed::Str(unescape(&body[..end], false)?),
+            &body[end + 1..],
+        ));
+    }
+    if let Some(body) = s.strip_prefix('\'') {
+        let end = body
+            .find(['\'', '\n'])
+            .filter(|&i| body[i..].starts_with('\''));
+        let end = end.ok_or_else(unclosed)?;
+        return Ok((Parsed::Str(body[..end].to_string()), &body[end + 1..]));
+    }
+    let end = s
+        .find(|c: char| c.is_whitespace() || c == '#')
+        .unwrap_or(s.len());
+    let v = match &s[..end] {
+        "true" => Parsed::Bool(true),
+        "false" => Parsed::Bool(false),
+        w => Parsed::Int(
+            w.parse::<i128>()
+                .map_err(|_| format!("{w:?} is not a value this manifest holds"))?,
+        ),
+    };
+    Ok((v, &s[end..]))
+}
+
+/// The text of a basic string's body, escapes resolved; `multi_line` allows line breaks.
+fn unescape(raw: &str, multi_line: bool) -> Result<String, String> {
+    let mut out = String::with_capacity(raw.len());
+    let mut chars = raw.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                let e = chars.next().ok_or("a string ending in a backslash")?;
+                match e {
+                    'b' => out.push('\u{8}'),
+                    't' => out.push('\t'),
+                    'n' => out.push('\n'),
+                    'f' => out.push('\u{c}'),
+                    'r' => out.push('\r'),
+                    '"' => out.push('"'),
+                    '\\' => out.push('\\'),
+                    'u' | 'U' => {
+                        let n = if e == 'u' { 4 } else { 8 };
+                        let hex: String = chars.by_ref().take(n).collect();
+                        let code = u32::from_str_radix(&hex, 16)
+                            .ok()
+                            .and_then(char::from_u32)
+                            .ok_or_else(|| format!("a bad escape \\{e}{hex}"))?;
+                        out.push(code);
+                    }
+                    other => return Err(format!("an unknown escape \\{other}")),
+                }
+            }
+            '\n' if multi_line => out.push('\n'),
+            c if (c as u32) < 0x20 && c != '\t' => {
+                return Err("a control character in a string".into())
+            }
+            c => out.push(c),
+        }
+    }
+    Ok(out)
+}
+
+/// The record being filled, and which of its keys were set.
+#[derive(Default)]
+struct Fields {
+    values: std::collections::HashMap<String, Parsed>,
+}
+
+impl Fields {
+    fn put(&mut self, key: &str, v: Parsed, allowed: &[&str], what: &str) -> Result<(), String> {
+        if !allowed.contains(&key) {
+            return Err(format!("unknown key {key:?} in {what}"));
+        }
+        if self.values.insert(key.to_string(), v).is_some() {
+            return Err(format!("key {key:?} given twice in {what}"));
+        }
+        Ok(())
+    }
+
+    fn str(&mut self, key: &str, what: &str) -> Result<String, String> {
+        match self.values.remove(key) {
+            Some(Parsed::Str(s)) => Ok(s),
+            Some(_) => Err(format!("{key} in {what} is not a string")),
+            None => Err(format!("{what} has no {key}")),
+        }
+    }
+
+    fn int<T: TryFrom<i128>>(&mut self, key: &str, what: &str) -> Result<T, String> {
+        match self.values.remove(key) {
+            Some(Parsed::Int(i)) => {
+                T::try_from(i).map_err(|_| format!("{key} = {i} in {what} is out of range"))
+            }
+            Some(_) => Err(format!("{key} in {what} is not an integer")),
+            None => Err(format!("{what} has no {key}")),
+        }
+    }
+
+    fn bool(&mut self, key: &str, what: &str) -> Result<bool, String> {
+        match self.values.remove(key) {
+            Some(Parsed::Bool(b)) => Ok(b),
+            Some(_) => Err(format!("{key} in {what} is not true or false")),
+            None => Err(format!("{what} has no {key}")),
+        }
+    }
+}
+
+const TOP_KEYS: &[&str] = &[
+    "format",
+    "pgarc_version",
+    "created_start",
+    "created_end",
+    "server_version",
+    "pg_dump_version",
+    "database",
+    "encoding",
+    "snapshot_id",
+    "current_snapshot",
+];
+const OPTION_KEYS: &[&str] = &[
+    "compression",
+    "frame_size",
+    "split_size",
+    "jobs",
+    "snapshot_imported",
+];
+const FILE_KEYS: &[&str] = &["path", "size", "sha256"];
+const TABLE_KEYS: &[&str] = &[
+    "dump_id",
+    "schema",
+    "name",
+    "file",
+    "frame_index",
+    "rows",
+    "raw_bytes",
+    "stored_bytes",
+    "frames",
+];
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Block {
+    Top,
+    Options,
+    File,
+    Table,
+}
+
+fn parse_body(text: &str) -> Result<Manifest, ManifestError> {
+    let syntax = |line: usize, e: String| ManifestError::Syntax(format!("line {line}: {e}"));
+    let mut top = Fields::default();
+    let mut options: Option<Fields> = None;
+    let mut files: Vec<FileRecord> = Vec::new();
+    let mut tables: Vec<TableRecord> = Vec::new();
+    let mut block = Block::Top;
+    let mut current = Fields::default();
+    // Closes the block being filled into its record.
+    let close = |block: Block,
+                 f: &mut Fields,
+                 files: &mut Vec<FileRecord>,
+                 tables: &mut Vec<TableRecord>|
+     -> Result<(), String> {
+        match block {
+            Block::File => {
+                let what = format!("[[file]] #{}", files.len() + 1);
+                files.push(FileRecord {
+                    path: f.str("path", &what)?,
+                    size: f.int("size", &what)?,
+                    sha256: f.str("sha256", &what)?,
+                });
+            }
+            Block::Table => {
+                let what = format!("[[table]] #{}", tables.len() + 1);
+                tables.push(TableRecord {
+                    dump_id: f.int("dump_id", &what)?,
+                    schema: f.str("schema", &what)?,
+                    name: f.str("name", &what)?,
+                    file: f.str("file", &what)?,
+                    frame_index: f.str("frame_index", &what)?,
+                    rows: f.int("rows", &what)?,
+                    raw_bytes: f.int("raw_bytes", &what)?,
+                    stored_bytes: f.int("stored_bytes", &what)?,
+                    frames: f.int("frames", &what)?,
+                });
+            }
+            Block::Top | Block::Options => {}
+        }
+        Ok(())
+    };
+    let mut rest = text;
+    // The line number of what `rest` starts with, counted only for an error message.
+    let line_of = |rest: &str| text[..text.len() - rest.len()].matches('\n').count() + 1;
+    let syntax = |rest: &str, e: String| syntax(line_of(rest), e);
+    loop {
+        rest = rest.trim_start();
+        if rest.is_empty() {
+            break;
+        }
+        let n = rest;
+        let line_end = rest.find('\n').unwrap_or(rest.len());
+        let line = rest[..line_end].trim();
+        if line.starts_with('#') {
+            rest = &rest[line_end..];
+            continue;
+        }
+        let next = match line {
+            "[options]" if options.is_none() && block == Block::Top => Some(Block::Options),
+            "[[file]]" => Some(Block::File),
+            "[[table]]" => Some(Block::Table),
+            l if l.starts_with('[') => {
+                return Err(syntax(n, format!("unexpected section {l}")));
+            }
+            _ => None,
+        };
+        if let Some(next) = next {
+            close(block, &mut current, &mut files, &mut tables).map_err(|e| syntax(n, e))?;
+            if block == Block::Options {
+                options = Some(std::mem::take(&mut current));
+            }
+            current = Fields::default();
+            block = next;
+            rest = &rest[line_end..];
+            continue;
+        }
+        let (key, after) = rest[..line_end]
+            .split_once('=')
+            .ok_or_else(|| syntax(n, format!("expected key = value, found {line:?}")))?;
+        let key = key.trim();
+        let value_start = line_end - after.len();
+        let (value, tail) = parse_value(rest[value_start..].trim_start_matches([' ', '\t']))
+            .map_err(|e| syntax(n, e))?;
+        let tail_end = tail.find('\n').unwrap_or(tail.len());
+        let trailing = tail[..tail_end].trim();
+        if !(trailing.is_empty() || trailing.starts_with('#')) {
+            return Err(syntax(
+                n,
+                format!("unexpected {trailing:?} after the value"),
+            ));
+        }
+        rest = &tail[tail_end..];
+        if block == Block::Top && key == "format" {
+            if let Parsed::Int(v) = value {
+                if v != i128::from(MANIFEST_FORMAT) {
+                    return Err(ManifestError::UnknownFormat(
+                        u32::try_from(v).unwrap_or(u32::MAX),
+                    ));
+                }
+            }
+        }
+        let (fields, allowed, what) = match block {
+            Block::Top => (&mut top, TOP_KEYS, "the manifest"),
+            Block::Options => (&mut current, OPTION_KEYS, "[options]"),
+            Block::File => (&mut current, FILE_KEYS, "a [[file]]"),
+            Block::Table => (&mut current, TABLE_KEYS, "a [[table]]"),
+        };
+        fields
+            .put(key, value, allowed, what)
+            .map_err(|e| syntax(n, e))?;
+    }
+    close(block, &mut current, &mut files, &mut tables).map_err(|e| syntax("", e))?;
+    if block == Block::Options {
+        options = Some(current);
+    }
+    let build = || -> Result<Manifest, String> {
+        let mut o = options.ok_or("no [options]")?;
+        let w = "the manifest";
+        Ok(Manifest {
+            format: top.int("format", w)?,
+            pgarc_version: top.str("pgarc_version", w)?,
+            created_start: top.str("created_start", w)?,
+            created_end: top.str("created_end", w)?,
+            server_version: top.str("server_version", w)?,
+            pg_dump_version: top.str("pg_dump_version", w)?,
+            database: top.str("database", w)?,
+            encoding: top.str("encoding", w)?,
+            snapshot_id: top.str("snapshot_id", w)?,
+            current_snapshot: top.str("current_snapshot", w)?,
+            options: DumpOptionsRecord {
+                compression: o.str("compression", "[options]")?,
+                frame_size: o.int("frame_size", "[options]")?,
+                split_size: o.int("split_size", "[options]")?,
+                jobs: o.int("jobs", "[options]")?,
+                snapshot_imported: o.bool("snapshot_imported", "[options]")?,
+            },
+            files,
+            tables,
+        })
+    };
+    build().map_err(ManifestError::Syntax)
 }
 
 /// `body` (with a final newline added if missing) followed by its checksum line.
@@ -182,10 +631,6 @@ pub fn checked_body_len(bytes: &[u8]) -> Result<usize, ManifestError> {
         });
     }
     Ok(start)
-}
-
-fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// Formats a time as RFC 3339 UTC with seconds, e.g. `2026-11-23T21:18:01Z`.
@@ -276,6 +721,56 @@ mod tests {
             Manifest::parse(&bytes[..bytes.len() - 10]),
             Err(ManifestError::NoChecksum)
         );
+    }
+
+    /// What pgarc writes is TOML any TOML reader reads, and manifests that earlier pgarc
+    /// versions wrote through the toml library (literal strings for text with quotes) read
+    /// back the same.
+    #[test]
+    fn the_layout_is_toml_and_reads_what_the_toml_library_wrote() {
+        let mut m = sample();
+        m.tables[0].name = "it's \"quoted\" \\ and\nnew é 日本 \u{7f}".into();
+        m.tables.push(TableRecord {
+            dump_id: -1,
+            name: "second".into(),
+            ..m.tables[0].clone()
+        });
+        let bytes = m.to_bytes();
+        let body = &bytes[..checked_body_len(&bytes).unwrap()];
+        let via_toml: Manifest = toml::from_str(std::str::from_utf8(body).unwrap()).unwrap();
+        assert_eq!(via_toml, m);
+        let old = with_checksum(toml::to_string(&m).unwrap().as_bytes());
+        assert_eq!(Manifest::parse(&old).unwrap(), m);
+        assert_eq!(Manifest::parse(&bytes).unwrap(), m);
+    }
+
+    #[test]
+    fn damaged_layouts_are_named_by_line() {
+        let text = String::from_utf8(sample().to_bytes()).unwrap();
+        let body = &text[..text.rfind("manifest_sha256").unwrap()];
+        for (change, expect) in [
+            (body.replace("size = 10", "size = -10"), "out of range"),
+            (body.replace("size = 10", "size = ten"), "not a value"),
+            (
+                body.replace("rows = 1000", "rows = 1000\nrows = 1"),
+                "given twice",
+            ),
+            (
+                body.replace("frames = 2", "shadow = 2"),
+                "unknown key \"shadow\"",
+            ),
+            (body.replace("sha256 = ", "sha256 = \"x"), "after the value"),
+            (
+                body.replace("path = \"toc.dat\"", "path = \"toc.dat"),
+                "closing quote",
+            ),
+            (body.replace("[options]", "[other]"), "unexpected section"),
+            (body.replace("path = \"toc.dat\"\n", ""), "has no path"),
+        ] {
+            let err = Manifest::parse(&with_checksum(change.as_bytes())).unwrap_err();
+            assert!(err.to_string().contains(expect), "{expect}: {err}");
+            assert!(err.to_string().contains("line "), "{err}");
+        }
     }
 
     #[test]

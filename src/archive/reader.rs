@@ -677,14 +677,14 @@ fn checksum_mismatch(digest: &[u8; 32], expected: &[u8; 32]) -> String {
 
 /// Hashes what is read through it; reads the rest on `finish` so that the whole input is
 /// hashed even when the decoder stopped early.
-struct HashingReader<R> {
+pub(crate) struct HashingReader<R> {
     inner: R,
     hasher: Sha256,
     read: u64,
 }
 
 impl<R: Read> HashingReader<R> {
-    fn new(inner: R) -> Self {
+    pub(crate) fn new(inner: R) -> Self {
         HashingReader {
             inner,
             hasher: Sha256::new(),
@@ -692,7 +692,7 @@ impl<R: Read> HashingReader<R> {
         }
     }
 
-    fn finish(mut self) -> ([u8; 32], u64) {
+    pub(crate) fn finish(mut self) -> ([u8; 32], u64) {
         let mut buf = [0u8; 8192];
         while let Ok(n) = self.read(&mut buf) {
             if n == 0 {

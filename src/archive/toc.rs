@@ -60,13 +60,17 @@ impl fmt::Display for ArchiveVersion {
 
 /// A Str of `toc.dat`: raw bytes, or NULL (distinct from the empty string).
 #[derive(Clone, Default, PartialEq, Eq, Hash)]
-pub struct TocStr(Option<Vec<u8>>);
+pub struct TocStr(Option<std::sync::Arc<[u8]>>);
 
 impl TocStr {
     pub const NULL: TocStr = TocStr(None);
 
     pub fn new(bytes: impl Into<Vec<u8>>) -> Self {
-        TocStr(Some(bytes.into()))
+        TocStr(Some(std::sync::Arc::from(bytes.into())))
+    }
+
+    pub(crate) fn shared(bytes: std::sync::Arc<[u8]>) -> Self {
+        TocStr(Some(bytes))
     }
 
     pub fn is_null(&self) -> bool {
@@ -319,7 +323,18 @@ const MIN_ENTRY_BYTES: usize = 2 * 17;
 impl Toc {
     /// Decodes `toc.dat` bytes.
     pub fn parse(bytes: &[u8]) -> Result<Toc, TocError> {
-        let mut r = Reader::new(bytes);
+        Toc::parse_from(Reader::new(bytes))
+    }
+
+    /// Decodes `toc.dat` from a stream of `len` bytes, as it is read.
+    pub fn read_from(src: impl std::io::Read, len: u64) -> Result<Toc, TocError> {
+        Toc::parse_from(Reader::from_stream(
+            src,
+            usize::try_from(len).unwrap_or(usize::MAX),
+        ))
+    }
+
+    fn parse_from(mut r: Reader<'_>) -> Result<Toc, TocError> {
         let header = read_header(&mut r)?;
         let count_at = r.pos();
         let count = r.int32("TOC entry count")?;
@@ -360,16 +375,20 @@ impl Toc {
         Ok(w.out)
     }
 
-    /// Reads `toc.dat` from a file.
+    /// Reads `toc.dat` from a file, as it is read (never whole in memory).
     pub fn read_file(path: &Path) -> Result<Toc, Error> {
-        let bytes = std::fs::read(path).map_err(|error| Error::Io {
+        let io = |error| Error::Io {
             path: path.to_owned(),
             action: "could not read",
             error,
-        })?;
-        Toc::parse(&bytes).map_err(|error| Error::Toc {
-            path: path.to_owned(),
-            error,
+        };
+        let file = std::fs::File::open(path).map_err(io)?;
+        let len = file.metadata().map_err(io)?.len();
+        Toc::read_from(std::io::BufReader::with_capacity(256 << 10, file), len).map_err(|error| {
+            Error::Toc {
+                path: path.to_owned(),
+                error,
+            }
         })
     }
 }

@@ -305,7 +305,12 @@ async fn run_pipeline(
         .count();
     let unsplit = (!can_split && too_big > 0).then(|| (info.version.clone(), too_big));
     let estimate: u64 = tables.iter().map(|t| t.table_bytes).sum();
-    let progress = crate::progress::Progress::start("dump", Some(estimate), opts.jobs);
+    let progress = crate::progress::Progress::start(
+        "dump",
+        Some(estimate),
+        Some(chunks.len() as u64),
+        opts.jobs,
+    );
     let planned = started.elapsed();
     let mut shared = worker::Shared::new(tables, chunks, codec, opts.frame_size, archive.clone())?;
     shared.verbose = opts.selection.verbose;

@@ -201,6 +201,7 @@ pub async fn run(n: usize, session: Arc<Session>, shared: Arc<Shared>) -> Result
         state.active.fetch_sub(1, Ordering::SeqCst);
         state.span.lock().unwrap_or_else(|p| p.into_inner()).1 = Some(Instant::now());
         copied.with_context(|| format!("worker {n}: copying {}", table.display_name()))?;
+        crate::progress::item_done();
         if state.remaining.fetch_sub(1, Ordering::SeqCst) == 1 {
             // The last chunk of the table: append the end frame.
             state

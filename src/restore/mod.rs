@@ -36,7 +36,7 @@ pub use crate::archive::reader::blobs_toc_name;
 use crate::archive::reader::{find_data_file, DataFile};
 use crate::archive::select::{parse_list, toc_reqs, NameFilters, Selection};
 use crate::archive::toc::{Toc, TocEntry};
-use crate::archive::{ArchiveDir, TOC_FILE};
+use crate::archive::ArchiveDir;
 use crate::pg::conn::ConnParams;
 use crate::pg::session::{describe, query_text};
 use account::{Next, PartOutcome, TableLoad};
@@ -252,13 +252,11 @@ pub fn selection(opts: &RestoreOptions, toc: &mut Toc) -> Result<Selection> {
 /// Reads and checks the archive before any connection is made.
 pub fn prepare(opts: RestoreOptions) -> Result<Ctx> {
     let dir = ArchiveDir::open(&opts.archive)?;
-    let manifest = dir.read_manifest()?;
-    let manifest = manifest.as_ref().map(ManifestIndex::new);
+    // Only what the checks need is kept; the manifest itself is dropped before toc.dat is
+    // read (memory: an archive of 50,000 tables).
+    let manifest = dir.read_manifest()?.map(|m| ManifestIndex::new(&m));
     let toc = match &manifest {
-        Some(m) => {
-            let bytes = dir.read_listed_file(m, TOC_FILE)?;
-            dir.parse_toc(&bytes)?
-        }
+        Some(m) => dir.read_listed_toc(m)?,
         None => dir.read_toc()?,
     };
     let mut toc = toc;
@@ -313,7 +311,12 @@ pub fn prepare(opts: RestoreOptions) -> Result<Ctx> {
             Err(err) => return Err(err).with_context(|| format!("cannot restore {}", label(e))),
         };
         let frames = match &manifest {
-            Some(m) => Some(Arc::new(checked_frame_index(&dir, m, e, &file)?)),
+            Some(m) => {
+                let mut index = checked_frame_index(&dir, m, e, &file)?;
+                // Most tables have one or two frames: no spare capacity for 50,000 of them.
+                index.shrink_to_fit();
+                Some(Arc::new(index))
+            }
             None => None,
         };
         data.insert(i, DataSource { file, frames });
@@ -514,6 +517,7 @@ pub async fn run(opts: RestoreOptions) -> Result<RestoreSummary> {
         .await
         .context("the archive reader failed")??;
     let ctx = Arc::new(ctx);
+
     // The estimate: the manifest's raw sizes (pgarc archives); none for pg_dump's archives.
     let total: Option<u64> = ctx
         .data
@@ -524,7 +528,8 @@ pub async fn run(opts: RestoreOptions) -> Result<RestoreSummary> {
                 .map(|f| f.iter().map(|x| x.raw).sum::<u64>())
         })
         .sum();
-    let progress = crate::progress::Progress::start("restore", total, ctx.opts.jobs);
+    let tables = ctx.data.len() as u64;
+    let progress = crate::progress::Progress::start("restore", total, Some(tables), ctx.opts.jobs);
     let mut signals = crate::run::Signals::new()?;
     let mut leader = open_leader(&ctx).await?;
     check_target(&ctx, &leader).await?;
@@ -1199,6 +1204,7 @@ impl Dispatcher<'_> {
         let e = &ctx.toc.entries[idx];
         let is_table = self.is_data(idx) && e.desc.is("TABLE DATA");
         if is_table {
+            crate::progress::item_done();
             if !loaded {
                 self.failed.insert(idx);
             } else {

@@ -136,6 +136,12 @@ impl Plan {
             };
             items[i].prefork = now && items[i].pass == Pass::Main;
         }
+        // A TOC of 100,000 entries: no spare capacity in each entry's lists.
+        for it in &mut items {
+            it.deps.shrink_to_fit();
+            it.rev_deps.shrink_to_fit();
+            it.lock_deps.shrink_to_fit();
+        }
         Plan {
             items,
             table_data_of,
