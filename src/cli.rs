@@ -272,7 +272,7 @@ pub struct DumpArgs {
     pub jobs: u16,
     /// Compression of data files: none, gzip[:1-9] or zstd[:1-22]. Without a level, gzip is
     /// level 6 and zstd level 3, as in pg_dump. Without -Z: zstd:1 when the schema's pg_dump
-    /// is 16 or newer, else gzip:1, so that the pg_restore of the same release reads the
+    /// is 16 or newer, else gzip:3, so that the pg_restore of the same release reads the
     /// archive (zstd needs pg_restore 16).
     #[arg(short = 'Z', long = "compress", value_name = "METHOD[:LEVEL]")]
     pub compress: Option<String>,

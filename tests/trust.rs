@@ -986,3 +986,57 @@ fn the_default_codec_suits_the_pg_restore_of_the_same_release() {
         cluster.assert_same_db(&cluster.db_state("src"), "dst");
     }
 }
+
+/// Class 6, long mode (`cargo test -- --include-ignored`, which the test command runs):
+/// 100,000 tables with 63-byte names that share no prefix dump and restore, with pg_dump 15
+/// and 18 (pg_dump's argument list overflowed at about 30,000 such tables).
+#[test]
+#[ignore = "long: 100,000 tables; the test command runs it"]
+fn a_hundred_thousand_long_named_tables_dump_and_restore() {
+    for major in [15, 18] {
+        let Some(bindir) = optional_bindir(major) else {
+            continue;
+        };
+        // pg_dump and pgarc's snapshot holder each lock every table in one transaction.
+        let cluster = Cluster::start_in_with(&bindir, "-c max_locks_per_transaction=8192");
+        cluster.create_db("src");
+        let script: String = (0..100)
+            .map(|b| {
+                format!(
+                    "DO $$ BEGIN FOR i IN {}..{} LOOP EXECUTE format('CREATE TABLE %I (a int)', \
+                     't' || substr(md5(i::text) || md5((i * 7)::text), 1, 62)); END LOOP; END $$;\n",
+                    b * 1000 + 1,
+                    b * 1000 + 1000
+                )
+            })
+            .collect();
+        cluster.psql_script("src", &script);
+        cluster.psql("src", "INSERT INTO t00003e3b9e5336685200ae85d21b4f5e25ad9ce1aa05cd81fbe57b5e9434ed VALUES (1), (2)");
+        let count = "SELECT count(*), min(length(relname)), max(length(relname)) FROM pg_class \
+                     WHERE relkind = 'r' AND relnamespace = 'public'::regnamespace";
+        assert_eq!(cluster.psql("src", count).trim(), "100000|63|63");
+        let work = tempfile::tempdir().unwrap();
+        let archive = work.path().join("a");
+        cluster.pgarc_dump("src", &archive, &["-q", "-j", "2"]);
+        let m = Manifest::parse(&std::fs::read(archive.join("manifest.toml")).unwrap()).unwrap();
+        assert_eq!(m.tables.len(), 100_000, "{major}");
+        cluster.create_db("dst");
+        run_ok(
+            cluster
+                .pgarc()
+                .args(["restore", "-q", "-j", "2", "-d", "dst"])
+                .arg(&archive),
+        );
+        assert_eq!(cluster.psql("dst", count).trim(), "100000|63|63", "{major}");
+        assert_eq!(
+            cluster
+                .psql(
+                    "dst",
+                    "SELECT sum(a) FROM t00003e3b9e5336685200ae85d21b4f5e25ad9ce1aa05cd81fbe57b5e9434ed"
+                )
+                .trim(),
+            "3",
+            "{major}"
+        );
+    }
+}

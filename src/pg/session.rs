@@ -86,8 +86,13 @@ pub fn describe(err: &tokio_postgres::Error) -> String {
         }
         return s.replace('\n', " ");
     }
+    cause_chain(err).replace('\n', " ")
+}
+
+/// An error and its sources, each once, joined by `: `.
+fn cause_chain(err: &dyn std::error::Error) -> String {
     let mut s = err.to_string();
-    let mut source = std::error::Error::source(err);
+    let mut source = err.source();
     while let Some(e) = source {
         let text = e.to_string();
         if !s.contains(&text) {
@@ -96,7 +101,7 @@ pub fn describe(err: &tokio_postgres::Error) -> String {
         }
         source = e.source();
     }
-    s.replace('\n', " ")
+    s
 }
 
 /// Opens one session. Errors name the server and say what to do.
@@ -243,19 +248,10 @@ async fn negotiate_tls(
     let host = params.host.clone();
     let connector = MakeTlsConnect::<tokio::net::TcpStream>::make_tls_connect(&mut make, &host)
         .map_err(|e| ConnectError::Handshake(e.to_string()))?;
-    let tls_stream = connector.connect(stream).await.map_err(|e| {
-        let mut text = e.to_string();
-        let mut source = e.source();
-        while let Some(s) = source {
-            let t = s.to_string();
-            if !text.contains(&t) {
-                text.push_str(": ");
-                text.push_str(&t);
-            }
-            source = s.source();
-        }
-        ConnectError::Handshake(text)
-    })?;
+    let tls_stream = connector
+        .connect(stream)
+        .await
+        .map_err(|e| ConnectError::Handshake(cause_chain(e.as_ref())))?;
     Ok(Box::new(tls_stream))
 }
 

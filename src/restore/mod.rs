@@ -1002,7 +1002,7 @@ struct Load {
     report: Option<crate::report::TableReport>,
 }
 
-/// The main and later passes (format-spec §8.2): hands the scheduler's entries to idle
+/// The main and later passes (format-spec §6.4): hands the scheduler's entries to idle
 /// workers, splits a big table across idle workers where that is safe, and keeps the
 /// account of what is committed. The leader's connection becomes worker 0.
 struct Dispatcher<'a> {

@@ -168,16 +168,21 @@ impl Cluster {
 
     /// Starts a cluster from the binaries in `bindir`.
     pub fn start_in(bindir: &Path) -> Cluster {
-        Cluster::start_with(bindir, "trust")
+        Cluster::start_with(bindir, "trust", "")
+    }
+
+    /// A cluster from `bindir` with extra server settings (`-c name=value ...`).
+    pub fn start_in_with(bindir: &Path, settings: &str) -> Cluster {
+        Cluster::start_with(bindir, "trust", settings)
     }
 
     /// A cluster whose TCP connections (127.0.0.1) need a password (`scram-sha-256`); the unix
     /// socket stays `trust` for the superuser's setup work.
     pub fn start_password_auth() -> Cluster {
-        Cluster::start_with(&default_bindir(), "scram-sha-256")
+        Cluster::start_with(&default_bindir(), "scram-sha-256", "")
     }
 
-    fn start_with(bindir: &Path, host_auth: &str) -> Cluster {
+    fn start_with(bindir: &Path, host_auth: &str, settings: &str) -> Cluster {
         let version = tools::tool_version(&bindir.join("postgres")).expect("postgres --version");
         let user = server_user();
         let dir = tempfile::Builder::new()
@@ -212,7 +217,7 @@ impl Cluster {
             let port = free_port();
             let opts = format!(
                 "-c listen_addresses=127.0.0.1 -p {port} -k {} -c fsync=off \
-                 -c synchronous_commit=off -c full_page_writes=off -c max_connections=60",
+                 -c synchronous_commit=off -c full_page_writes=off -c max_connections=60 {settings}",
                 socket_dir.display()
             );
             let mut ctl = Command::new(bindir.join("pg_ctl"));
