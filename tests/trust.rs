@@ -1040,3 +1040,51 @@ fn a_hundred_thousand_long_named_tables_dump_and_restore() {
         );
     }
 }
+
+/// Class 8: a FIFO in place of a data file is named as not a regular file (not "missing"),
+/// by restore and verify alike, at once (reading it would block), and the database is not
+/// touched.
+#[test]
+fn a_fifo_as_a_data_file_is_named_and_never_read() {
+    let cluster = Cluster::start_in(&newest_bindir());
+    cluster.create_db("src");
+    cluster.psql(
+        "src",
+        "CREATE TABLE t AS SELECT i FROM generate_series(1, 10) i",
+    );
+    let work = tempfile::tempdir().unwrap();
+    let archive = work.path().join("a");
+    cluster.pgarc_dump("src", &archive, &["-q"]);
+    let m = Manifest::parse(&std::fs::read(archive.join("manifest.toml")).unwrap()).unwrap();
+    let data = archive.join(&m.tables[0].file);
+    std::fs::remove_file(&data).unwrap();
+    nix::unistd::mkfifo(&data, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    cluster.create_db("dst");
+    let out = output_within(
+        cluster.pgarc().args(["restore", "-d", "dst"]).arg(&archive),
+        Duration::from_secs(60),
+        "restore with a FIFO",
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("not a regular file (a FIFO)"), "{stderr}");
+    assert!(
+        !stderr.contains("missing") && !stderr.contains("refused: refused"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert_eq!(
+        cluster
+            .psql("dst", "SELECT count(*) FROM pg_class WHERE relname = 't'")
+            .trim(),
+        "0"
+    );
+    let out = output_within(
+        crate::util::pgarc().arg("verify").arg(&archive),
+        Duration::from_secs(60),
+        "verify with a FIFO",
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("not a regular file"), "{stdout}");
+}
