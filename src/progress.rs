@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::dump::human;
+use crate::run::human;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {

@@ -1,5 +1,5 @@
-//! Run infrastructure shared by the pipelines: the signals that stop a run, and the error
-//! that says a run was stopped by one.
+//! Run infrastructure shared by the pipelines: the signals that stop a run, the error that
+//! says a run was stopped by one, and how sizes are written for people.
 
 use anyhow::{Context, Result};
 
@@ -44,5 +44,21 @@ impl Signals {
             _ = self.int.recv() => "SIGINT",
             _ = self.term.recv() => "SIGTERM",
         }
+    }
+}
+
+/// Bytes in binary units, one decimal: `512 B`, `1.5 MiB`.
+pub fn human(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < UNITS.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[i])
     }
 }

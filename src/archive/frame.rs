@@ -157,6 +157,17 @@ impl Codec {
     }
 }
 
+/// The codec as `-Z` spells it: `none`, `gzip:LEVEL`, `zstd:LEVEL`.
+impl std::fmt::Display for Codec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Codec::None => f.write_str("none"),
+            Codec::Gzip(l) => write!(f, "gzip:{l}"),
+            Codec::Zstd(l) => write!(f, "zstd:{l}"),
+        }
+    }
+}
+
 /// Why a frame could not be decoded.
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {

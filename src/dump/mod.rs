@@ -99,13 +99,13 @@ impl fmt::Display for DumpSummary {
             "  {} tables, {} rows, {} raw, {} stored ({}), in {:.1} s with {} worker{}: {}/s",
             self.tables,
             self.rows,
-            human(self.raw_bytes),
-            human(self.stored_bytes),
-            codec_name(self.codec),
+            crate::run::human(self.raw_bytes),
+            crate::run::human(self.stored_bytes),
+            self.codec,
             secs,
             self.jobs,
             if self.jobs == 1 { "" } else { "s" },
-            human((self.raw_bytes as f64 / secs) as u64)
+            crate::run::human((self.raw_bytes as f64 / secs) as u64)
         )?;
         writeln!(f, "  readable by {} (and by pgarc)", self.readers)?;
         for (name, chunks, workers, at_once) in &self.split {
@@ -142,30 +142,6 @@ pub fn default_codec(pg_dump_major: u32) -> Codec {
         Codec::Zstd(1)
     } else {
         Codec::Gzip(DEFAULT_GZIP_LEVEL)
-    }
-}
-
-pub fn codec_name(codec: Codec) -> String {
-    match codec {
-        Codec::None => "none".into(),
-        Codec::Gzip(l) => format!("gzip:{l}"),
-        Codec::Zstd(l) => format!("zstd:{l}"),
-    }
-}
-
-/// Bytes in binary units, one decimal.
-pub fn human(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = bytes as f64;
-    let mut i = 0;
-    while v >= 1024.0 && i < UNITS.len() - 1 {
-        v /= 1024.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{v:.1} {}", UNITS[i])
     }
 }
 
@@ -423,7 +399,7 @@ async fn run_pipeline(
             snapshot_id: snapshot_id.clone(),
             current_snapshot,
             options: DumpOptionsRecord {
-                compression: codec_name(codec),
+                compression: codec.to_string(),
                 frame_size: opts.frame_size as u64,
                 split_size: opts.split_size,
                 jobs: opts.jobs as u32,
@@ -458,7 +434,7 @@ async fn run_pipeline(
                 database: info.database.clone(),
                 server_version: Some(info.version.clone()),
                 jobs: opts.jobs,
-                compression: Some(codec_name(codec)),
+                compression: Some(codec.to_string()),
                 snapshot_id: Some(snapshot_id.clone()),
                 phases: vec![
                     phase("plan", planned),

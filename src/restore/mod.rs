@@ -466,7 +466,7 @@ impl fmt::Display for RestoreSummary {
                 "   {} tables, {} rows, {}",
                 self.tables,
                 self.rows,
-                crate::dump::human(self.raw_bytes)
+                crate::run::human(self.raw_bytes)
             ),
         )?;
         line(f, "post-data", &self.post_data, String::new())?;
@@ -1230,7 +1230,7 @@ impl Dispatcher<'_> {
                     "pgarc: data: {} tables, {} rows, {} loaded in {:.1} s{}",
                     summary.tables,
                     summary.rows,
-                    crate::dump::human(summary.raw_bytes),
+                    crate::run::human(summary.raw_bytes),
                     summary.data.elapsed.as_secs_f64(),
                     if self.failed.is_empty() {
                         String::new()

@@ -98,7 +98,7 @@ impl fmt::Display for Report {
             self.tables,
             self.frames,
             self.rows,
-            crate::dump::human(self.bytes),
+            crate::run::human(self.bytes),
             self.elapsed.as_secs_f64()
         );
         let n = self.problems.len();
