@@ -457,32 +457,28 @@ enum Block {
     Table,
 }
 
-fn parse_body(text: &str) -> Result<Manifest, ManifestError> {
-    let syntax = |line: usize, e: String| ManifestError::Syntax(format!("line {line}: {e}"));
-    let mut top = Fields::default();
-    let mut options: Option<Fields> = None;
-    let mut files: Vec<FileRecord> = Vec::new();
-    let mut tables: Vec<TableRecord> = Vec::new();
-    let mut block = Block::Top;
-    let mut current = Fields::default();
-    // Closes the block being filled into its record.
-    let close = |block: Block,
-                 f: &mut Fields,
-                 files: &mut Vec<FileRecord>,
-                 tables: &mut Vec<TableRecord>|
-     -> Result<(), String> {
+/// The `[[file]]` and `[[table]]` records read so far.
+#[derive(Default)]
+struct Records {
+    files: Vec<FileRecord>,
+    tables: Vec<TableRecord>,
+}
+
+impl Records {
+    /// Closes the block being filled into its record.
+    fn close(&mut self, block: Block, f: &mut Fields) -> Result<(), String> {
         match block {
             Block::File => {
-                let what = format!("[[file]] #{}", files.len() + 1);
-                files.push(FileRecord {
+                let what = format!("[[file]] #{}", self.files.len() + 1);
+                self.files.push(FileRecord {
                     path: f.str("path", &what)?,
                     size: f.int("size", &what)?,
                     sha256: f.str("sha256", &what)?,
                 });
             }
             Block::Table => {
-                let what = format!("[[table]] #{}", tables.len() + 1);
-                tables.push(TableRecord {
+                let what = format!("[[table]] #{}", self.tables.len() + 1);
+                self.tables.push(TableRecord {
                     dump_id: f.int("dump_id", &what)?,
                     schema: f.str("schema", &what)?,
                     name: f.str("name", &what)?,
@@ -497,7 +493,16 @@ fn parse_body(text: &str) -> Result<Manifest, ManifestError> {
             Block::Top | Block::Options => {}
         }
         Ok(())
-    };
+    }
+}
+
+fn parse_body(text: &str) -> Result<Manifest, ManifestError> {
+    let syntax = |line: usize, e: String| ManifestError::Syntax(format!("line {line}: {e}"));
+    let mut top = Fields::default();
+    let mut options: Option<Fields> = None;
+    let mut records = Records::default();
+    let mut block = Block::Top;
+    let mut current = Fields::default();
     let mut rest = text;
     // The line number of what `rest` starts with, counted only for an error message.
     let line_of = |rest: &str| text[..text.len() - rest.len()].matches('\n').count() + 1;
@@ -524,7 +529,9 @@ fn parse_body(text: &str) -> Result<Manifest, ManifestError> {
             _ => None,
         };
         if let Some(next) = next {
-            close(block, &mut current, &mut files, &mut tables).map_err(|e| syntax(n, e))?;
+            records
+                .close(block, &mut current)
+                .map_err(|e| syntax(n, e))?;
             if block == Block::Options {
                 options = Some(std::mem::take(&mut current));
             }
@@ -568,36 +575,40 @@ fn parse_body(text: &str) -> Result<Manifest, ManifestError> {
             .put(key, value, allowed, what)
             .map_err(|e| syntax(n, e))?;
     }
-    close(block, &mut current, &mut files, &mut tables).map_err(|e| syntax("", e))?;
+    records
+        .close(block, &mut current)
+        .map_err(|e| syntax("", e))?;
     if block == Block::Options {
         options = Some(current);
     }
-    let build = || -> Result<Manifest, String> {
-        let mut o = options.ok_or("no [options]")?;
-        let w = "the manifest";
-        Ok(Manifest {
-            format: top.int("format", w)?,
-            pgarc_version: top.str("pgarc_version", w)?,
-            created_start: top.str("created_start", w)?,
-            created_end: top.str("created_end", w)?,
-            server_version: top.str("server_version", w)?,
-            pg_dump_version: top.str("pg_dump_version", w)?,
-            database: top.str("database", w)?,
-            encoding: top.str("encoding", w)?,
-            snapshot_id: top.str("snapshot_id", w)?,
-            current_snapshot: top.str("current_snapshot", w)?,
-            options: DumpOptionsRecord {
-                compression: o.str("compression", "[options]")?,
-                frame_size: o.int("frame_size", "[options]")?,
-                split_size: o.int("split_size", "[options]")?,
-                jobs: o.int("jobs", "[options]")?,
-                snapshot_imported: o.bool("snapshot_imported", "[options]")?,
-            },
-            files,
-            tables,
-        })
-    };
-    build().map_err(ManifestError::Syntax)
+    build(top, options, records).map_err(ManifestError::Syntax)
+}
+
+/// The manifest from its parsed blocks.
+fn build(mut top: Fields, options: Option<Fields>, records: Records) -> Result<Manifest, String> {
+    let mut o = options.ok_or("no [options]")?;
+    let w = "the manifest";
+    Ok(Manifest {
+        format: top.int("format", w)?,
+        pgarc_version: top.str("pgarc_version", w)?,
+        created_start: top.str("created_start", w)?,
+        created_end: top.str("created_end", w)?,
+        server_version: top.str("server_version", w)?,
+        pg_dump_version: top.str("pg_dump_version", w)?,
+        database: top.str("database", w)?,
+        encoding: top.str("encoding", w)?,
+        snapshot_id: top.str("snapshot_id", w)?,
+        current_snapshot: top.str("current_snapshot", w)?,
+        options: DumpOptionsRecord {
+            compression: o.str("compression", "[options]")?,
+            frame_size: o.int("frame_size", "[options]")?,
+            split_size: o.int("split_size", "[options]")?,
+            jobs: o.int("jobs", "[options]")?,
+            snapshot_imported: o.bool("snapshot_imported", "[options]")?,
+        },
+        files: records.files,
+        tables: records.tables,
+    })
 }
 
 /// `body` (with a final newline added if missing) followed by its checksum line.
