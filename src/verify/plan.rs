@@ -167,69 +167,107 @@ pub fn plan(dir: &ArchiveDir, quick: bool) -> Plan {
     p
 }
 
-/// A pgarc archive with a manifest whose own checksum holds.
+/// A pgarc archive with a manifest whose own checksum holds: the steps of format-spec §6.2.
 fn with_manifest(dir: &ArchiveDir, m: &Manifest, quick: bool, p: &mut Plan) {
     p.files = m.files.len();
-    // 1. Every listed file: a safe name, present, of its size.
-    // Files on disk as regular files: path, size on disk, and the manifest's size and hash.
-    let mut present: BTreeMap<&str, (PathBuf, u64, u64, &str)> = BTreeMap::new();
-    for f in &m.files {
-        let path = match dir.resolve(&f.path) {
-            Ok(path) => path,
-            Err(e) => {
-                p.problems.push(Problem::new(&f.path, strip_path(&e, dir)));
-                continue;
-            }
-        };
-        match std::fs::metadata(&path) {
-            Ok(meta) if meta.is_file() => {
-                if meta.len() != f.size {
-                    p.problems.push(Problem::new(
-                        &f.path,
-                        format!(
-                            "{} bytes, the manifest says {}: {}",
-                            meta.len(),
-                            f.size,
-                            if meta.len() < f.size {
-                                "truncated"
-                            } else {
-                                "grown"
-                            }
-                        ),
-                    ));
+    let mut c = ManifestCheck {
+        dir,
+        m,
+        quick,
+        present: BTreeMap::new(),
+        listed: m.files.iter().map(|f| f.path.as_str()).collect(),
+        hashed: BTreeSet::new(),
+        decode_as: HashMap::new(),
+    };
+    c.listed_files(p);
+    c.nothing_unlisted(p);
+    c.toc(p);
+    for t in &m.tables {
+        c.table(t, p);
+    }
+    c.whole_files(p);
+}
+
+/// What checking an archive against its manifest keeps between its steps.
+struct ManifestCheck<'a> {
+    dir: &'a ArchiveDir,
+    m: &'a Manifest,
+    quick: bool,
+    /// Files on disk as regular files: path, size on disk, and the manifest's size and hash.
+    present: BTreeMap<&'a str, (PathBuf, u64, u64, &'a str)>,
+    listed: BTreeSet<&'a str>,
+    /// Files checked by the steps before the last (not hashed whole again).
+    hashed: BTreeSet<String>,
+    /// Files whose contents the TOC says are COPY data or large objects.
+    decode_as: HashMap<String, (Decode, Option<String>)>,
+}
+
+impl<'a> ManifestCheck<'a> {
+    /// 1. Every listed file: a safe name, present, of its size.
+    fn listed_files(&mut self, p: &mut Plan) {
+        let m = self.m;
+        for f in &m.files {
+            let path = match self.dir.resolve(&f.path) {
+                Ok(path) => path,
+                Err(e) => {
+                    p.problems
+                        .push(Problem::new(&f.path, strip_path(&e, self.dir)));
+                    continue;
                 }
-                present.insert(&f.path, (path, meta.len(), f.size, &f.sha256));
+            };
+            match std::fs::metadata(&path) {
+                Ok(meta) if meta.is_file() => {
+                    if meta.len() != f.size {
+                        p.problems.push(Problem::new(
+                            &f.path,
+                            format!(
+                                "{} bytes, the manifest says {}: {}",
+                                meta.len(),
+                                f.size,
+                                if meta.len() < f.size {
+                                    "truncated"
+                                } else {
+                                    "grown"
+                                }
+                            ),
+                        ));
+                    }
+                    self.present
+                        .insert(&f.path, (path, meta.len(), f.size, &f.sha256));
+                }
+                Ok(_) => p.problems.push(Problem::new(&f.path, "not a regular file")),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => p
+                    .problems
+                    .push(Problem::new(&f.path, "missing (listed in the manifest)")),
+                Err(e) => p.problems.push(Problem::new(&f.path, e.to_string())),
             }
-            Ok(_) => p.problems.push(Problem::new(&f.path, "not a regular file")),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => p
-                .problems
-                .push(Problem::new(&f.path, "missing (listed in the manifest)")),
-            Err(e) => p.problems.push(Problem::new(&f.path, e.to_string())),
         }
     }
-    // 2. Nothing unlisted.
-    let listed: BTreeSet<&str> = m.files.iter().map(|f| f.path.as_str()).collect();
-    match dir.all_files() {
-        Ok(all) => {
-            for f in all {
-                if f != MANIFEST_FILE && !listed.contains(f.as_str()) {
-                    p.problems.push(Problem::new(
-                        &f,
-                        "not listed in the manifest: added after the dump (or a leftover)",
-                    ));
+
+    /// 2. Nothing unlisted.
+    fn nothing_unlisted(&self, p: &mut Plan) {
+        match self.dir.all_files() {
+            Ok(all) => {
+                for f in all {
+                    if f != MANIFEST_FILE && !self.listed.contains(f.as_str()) {
+                        p.problems.push(Problem::new(
+                            &f,
+                            "not listed in the manifest: added after the dump (or a leftover)",
+                        ));
+                    }
                 }
             }
+            Err(e) => p.problems.push(Problem::new(".", strip_path(&e, self.dir))),
         }
-        Err(e) => p.problems.push(Problem::new(".", strip_path(&e, dir))),
     }
-    // Small files are read and hashed now; the rest is left to the workers.
-    let mut hashed: BTreeSet<String> = BTreeSet::new();
-    let read_small = |rel: &str, p: &mut Plan| -> Option<Vec<u8>> {
-        let (_, disk, size, sha) = present.get(rel)?;
+
+    /// A small listed file, read and hashed now (the rest is left to the workers).
+    fn read_small(&self, rel: &str, p: &mut Plan) -> Option<Vec<u8>> {
+        let (_, disk, size, sha) = self.present.get(rel)?;
         if disk != size {
             return None; // reported
         }
-        match dir.read_small_file(rel) {
+        match self.dir.read_small_file(rel) {
             Ok(bytes) => {
                 let sum = hex(&<sha2::Sha256 as sha2::Digest>::digest(&bytes));
                 if &sum != sha {
@@ -243,31 +281,33 @@ fn with_manifest(dir: &ArchiveDir, m: &Manifest, quick: bool, p: &mut Plan) {
                 }
             }
             Err(e) => {
-                p.problems.push(Problem::new(rel, strip_path(&e, dir)));
+                p.problems.push(Problem::new(rel, strip_path(&e, self.dir)));
                 None
             }
         }
-    };
-    // 3. toc.dat parses and agrees with the manifest.
-    hashed.insert(TOC_FILE.to_string());
-    let toc = read_small(TOC_FILE, p).and_then(|bytes| match Toc::parse(&bytes) {
-        Ok(toc) => Some(toc),
-        Err(e) => {
-            p.problems.push(Problem::new(TOC_FILE, e.to_string()));
-            None
-        }
-    });
-    if !listed.contains(TOC_FILE) {
-        p.problems
-            .push(Problem::new(TOC_FILE, "not listed in the manifest"));
     }
-    let tables_by_id: HashMap<i32, &TableRecord> =
-        m.tables.iter().map(|t| (t.dump_id, t)).collect();
-    // Files whose contents the TOC says are COPY data or large objects.
-    let mut decode_as: HashMap<String, (Decode, Option<String>)> = HashMap::new();
-    if let Some(toc) = &toc {
+
+    /// 3. toc.dat parses and agrees with the manifest.
+    fn toc(&mut self, p: &mut Plan) {
+        self.hashed.insert(TOC_FILE.to_string());
+        let toc = self
+            .read_small(TOC_FILE, p)
+            .and_then(|bytes| match Toc::parse(&bytes) {
+                Ok(toc) => Some(toc),
+                Err(e) => {
+                    p.problems.push(Problem::new(TOC_FILE, e.to_string()));
+                    None
+                }
+            });
+        if !self.listed.contains(TOC_FILE) {
+            p.problems
+                .push(Problem::new(TOC_FILE, "not listed in the manifest"));
+        }
+        let Some(toc) = &toc else { return };
         p.readers = Some(readers_of(toc));
-        check_names(dir, toc, p);
+        check_names(self.dir, toc, p);
+        let tables_by_id: HashMap<i32, &TableRecord> =
+            self.m.tables.iter().map(|t| (t.dump_id, t)).collect();
         let in_toc: BTreeSet<i32> = toc.entries.iter().map(|e| e.dump_id).collect();
         for e in &toc.entries {
             if !e.had_dumper {
@@ -295,10 +335,10 @@ fn with_manifest(dir: &ArchiveDir, m: &Manifest, quick: bool, p: &mut Plan) {
                             );
                         }
                     }
-                    None => match find_data_file(dir.root(), name.as_bytes()) {
+                    None => match find_data_file(self.dir.root(), name.as_bytes()) {
                         // Data pg_dump wrote itself (an extension's configuration table).
-                        Ok(f) if listed.contains(f.rel.as_str()) => {
-                            decode_as
+                        Ok(f) if self.listed.contains(f.rel.as_str()) => {
+                            self.decode_as
                                 .insert(f.rel, (Decode::Copy(f.codec), Some(e.qualified_name())));
                         }
                         Ok(f) => p.problems.push(
@@ -306,7 +346,7 @@ fn with_manifest(dir: &ArchiveDir, m: &Manifest, quick: bool, p: &mut Plan) {
                                 .of_table(Some(&e.qualified_name())),
                         ),
                         Err(err) => p.problems.push(
-                            Problem::new(&name, strip_path(&err, dir))
+                            Problem::new(&name, strip_path(&err, self.dir))
                                 .of_table(Some(&e.qualified_name())),
                         ),
                     },
@@ -316,9 +356,9 @@ fn with_manifest(dir: &ArchiveDir, m: &Manifest, quick: bool, p: &mut Plan) {
                 let Ok(blobs) = blobs_toc_name(toc, e).map(str::to_string) else {
                     continue;
                 };
-                hashed.insert(blobs.clone());
-                let Some(bytes) = read_small(&blobs, p) else {
-                    if !listed.contains(blobs.as_str()) {
+                self.hashed.insert(blobs.clone());
+                let Some(bytes) = self.read_small(&blobs, p) else {
+                    if !self.listed.contains(blobs.as_str()) {
                         p.problems.push(Problem::new(
                             &blobs,
                             "large-object list not listed in the manifest",
@@ -326,22 +366,21 @@ fn with_manifest(dir: &ArchiveDir, m: &Manifest, quick: bool, p: &mut Plan) {
                     }
                     continue;
                 };
-                for (rel, problem) in blob_files(dir, &blobs, &bytes) {
+                for (rel, problem) in blob_files(self.dir, &blobs, &bytes) {
                     match problem {
                         Some(what) => p.problems.push(Problem::new(&rel, what)),
-                        None if !listed.contains(rel.as_str()) => p.problems.push(Problem::new(
-                            &rel,
-                            "large object file not listed in the manifest",
-                        )),
+                        None if !self.listed.contains(rel.as_str()) => p.problems.push(
+                            Problem::new(&rel, "large object file not listed in the manifest"),
+                        ),
                         None => {
                             let codec = FileCodec::of_file_name(&rel);
-                            decode_as.insert(rel, (Decode::Blob(codec), None));
+                            self.decode_as.insert(rel, (Decode::Blob(codec), None));
                         }
                     }
                 }
             }
         }
-        for t in &m.tables {
+        for t in &self.m.tables {
             if !in_toc.contains(&t.dump_id) {
                 p.problems.push(
                     Problem::new(
@@ -356,11 +395,12 @@ fn with_manifest(dir: &ArchiveDir, m: &Manifest, quick: bool, p: &mut Plan) {
             }
         }
     }
-    // 4. Each pgarc table: its frame index matches the manifest and tiles the data file.
-    for t in &m.tables {
+
+    /// 4. A pgarc table: its frame index matches the manifest and tiles the data file.
+    fn table(&mut self, t: &TableRecord, p: &mut Plan) {
         let table = format!("{}.{}", t.schema, t.name);
-        hashed.insert(t.frame_index.clone());
-        let index = read_small(&t.frame_index, p).and_then(|bytes| {
+        self.hashed.insert(t.frame_index.clone());
+        let index = self.read_small(&t.frame_index, p).and_then(|bytes| {
             parse_frame_index(&bytes)
                 .map_err(|e| {
                     p.problems
@@ -368,21 +408,21 @@ fn with_manifest(dir: &ArchiveDir, m: &Manifest, quick: bool, p: &mut Plan) {
                 })
                 .ok()
         });
-        if !listed.contains(t.frame_index.as_str()) {
+        if !self.listed.contains(t.frame_index.as_str()) {
             p.problems.push(
                 Problem::new(&t.frame_index, "frame index not listed in the manifest")
                     .of_table(Some(&table)),
             );
         }
-        let Some(index) = index else { continue };
-        let Some((path, disk, size, _)) = present.get(t.file.as_str()) else {
-            if !listed.contains(t.file.as_str()) {
+        let Some(index) = index else { return };
+        let Some((path, disk, size, _)) = self.present.get(t.file.as_str()) else {
+            if !self.listed.contains(t.file.as_str()) {
                 p.problems.push(
                     Problem::new(&t.file, "data file not listed in the manifest")
                         .of_table(Some(&table)),
                 );
             }
-            continue;
+            return;
         };
         let stored: u64 = index.iter().map(|f| f.stored).sum();
         let rows: u64 = index.iter().map(|f| f.rows).sum();
@@ -410,9 +450,9 @@ fn with_manifest(dir: &ArchiveDir, m: &Manifest, quick: bool, p: &mut Plan) {
         if !disagree.is_empty() {
             p.problems
                 .push(Problem::new(&t.frame_index, disagree.join("; ")).of_table(Some(&table)));
-            continue;
+            return;
         }
-        hashed.insert(t.file.clone());
+        self.hashed.insert(t.file.clone());
         // The manifest vouches for the index, the index for every frame: checking each
         // frame's SHA-256 covers every byte of the file.
         let file = DataFile {
@@ -423,7 +463,7 @@ fn with_manifest(dir: &ArchiveDir, m: &Manifest, quick: bool, p: &mut Plan) {
         };
         let size_ok = disk == size;
         let index = Arc::new(index);
-        let ranges: Vec<Range<usize>> = if quick {
+        let ranges: Vec<Range<usize>> = if self.quick {
             let last = index.len().saturating_sub(1);
             let mut r = Vec::with_capacity(2);
             r.push(0..index.len().min(1));
@@ -444,13 +484,17 @@ fn with_manifest(dir: &ArchiveDir, m: &Manifest, quick: bool, p: &mut Plan) {
             });
         }
     }
-    // 5. Every other listed file, hashed whole (and decoded where the TOC says what it is).
-    if !quick {
-        for (rel, (path, disk, size, sha)) in &present {
-            if hashed.contains(*rel) || disk != size {
+
+    /// 5. Every other listed file, hashed whole (and decoded where the TOC says what it is).
+    fn whole_files(mut self, p: &mut Plan) {
+        if self.quick {
+            return;
+        }
+        for (rel, (path, disk, size, sha)) in &self.present {
+            if self.hashed.contains(*rel) || disk != size {
                 continue;
             }
-            let (decode, table) = decode_as.remove(*rel).unwrap_or((Decode::No, None));
+            let (decode, table) = self.decode_as.remove(*rel).unwrap_or((Decode::No, None));
             p.units.push(Unit::Whole {
                 rel: rel.to_string(),
                 path: path.clone(),
