@@ -188,32 +188,25 @@ pub async fn run(opts: DumpOptions) -> Result<DumpSummary> {
     Err(interrupted(signal, &out).into())
 }
 
+/// `e`, saying that the archive is incomplete.
+fn incomplete(out: &std::path::Path, e: anyhow::Error) -> anyhow::Error {
+    anyhow!(
+        "{e:#}; the archive in {} is incomplete (no {MANIFEST_FILE}): remove it",
+        out.display()
+    )
+}
+
+/// The dump in the order of format-spec §6.1: the holder and the plan, the copy beside the
+/// schema capture, then assembly and the manifest.
 async fn run_pipeline(
     mut opts: DumpOptions,
     committing: Arc<std::sync::atomic::AtomicBool>,
 ) -> Result<DumpSummary> {
     let started_at = SystemTime::now();
     let started = Instant::now();
-    let incomplete = |e: anyhow::Error| {
-        anyhow!(
-            "{e:#}; the archive in {} is incomplete (no {MANIFEST_FILE}): remove it",
-            opts.out.display()
-        )
-    };
     // Refuse a non-empty output directory before touching the server.
     ArchiveWriter::check_target(&opts.out)?;
-
-    let serializable = opts.selection.serializable_deferrable;
-    let holder =
-        match SnapshotHolder::open(&opts.conn, opts.snapshot.as_deref(), serializable).await {
-            // Like libpq programs: when the server wants a password and none was given, ask for
-            // one on the terminal (unless -w).
-            Err(e) if opts.conn.may_prompt() && e.to_string().contains("password missing") => {
-                opts.conn.prompt_password().map_err(|e| anyhow!(e))?;
-                SnapshotHolder::open(&opts.conn, opts.snapshot.as_deref(), serializable).await?
-            }
-            r => r?,
-        };
+    let holder = open_holder(&mut opts).await?;
     let info = holder.info.clone();
     let (pg_dump, pg_dump_version) = find_pg_dump(
         opts.pg_dump.as_ref().map(|(p, s)| (p.as_path(), *s)),
@@ -221,11 +214,104 @@ async fn run_pipeline(
         &info.version,
     )
     .map_err(|e| anyhow!(e))?;
-
     let codec = opts
         .codec
         .unwrap_or_else(|| default_codec(pg_dump_version.major));
+    let planned = plan_dump(&holder, &opts).await?;
+    let archive = Arc::new(ArchiveWriter::create(&opts.out)?);
+    let estimate: u64 = planned.tables.iter().map(|t| t.table_bytes).sum();
+    let progress = crate::progress::Progress::start(
+        "dump",
+        Some(estimate),
+        Some(planned.chunks.len() as u64),
+        opts.jobs,
+    );
+    let plan_time = started.elapsed();
+    let mut shared = worker::Shared::new(
+        planned.tables,
+        planned.chunks,
+        codec,
+        opts.frame_size,
+        archive.clone(),
+    )?;
+    shared.verbose = opts.selection.verbose;
+    let shared = Arc::new(shared);
+    let copy_started = Instant::now();
+    let capture = schema::Capture {
+        pg_dump: &pg_dump,
+        version: &pg_dump_version,
+        conn: &opts.conn,
+        snapshot_id: &holder.snapshot_id,
+        out: &archive.schema_dir(),
+        codec,
+        tables: &shared.tables,
+        selection: &opts.selection,
+        encoding: &info.encoding,
+        keep: &planned.keep,
+    };
+    let schema_time = copy_and_capture(&opts, &holder, capture, &shared)
+        .await
+        .map_err(|e| incomplete(&opts.out, e))?;
+    let times = Times {
+        started_at,
+        started,
+        plan: plan_time,
+        copy: copy_started.elapsed(),
+        schema: schema_time,
+    };
+    let done = Finish {
+        opts: &opts,
+        holder,
+        archive,
+        shared,
+        codec,
+        pg_dump_version: &pg_dump_version.full,
+        unsplit: planned.unsplit,
+        committing,
+        times,
+    };
+    let (report, summary) = done.run().await.map_err(|e| incomplete(&opts.out, e))?;
+    progress.finish();
+    // The archive is complete from here on: a report that cannot be written says so.
+    if let (Some(report), Some(path)) = (report, &opts.report) {
+        report.write(path).map_err(|e| {
+            anyhow!(
+                "the archive in {} is complete, but {e:#}",
+                opts.out.display()
+            )
+        })?;
+    }
+    Ok(summary)
+}
 
+/// Step 1: the snapshot holder. Like libpq programs, when the server wants a password and
+/// none was given, pgarc asks for one on the terminal (unless -w).
+async fn open_holder(opts: &mut DumpOptions) -> Result<SnapshotHolder> {
+    let serializable = opts.selection.serializable_deferrable;
+    match SnapshotHolder::open(&opts.conn, opts.snapshot.as_deref(), serializable).await {
+        Err(e) if opts.conn.may_prompt() && e.to_string().contains("password missing") => {
+            opts.conn.prompt_password().map_err(|e| anyhow!(e))?;
+            SnapshotHolder::open(&opts.conn, opts.snapshot.as_deref(), serializable).await
+        }
+        r => r,
+    }
+}
+
+/// What the holder's catalog reads decided.
+struct PlannedDump {
+    /// The tables whose rows pgarc copies, and their chunks.
+    tables: Vec<crate::pg::session::CatalogTable>,
+    chunks: Vec<plan::Chunk>,
+    /// The other relations whose data pg_dump writes (schema, name).
+    keep: Vec<(String, String)>,
+    /// Tables too big for one chunk on a server without TID range scans: version, count.
+    unsplit: Option<(String, usize)>,
+}
+
+/// Step 1, continued: the catalog under the snapshot, the selection, the locks, the check
+/// for tables rewritten after the snapshot, and the chunks.
+async fn plan_dump(holder: &SnapshotHolder, opts: &DumpOptions) -> Result<PlannedDump> {
+    let info = &holder.info;
     let client = &holder.session.client;
     let catalog = catalog_tables(client).await?;
     let chosen = select::resolve(client, &opts.selection, &info.database, &catalog).await?;
@@ -234,47 +320,20 @@ async fn run_pipeline(
     // A table rewritten (TRUNCATE, VACUUM FULL, ...) between the snapshot and the lock looks
     // empty under the snapshot: refuse rather than vouch for it.
     let oids: Vec<u32> = chosen.data.iter().map(|t| t.oid).collect();
-    let rewritten = holder.rewritten_since_snapshot(&oids).await?;
-    if !rewritten.is_empty() {
-        let mut names: Vec<String> = chosen
-            .data
-            .iter()
-            .filter(|t| rewritten.contains(&t.oid))
-            .map(|t| t.display_name())
-            .collect();
-        names.sort();
-        bail!(
-            "table{} {} {} rewritten (TRUNCATE, VACUUM FULL, CLUSTER or a rewriting ALTER TABLE) \
-             after the snapshot was taken and before pgarc locked {}: under the snapshot {} \
-             empty, so {} rows cannot be dumped consistently; nothing was written: run the \
-             dump again (with --snapshot, export the snapshot after such maintenance)",
-            if names.len() == 1 { "" } else { "s" },
-            names.join(", "),
-            if names.len() == 1 { "was" } else { "were" },
-            if names.len() == 1 { "it" } else { "them" },
-            if names.len() == 1 {
-                "it looks"
-            } else {
-                "they look"
-            },
-            if names.len() == 1 { "its" } else { "their" },
-        );
-    }
+    refuse_rewritten(&chosen.data, &holder.rewritten_since_snapshot(&oids).await?)?;
     let block_size: u64 = query_text(client, "SELECT current_setting('block_size')")
         .await?
         .pop()
         .and_then(|r| r.into_iter().next().flatten())
         .and_then(|s| s.parse().ok())
         .unwrap_or(8192);
-
-    let copied: std::collections::HashSet<u32> = chosen.data.iter().map(|t| t.oid).collect();
+    let copied: std::collections::HashSet<u32> = oids.into_iter().collect();
     let keep: Vec<(String, String)> = relations_with_data(client)
         .await?
         .into_iter()
         .filter(|(oid, _, _)| !copied.contains(oid))
         .map(|(_, schema, name)| (schema, name))
         .collect();
-    let archive = Arc::new(ArchiveWriter::create(&opts.out)?);
     let tables = chosen.data;
     let can_split = info.version_num >= 140000;
     let chunks = plan::plan_chunks(&tables, opts.split_size, block_size, can_split);
@@ -282,41 +341,58 @@ async fn run_pipeline(
         .iter()
         .filter(|t| t.table_bytes > opts.split_size)
         .count();
-    let unsplit = (!can_split && too_big > 0).then(|| (info.version.clone(), too_big));
-    let estimate: u64 = tables.iter().map(|t| t.table_bytes).sum();
-    let progress = crate::progress::Progress::start(
-        "dump",
-        Some(estimate),
-        Some(chunks.len() as u64),
-        opts.jobs,
-    );
-    let planned = started.elapsed();
-    let mut shared = worker::Shared::new(tables, chunks, codec, opts.frame_size, archive.clone())?;
-    shared.verbose = opts.selection.verbose;
-    let shared = Arc::new(shared);
+    Ok(PlannedDump {
+        unsplit: (!can_split && too_big > 0).then(|| (info.version.clone(), too_big)),
+        tables,
+        chunks,
+        keep,
+    })
+}
 
+/// The refusal naming every table in `rewritten` (OIDs).
+fn refuse_rewritten(tables: &[crate::pg::session::CatalogTable], rewritten: &[u32]) -> Result<()> {
+    if rewritten.is_empty() {
+        return Ok(());
+    }
+    let mut names: Vec<String> = tables
+        .iter()
+        .filter(|t| rewritten.contains(&t.oid))
+        .map(|t| t.display_name())
+        .collect();
+    names.sort();
+    let one = names.len() == 1;
+    bail!(
+        "table{} {} {} rewritten (TRUNCATE, VACUUM FULL, CLUSTER or a rewriting ALTER TABLE) \
+         after the snapshot was taken and before pgarc locked {}: under the snapshot {} \
+         empty, so {} rows cannot be dumped consistently; nothing was written: run the \
+         dump again (with --snapshot, export the snapshot after such maintenance)",
+        if one { "" } else { "s" },
+        names.join(", "),
+        if one { "was" } else { "were" },
+        if one { "it" } else { "them" },
+        if one { "it looks" } else { "they look" },
+        if one { "its" } else { "their" },
+    );
+}
+
+/// Steps 2 and 3: N workers, each having imported the snapshot, copy the chunks while
+/// pg_dump captures the schema. Returns the capture's time. If the holder's session ends,
+/// the dump stops with "snapshot lost".
+async fn copy_and_capture(
+    opts: &DumpOptions,
+    holder: &SnapshotHolder,
+    capture: schema::Capture<'_>,
+    shared: &Arc<worker::Shared>,
+) -> Result<Duration> {
     let work = async {
         // Every worker imports the snapshot before any starts copying.
         let sessions = futures_util::future::try_join_all(
-            (1..=opts.jobs).map(|n| open_worker(&opts.conn, &info, &holder.snapshot_id, n)),
+            (1..=opts.jobs).map(|n| open_worker(&opts.conn, &holder.info, &holder.snapshot_id, n)),
         )
         .await?;
-        let schema_dir = archive.schema_dir();
         let capture_started = Instant::now();
-        let capture = schema::capture(schema::Capture {
-            pg_dump: &pg_dump,
-            version: &pg_dump_version,
-            conn: &opts.conn,
-            snapshot_id: &holder.snapshot_id,
-            out: &schema_dir,
-            codec,
-            tables: &shared.tables,
-            selection: &opts.selection,
-            encoding: &info.encoding,
-            keep: &keep,
-        });
         let capture = async {
-            capture.await?;
+            schema::capture(capture).await?;
             Ok::<_, anyhow::Error>(capture_started.elapsed())
         };
         let workers =
@@ -334,46 +410,81 @@ async fn run_pipeline(
         }
         result.map(|(schema_time, _)| schema_time)
     };
-    let copy_started = Instant::now();
-    let schema_time;
     let mut closed = holder.session.closed.clone();
     tokio::select! {
         r = work => match r {
-            Ok(t) => schema_time = t,
+            Ok(t) => Ok(t),
             Err(e) => {
-            // When the server went away, every session fails at once: say so first.
-            let mut again = holder.session.closed.clone();
-            let lost = tokio::time::timeout(
-                Duration::from_millis(500),
-                again.wait_for(|c| c.is_some()),
-            )
-            .await
-            .is_ok();
-            if lost {
-                let reason = holder.lost().unwrap_or_default();
-                return Err(incomplete(anyhow!(
-                    "snapshot lost: the snapshot holder's session ended ({reason}), and with it \
-                     {e:#}"
-                )));
+                // When the server went away, every session fails at once: say so first.
+                let mut again = holder.session.closed.clone();
+                let lost = tokio::time::timeout(
+                    Duration::from_millis(500),
+                    again.wait_for(|c| c.is_some()),
+                )
+                .await
+                .is_ok();
+                if lost {
+                    let reason = holder.lost().unwrap_or_default();
+                    return Err(anyhow!(
+                        "snapshot lost: the snapshot holder's session ended ({reason}), and \
+                         with it {e:#}"
+                    ));
+                }
+                Err(e)
             }
-            return Err(incomplete(e));
-        }},
+        },
         _ = closed.wait_for(|c| c.is_some()) => {
             shared.stop();
             let reason = holder.lost().unwrap_or_default();
-            return Err(incomplete(anyhow!(
+            Err(anyhow!(
                 "snapshot lost: the snapshot holder's session ended ({reason}); the data could \
                  no longer be proven consistent"
-            )));
+            ))
         }
     }
+}
 
-    let copied = copy_started.elapsed();
-    let finish = async {
+/// When the dump started and how long its phases took.
+struct Times {
+    started_at: SystemTime,
+    started: Instant,
+    plan: Duration,
+    copy: Duration,
+    schema: Duration,
+}
+
+/// Steps 4 and 5: assembly, the holder's commit, the manifest last; the report and the
+/// summary.
+struct Finish<'a> {
+    opts: &'a DumpOptions,
+    holder: SnapshotHolder,
+    archive: Arc<ArchiveWriter>,
+    shared: Arc<worker::Shared>,
+    codec: Codec,
+    pg_dump_version: &'a str,
+    unsplit: Option<(String, usize)>,
+    committing: Arc<std::sync::atomic::AtomicBool>,
+    times: Times,
+}
+
+impl Finish<'_> {
+    async fn run(self) -> Result<(Option<crate::report::Report>, DumpSummary)> {
+        let Finish {
+            opts,
+            holder,
+            archive,
+            shared,
+            codec,
+            pg_dump_version,
+            unsplit,
+            committing,
+            times,
+        } = self;
+        let info = holder.info.clone();
         let assemble_started = Instant::now();
         // Hashing and file I/O run off the async runtime's threads.
         let assembled = {
-            let (archive, shared) = (archive.clone(), shared.clone());
+            let archive = archive.clone();
             let encoding = info.encoding.clone();
             let table_entries = opts.selection.writes_table_entries();
             tokio::task::spawn_blocking(move || {
@@ -390,10 +501,10 @@ async fn run_pipeline(
         let manifest = Manifest {
             format: MANIFEST_FORMAT,
             pgarc_version: env!("CARGO_PKG_VERSION").to_string(),
-            created_start: rfc3339_utc(started_at),
+            created_start: rfc3339_utc(times.started_at),
             created_end: rfc3339_utc(SystemTime::now()),
             server_version: info.version.clone(),
-            pg_dump_version: pg_dump_version.full.clone(),
+            pg_dump_version: pg_dump_version.to_string(),
             database: info.database.clone(),
             encoding: info.encoding.clone(),
             snapshot_id: snapshot_id.clone(),
@@ -409,7 +520,6 @@ async fn run_pipeline(
             tables: assembled.tables,
         };
         let tables = manifest.tables.len();
-        let archive = archive.clone();
         let assembled_in = assemble_started.elapsed();
         let manifest_started = Instant::now();
         committing.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -427,7 +537,7 @@ async fn run_pipeline(
                 report_format: crate::report::REPORT_FORMAT,
                 command: "dump",
                 pgarc_version: env!("CARGO_PKG_VERSION").to_string(),
-                started: rfc3339_utc(started_at),
+                started: rfc3339_utc(times.started_at),
                 finished: created_end,
                 status: "ok",
                 archive: opts.out.display().to_string(),
@@ -437,9 +547,9 @@ async fn run_pipeline(
                 compression: Some(codec.to_string()),
                 snapshot_id: Some(snapshot_id.clone()),
                 phases: vec![
-                    phase("plan", planned),
-                    phase("copy", copied),
-                    phase("schema capture", schema_time),
+                    phase("plan", times.plan),
+                    phase("copy", times.copy),
+                    phase("schema capture", times.schema),
                     phase("assemble", assembled_in),
                     phase("manifest", manifest_started.elapsed()),
                 ],
@@ -448,43 +558,29 @@ async fn run_pipeline(
                     rows: assembled.rows,
                     raw_bytes: assembled.raw_bytes,
                     stored_bytes: assembled.stored_bytes,
-                    seconds: crate::report::secs(started.elapsed()),
+                    seconds: crate::report::secs(times.started.elapsed()),
                     errors: 0,
                 },
                 tables: assembled.report.clone(),
             }
         });
-        Ok((
-            report,
-            DumpSummary {
-                out: opts.out.clone(),
-                database: info.database.clone(),
-                snapshot_id,
-                tables,
-                rows: assembled.rows,
-                raw_bytes: assembled.raw_bytes,
-                stored_bytes: assembled.stored_bytes,
-                elapsed: started.elapsed(),
-                jobs: opts.jobs,
-                codec,
-                split: assembled.split,
-                unsplit,
-                readers: assembled.readers,
-            },
-        ))
-    };
-    let (report, summary) = finish.await.map_err(incomplete)?;
-    progress.finish();
-    // The archive is complete from here on: a report that cannot be written says so.
-    if let (Some(report), Some(path)) = (report, &opts.report) {
-        report.write(path).map_err(|e| {
-            anyhow!(
-                "the archive in {} is complete, but {e:#}",
-                opts.out.display()
-            )
-        })?;
+        let summary = DumpSummary {
+            out: opts.out.clone(),
+            database: info.database.clone(),
+            snapshot_id,
+            tables,
+            rows: assembled.rows,
+            raw_bytes: assembled.raw_bytes,
+            stored_bytes: assembled.stored_bytes,
+            elapsed: times.started.elapsed(),
+            jobs: opts.jobs,
+            codec,
+            split: assembled.split,
+            unsplit,
+            readers: assembled.readers,
+        };
+        Ok((report, summary))
     }
-    Ok(summary)
 }
 
 /// The archive's files and tables once data and schema are in, before the manifest.
