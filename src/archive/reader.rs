@@ -483,6 +483,9 @@ pub enum FrameCheckError {
         offset: u64,
         end: u64,
         problem: String,
+        /// The data ends early (the file, or the rows, stop inside the frame): every later
+        /// frame would say the same.
+        truncated: bool,
     },
 }
 
@@ -569,13 +572,16 @@ impl<'a> FrameReader<'a> {
         let n = self.next;
         let e = self.index[n];
         self.next += 1;
-        let bad = |problem: String| FrameCheckError::Bad {
+        let flagged = |problem: String, truncated: bool| FrameCheckError::Bad {
             file: self.data.rel.clone(),
             frame: n + 1,
             offset: e.offset,
             end: e.offset + e.stored,
             problem,
+            truncated,
         };
+        let bad = |problem: String| flagged(problem, false);
+        let cut_short = "the file ends inside this frame: it is truncated";
         if e.stored > MAX_FRAME_BYTES || e.raw > MAX_FRAME_BYTES {
             return Err(bad(format!(
                 "the frame index claims a frame of {} stored and {} raw bytes, over the \
@@ -592,7 +598,7 @@ impl<'a> FrameReader<'a> {
         }
         let truncated = |err: io::Error, file: &str| {
             if err.kind() == io::ErrorKind::UnexpectedEof {
-                bad("the file ends inside this frame: it is truncated".into())
+                flagged(cut_short.into(), true)
             } else {
                 FrameCheckError::Io {
                     file: file.to_string(),
@@ -647,13 +653,17 @@ impl<'a> FrameReader<'a> {
                 e.raw
             )));
         }
+        let scan_bad = |err: ScanError| {
+            let truncated = matches!(err, ScanError::NoEndMarker | ScanError::PartialRow);
+            flagged(err.to_string(), truncated)
+        };
         if let Some(err) = scan_error {
-            return Err(bad(err.to_string()));
+            return Err(scan_bad(err));
         }
         if scanner.ended() && !last {
             return Err(bad(ScanError::MarkerInsideData.to_string()));
         }
-        let got = scanner.finish(last).map_err(|err| bad(err.to_string()))?;
+        let got = scanner.finish(last).map_err(scan_bad)?;
         if got != e.rows {
             return Err(bad(format!(
                 "holds {got} rows, the frame index says {}",

@@ -31,6 +31,7 @@ use crate::archive::manifest::{
 };
 use crate::archive::writer::ArchiveWriter;
 use crate::pg::conn::ConnParams;
+use crate::pg::session::ConnectFailed;
 use crate::pg::session::{
     catalog_tables, open_worker, query_text, relations_with_data, SnapshotHolder,
 };
@@ -289,7 +290,7 @@ async fn run_pipeline(
 async fn open_holder(opts: &mut DumpOptions) -> Result<SnapshotHolder> {
     let serializable = opts.selection.serializable_deferrable;
     match SnapshotHolder::open(&opts.conn, opts.snapshot.as_deref(), serializable).await {
-        Err(e) if opts.conn.may_prompt() && e.to_string().contains("password missing") => {
+        Err(e) if opts.conn.may_prompt() && ConnectFailed::needs_password(&e) => {
             opts.conn.prompt_password().map_err(|e| anyhow!(e))?;
             SnapshotHolder::open(&opts.conn, opts.snapshot.as_deref(), serializable).await
         }

@@ -111,7 +111,12 @@ fn cause_chain(err: &dyn std::error::Error) -> String {
 /// session can send statements as bytes (see [`super::wire`]).
 pub async fn connect(params: &ConnParams, application_name: &str) -> Result<Session> {
     let config = params.config(application_name).map_err(|e| anyhow!(e))?;
-    let failed = |err: ConnectError| anyhow!("{}", connect_error(params, &err.to_string()));
+    let failed = |err: ConnectError| {
+        anyhow::Error::new(ConnectFailed {
+            needs_password: params.password.is_none() && err.password_missing(),
+            message: connect_error(params, &err),
+        })
+    };
     let plain_first = params.sslmode == SslMode::Allow;
     let first = if params.sslmode == SslMode::Disable || params.is_unix_socket() || plain_first {
         Tls::Never
@@ -135,6 +140,25 @@ pub async fn connect(params: &ConnParams, application_name: &str) -> Result<Sess
     }
 }
 
+/// A session could not be opened: the one-line message, and whether the server asked for a
+/// password that was not given (the caller may prompt for one, as libpq programs do).
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct ConnectFailed {
+    pub message: String,
+    pub needs_password: bool,
+}
+
+impl ConnectFailed {
+    /// Whether `err` (anywhere in its chain) is a connection refused for want of a password.
+    pub fn needs_password(err: &anyhow::Error) -> bool {
+        err.chain().any(|e| {
+            e.downcast_ref::<ConnectFailed>()
+                .is_some_and(|c| c.needs_password)
+        })
+    }
+}
+
 /// Whether a connection attempt uses TLS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Tls {
@@ -147,14 +171,30 @@ enum Tls {
 /// Why a connection attempt failed.
 #[derive(Debug, thiserror::Error)]
 enum ConnectError {
+    #[error("{text}")]
+    Socket {
+        text: String,
+        kind: std::io::ErrorKind,
+    },
+    /// The TLS set-up itself (certificate files) could not be made.
     #[error("{0}")]
-    Socket(String),
+    TlsSetup(String),
     #[error("the server does not support TLS")]
     NoTls,
     #[error("TLS handshake failed: {0}")]
     Handshake(String),
     #[error("{}", describe(.0))]
     Postgres(tokio_postgres::Error),
+}
+
+impl ConnectError {
+    /// The server asked for a password and none was configured. tokio-postgres reports this
+    /// as a configuration error whose kind is not public, so its text is read here, once, at
+    /// the boundary; pgarc's code matches on [`ConnectFailed::needs_password`].
+    fn password_missing(&self) -> bool {
+        matches!(self, ConnectError::Postgres(e)
+            if e.as_db_error().is_none() && describe(e).contains("password missing"))
+    }
 }
 
 /// A byte stream to the server: a socket, or TLS over one.
@@ -209,9 +249,15 @@ async fn socket(params: &ConnParams) -> std::result::Result<Socket, ConnectError
     };
     result.map_err(|e| {
         if e.kind() == std::io::ErrorKind::TimedOut {
-            ConnectError::Socket("connection timed out".into())
+            ConnectError::Socket {
+                text: "connection timed out".into(),
+                kind: e.kind(),
+            }
         } else {
-            ConnectError::Socket(format!("error connecting to server: {e}"))
+            ConnectError::Socket {
+                text: format!("error connecting to server: {e}"),
+                kind: e.kind(),
+            }
         }
     })
 }
@@ -229,7 +275,10 @@ async fn negotiate_tls(
         Socket::Tcp(s) if tls == Tls::Never => return Ok(Box::new(s)),
         Socket::Tcp(s) => s,
     };
-    let io = |e: std::io::Error| ConnectError::Socket(format!("error talking to server: {e}"));
+    let io = |e: std::io::Error| ConnectError::Socket {
+        text: format!("error talking to server: {e}"),
+        kind: e.kind(),
+    };
     // SSLRequest: length 8, code 1234 5679.
     stream
         .write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f])
@@ -244,7 +293,7 @@ async fn negotiate_tls(
             _ => Ok(Box::new(stream)),
         };
     }
-    let mut make = params.tls().map_err(ConnectError::Socket)?;
+    let mut make = params.tls().map_err(ConnectError::TlsSetup)?;
     let host = params.host.clone();
     let connector = MakeTlsConnect::<tokio::net::TcpStream>::make_tls_connect(&mut make, &host)
         .map_err(|e| ConnectError::Handshake(e.to_string()))?;
@@ -286,61 +335,83 @@ async fn open(
     })
 }
 
-fn connect_error(params: &ConnParams, what: &str) -> String {
+/// The one-line message for a failed connection: what failed, and what to do about it,
+/// chosen by the error's kind (the io error kind, the server's SQLSTATE, pgarc's own TLS
+/// steps). Only OpenSSL's certificate verdicts and pg_hba.conf's "no encryption" are told
+/// apart by their text: neither library gives them a kind.
+fn connect_error(params: &ConnParams, err: &ConnectError) -> String {
+    use std::io::ErrorKind;
+    use tokio_postgres::error::SqlState;
+    let what = err.to_string();
     let place = format!(
         "database {:?} as user {:?} at {}",
         params.dbname,
         params.user,
         params.location()
     );
-    let hint = if what.contains("password missing") {
-        if params.no_password {
-            "the server asks for a password and -w forbids prompting: set PGPASSWORD or add it to ~/.pgpass".to_string()
+    let state = match err {
+        ConnectError::Postgres(e) => e.code().cloned(),
+        _ => None,
+    };
+    let hint = match err {
+        _ if err.password_missing() => if params.no_password {
+            "the server asks for a password and -w forbids prompting: set PGPASSWORD or add it \
+             to ~/.pgpass"
         } else {
             "the server asks for a password: set PGPASSWORD, add it to ~/.pgpass, or pass -W"
-                .to_string()
         }
-    } else if what.contains("password authentication failed") {
-        match params.password_source {
+        .to_string(),
+        _ if state == Some(SqlState::INVALID_PASSWORD) => match params.password_source {
             PasswordSource::PassFile => "check the password in the password file".to_string(),
             PasswordSource::Env => "check PGPASSWORD".to_string(),
             _ => "check the password".to_string(),
+        },
+        _ if state == Some(SqlState::INVALID_CATALOG_NAME)
+            || (state == Some(SqlState::INVALID_AUTHORIZATION_SPECIFICATION)
+                && what.contains("does not exist")) =>
+        {
+            "check the database and user names (-d, -U)".to_string()
         }
-    } else if what.contains("does not exist") {
-        "check the database and user names (-d, -U)".to_string()
-    } else if what.contains("os error 2")
-        || what.contains("os error 111")
-        || what.contains("refused")
-    {
-        format!(
+        ConnectError::Socket {
+            kind: ErrorKind::TimedOut,
+            ..
+        } => "the server did not answer in time; check the host and PGCONNECT_TIMEOUT".to_string(),
+        ConnectError::Socket { .. } => format!(
             "is the server running and accepting connections at {}? (-h, -p)",
             params.location()
-        )
-    } else if what.contains("certificate verify failed") {
-        if what.contains("hostname mismatch") || what.contains("IP address mismatch") {
-            format!(
-                "the server's certificate does not name host {:?} (sslmode=verify-full): \
-                 connect with a host name the certificate holds, or use sslmode=verify-ca",
-                params.host
-            )
-        } else {
-            "the server's certificate is not signed by the root certificate (sslrootcert): \
-             check that sslrootcert names the CA that issued the server's certificate"
+        ),
+        ConnectError::Handshake(text) if text.contains("certificate verify failed") => {
+            if text.contains("hostname mismatch") || text.contains("IP address mismatch") {
+                format!(
+                    "the server's certificate does not name host {:?} (sslmode=verify-full): \
+                     connect with a host name the certificate holds, or use sslmode=verify-ca",
+                    params.host
+                )
+            } else {
+                "the server's certificate is not signed by the root certificate (sslrootcert): \
+                 check that sslrootcert names the CA that issued the server's certificate"
+                    .to_string()
+            }
+        }
+        _ if state == Some(SqlState::INVALID_AUTHORIZATION_SPECIFICATION)
+            && what.contains("no encryption") =>
+        {
+            "the server accepts this connection only over TLS (hostssl in pg_hba.conf): use \
+             sslmode=require or stronger"
                 .to_string()
         }
-    } else if what.contains("no encryption") {
-        "the server accepts this connection only over TLS (hostssl in pg_hba.conf): use \
-         sslmode=require or stronger"
-            .to_string()
-    } else if what.contains("server does not support TLS") || what.contains("does not support SSL")
-    {
-        "the server does not offer TLS: use sslmode=prefer or disable, or enable ssl on the server"
-            .to_string()
-    } else if what.contains("timed out") {
-        "the server did not answer in time; check the host and PGCONNECT_TIMEOUT".to_string()
-    } else {
-        "check the connection options".to_string()
+        ConnectError::NoTls => "the server does not offer TLS: use sslmode=prefer or disable, \
+             or enable ssl on the server"
+            .to_string(),
+        ConnectError::TlsSetup(_) => {
+            "check the TLS files (sslrootcert, sslcert, sslkey)".to_string()
+        }
+        _ => "check the connection options".to_string(),
     };
+    if let ConnectError::TlsSetup(text) = err {
+        // The set-up's own message already says which file and what to do.
+        return format!("could not connect to {place}: {text}");
+    }
     format!("could not connect to {place}: {what}; {hint}")
 }
 

@@ -38,6 +38,7 @@ use crate::archive::select::{parse_list, toc_reqs, NameFilters, Selection};
 use crate::archive::toc::{Toc, TocEntry};
 use crate::archive::ArchiveDir;
 use crate::pg::conn::ConnParams;
+use crate::pg::session::ConnectFailed;
 use crate::pg::session::{describe, query_text};
 use account::{Next, PartOutcome, TableLoad};
 use plan::{Pass, Plan, Scheduler};
@@ -764,7 +765,7 @@ impl Errors {
 async fn open_leader(ctx: &Arc<Ctx>) -> Result<Conn> {
     let first = Conn::open(ctx.clone(), "pgarc restore leader").await;
     match first {
-        Err(e) if ctx.conn().may_prompt() && e.to_string().contains("password missing") => {
+        Err(e) if ctx.conn().may_prompt() && ConnectFailed::needs_password(&e) => {
             let mut params = ctx.conn();
             params.prompt_password().map_err(|e| anyhow!(e))?;
             *ctx.conn.write().expect("not poisoned") = params;

@@ -79,9 +79,9 @@ fn check(unit: &Unit, out: &mut Found) {
                         offset,
                         end,
                         problem: what,
+                        truncated,
                         ..
                     }) => {
-                        let truncated = what.contains("truncated");
                         // Past the end of a truncated file every frame would say the same, and
                         // in a file of the wrong size every later frame is shifted.
                         if truncated || !size_ok {
