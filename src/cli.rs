@@ -14,6 +14,24 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// A section of the archive as `--section` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SectionArg {
+    PreData,
+    Data,
+    PostData,
+}
+
+impl From<SectionArg> for crate::archive::toc::Section {
+    fn from(s: SectionArg) -> Self {
+        match s {
+            SectionArg::PreData => Self::PreData,
+            SectionArg::Data => Self::Data,
+            SectionArg::PostData => Self::PostData,
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Print an archive's table of contents, in the format of `pg_restore -l`.
@@ -136,9 +154,8 @@ pub struct RestoreArgs {
     #[arg(long = "role", value_name = "ROLENAME")]
     pub role: Option<String>,
     /// Restore only this section: pre-data, data or post-data (repeatable).
-    #[arg(long = "section", value_name = "SECTION",
-          value_parser = ["pre-data", "data", "post-data"])]
-    pub section: Vec<String>,
+    #[arg(long = "section", value_name = "SECTION", value_enum)]
+    pub section: Vec<SectionArg>,
     /// Stop at the first error instead of carrying on.
     #[arg(short = 'e', long = "exit-on-error")]
     pub exit_on_error: bool,
@@ -524,7 +541,7 @@ mod tests {
         };
         assert!(args.create && args.clean && args.if_exists && args.no_owner);
         assert!(args.no_privileges && args.exit_on_error);
-        assert_eq!(args.section, ["pre-data", "data"]);
+        assert_eq!(args.section, [SectionArg::PreData, SectionArg::Data]);
         assert_eq!(args.role.as_deref(), Some("r"));
         assert!(Cli::try_parse_from(["pgarc", "restore", "-d", "x", "--if-exists", "/a"]).is_err());
         assert!(

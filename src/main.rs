@@ -182,14 +182,6 @@ fn dump_options(args: DumpArgs) -> anyhow::Result<DumpOptions> {
 /// Turns the restore command line into options. Like pg_restore, pgarc restores only into a
 /// database named with -d (it writes no scripts); `connect` is false for `-l`.
 fn restore_options(args: RestoreArgs, connect: bool) -> anyhow::Result<RestoreOptions> {
-    if args.single_transaction && args.jobs > 1 {
-        anyhow::bail!(
-            "cannot use --single-transaction with -j > 1: one transaction is one session"
-        );
-    }
-    if args.single_transaction && args.create {
-        anyhow::bail!("cannot use --single-transaction with --create: CREATE DATABASE cannot run in a transaction");
-    }
     let conn = if !connect {
         dummy_conn()
     } else if args.conn.dbname.is_none() {
@@ -209,7 +201,7 @@ fn restore_options(args: RestoreArgs, connect: bool) -> anyhow::Result<RestoreOp
     opts.no_owner = args.no_owner;
     opts.no_privileges = args.no_privileges;
     opts.role = args.role;
-    opts.sections = args.section;
+    opts.sections = args.section.into_iter().map(Into::into).collect();
     // As pg_restore: -1 stops at the first error (the transaction is lost anyway).
     opts.exit_on_error = args.exit_on_error || args.single_transaction;
     opts.schema_only = args.schema_only;
@@ -229,6 +221,7 @@ fn restore_options(args: RestoreArgs, connect: bool) -> anyhow::Result<RestoreOp
     opts.single_transaction = args.single_transaction;
     opts.verbose = args.output.verbose;
     opts.report = args.output.report;
+    opts.validate()?;
     Ok(opts)
 }
 

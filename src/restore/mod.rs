@@ -58,7 +58,7 @@ pub struct RestoreOptions {
     pub no_privileges: bool,
     pub role: Option<String>,
     /// `--section`s given; empty means all.
-    pub sections: Vec<String>,
+    pub sections: Vec<crate::archive::toc::Section>,
     pub exit_on_error: bool,
     /// `-s`, `-a`.
     pub schema_only: bool,
@@ -78,7 +78,31 @@ pub struct RestoreOptions {
     pub report: Option<PathBuf>,
 }
 
+/// Options that cannot go together.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OptionsError {
+    #[error("cannot use --single-transaction with -j > 1: one transaction is one session")]
+    SingleTransactionJobs,
+    #[error(
+        "cannot use --single-transaction with --create: CREATE DATABASE cannot run in a \
+         transaction"
+    )]
+    SingleTransactionCreate,
+}
+
 impl RestoreOptions {
+    /// The rules between options that pg_restore enforces; [`run`] checks them too, so the
+    /// library refuses what the command line refuses.
+    pub fn validate(&self) -> Result<(), OptionsError> {
+        if self.single_transaction && self.jobs > 1 {
+            return Err(OptionsError::SingleTransactionJobs);
+        }
+        if self.single_transaction && self.create {
+            return Err(OptionsError::SingleTransactionCreate);
+        }
+        Ok(())
+    }
+
     /// Options for an archive and a connection, everything else as pg_restore's defaults.
     pub fn new(conn: ConnParams, archive: PathBuf) -> RestoreOptions {
         RestoreOptions {
@@ -233,19 +257,10 @@ pub fn selection(opts: &RestoreOptions, toc: &mut Toc) -> Result<Selection> {
         }
     }
     if !opts.sections.is_empty() {
-        sel.pre_data = false;
-        sel.data = false;
-        sel.post_data = false;
-        for s in &opts.sections {
-            match s.as_str() {
-                "pre-data" => sel.pre_data = true,
-                "data" => sel.data = true,
-                "post-data" => sel.post_data = true,
-                other => {
-                    bail!("unrecognized section name {other:?}: use pre-data, data or post-data")
-                }
-            }
-        }
+        use crate::archive::toc::Section;
+        sel.pre_data = opts.sections.contains(&Section::PreData);
+        sel.data = opts.sections.contains(&Section::Data);
+        sel.post_data = opts.sections.contains(&Section::PostData);
     }
     Ok(sel)
 }
@@ -512,6 +527,7 @@ struct Done {
 
 /// Runs a restore.
 pub async fn run(opts: RestoreOptions) -> Result<RestoreSummary> {
+    opts.validate()?;
     let started = Instant::now();
     let started_at = std::time::SystemTime::now();
     let ctx = tokio::task::spawn_blocking(move || prepare(opts))
@@ -1472,6 +1488,21 @@ mod tests {
                 f
             })
             .collect()
+    }
+
+    #[test]
+    fn options_that_cannot_go_together_are_refused_by_the_library() {
+        let conn = ConnParams::resolve(&crate::pg::conn::ConnArgs::default(), &|_| None)
+            .expect("defaults resolve");
+        let mut o = RestoreOptions::new(conn, PathBuf::from("/a"));
+        assert_eq!(o.validate(), Ok(()));
+        o.single_transaction = true;
+        assert_eq!(o.validate(), Ok(()));
+        o.jobs = 2;
+        assert_eq!(o.validate(), Err(OptionsError::SingleTransactionJobs));
+        o.jobs = 1;
+        o.create = true;
+        assert_eq!(o.validate(), Err(OptionsError::SingleTransactionCreate));
     }
 
     #[test]
