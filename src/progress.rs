@@ -197,7 +197,8 @@ impl Reporter {
         if !items.is_empty() {
             s.push_str(&format!(", {items}"));
         }
-        if let (Some(total), (work_done, _)) = (self.work().1.filter(|t| *t > 0), self.work()) {
+        let (work_done, work_total) = self.work();
+        if let Some(total) = work_total.filter(|t| *t > 0) {
             let pct = (work_done as f64 * 100.0 / total as f64).min(100.0);
             s.push_str(&format!(" ({pct:.0}%)"));
         }

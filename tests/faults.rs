@@ -189,7 +189,7 @@ fn dump_faults_leave_no_manifest_and_no_sessions() {
     assert_incomplete(None, &archive, &out, 1, "lost");
 }
 
-fn start_restore(cluster: &Cluster, archive: &Path, db: &str) -> Child {
+pub(crate) fn start_restore(cluster: &Cluster, archive: &Path, db: &str) -> Child {
     cluster
         .pgarc()
         .args(["restore", "-j", "2", "-d", db])

@@ -662,10 +662,7 @@ fn replace_table_data(archive: &Path, name: &str, bytes: &[u8], index: &[FrameIn
             continue;
         };
         f.size = content.len() as u64;
-        f.sha256 = sha2::Sha256::digest(content)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        f.sha256 = pgarc::archive::frame::hex(&sha2::Sha256::digest(content));
     }
     std::fs::write(&path, m.to_bytes()).unwrap();
 }
@@ -893,14 +890,7 @@ fn restore_faults_are_named_and_accounted() {
     cluster.pgarc_dump("src", &archive, &["-q", "--frame-size", "256kB"]);
 
     cluster.create_db("t1");
-    let mut child = cluster
-        .pgarc()
-        .args(["restore", "-j", "2", "-d", "t1"])
-        .arg(&archive)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = crate::faults::start_restore(&cluster, &archive, "t1");
     let pid = wait_for_copy(&cluster, &mut child, "big");
     cluster.psql("postgres", &format!("SELECT pg_terminate_backend({pid})"));
     let out = child.wait_with_output().unwrap();
@@ -925,14 +915,7 @@ fn restore_faults_are_named_and_accounted() {
     }
 
     cluster.create_db("t2");
-    let mut child = cluster
-        .pgarc()
-        .args(["restore", "-j", "2", "-d", "t2"])
-        .arg(&archive)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = crate::faults::start_restore(&cluster, &archive, "t2");
     wait_for_copy(&cluster, &mut child, "big");
     run_ok(Command::new("sh").args(["-c", &format!("kill -INT {}", child.id())]));
     let out = child.wait_with_output().unwrap();

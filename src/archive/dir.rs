@@ -74,17 +74,6 @@ impl ArchiveDir {
         Ok(toc)
     }
 
-    /// Parses toc.dat bytes read (and checked) elsewhere, with the same name checks as
-    /// [`ArchiveDir::read_toc`].
-    pub fn parse_toc(&self, bytes: &[u8]) -> Result<Toc, Error> {
-        let toc = Toc::parse(bytes).map_err(|error| Error::Toc {
-            path: self.toc_path(),
-            error,
-        })?;
-        self.check_toc_names(&toc)?;
-        Ok(toc)
-    }
-
     /// The path of a file the archive names (in toc.dat, a blobs TOC or the manifest), after
     /// the checks of format-spec §8.2: see [`inside_archive`].
     pub fn resolve(&self, name: &str) -> Result<PathBuf, Error> {

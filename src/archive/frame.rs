@@ -453,7 +453,8 @@ fn push_hex(out: &mut String, bytes: &[u8]) {
     }
 }
 
-fn unhex(s: &str) -> Option<[u8; 32]> {
+/// A SHA-256 from its 64 hex digits; None for anything else.
+pub(crate) fn unhex(s: &str) -> Option<[u8; 32]> {
     if s.len() != 64 {
         return None;
     }

@@ -67,16 +67,6 @@ pub struct TableFiles {
 
 impl ManifestIndex {
     pub fn new(manifest: &Manifest) -> Self {
-        let sha = |hex: &str| -> Option<[u8; 32]> {
-            let mut out = [0u8; 32];
-            if hex.len() != 64 {
-                return None;
-            }
-            for (i, b) in out.iter_mut().enumerate() {
-                *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
-            }
-            Some(out)
-        };
         ManifestIndex {
             files: manifest
                 .files
@@ -84,7 +74,7 @@ impl ManifestIndex {
                 .map(|f| {
                     let listed = ListedFile {
                         size: f.size,
-                        sha256: sha(&f.sha256),
+                        sha256: super::frame::unhex(&f.sha256),
                     };
                     (f.path.clone(), listed)
                 })
@@ -161,8 +151,14 @@ pub enum ManifestError {
     NoChecksum,
     #[error("checksum mismatch: the manifest says {stated} but its contents hash to {actual}")]
     ChecksumMismatch { stated: String, actual: String },
-    #[error("not a pgarc manifest: {0}")]
-    Syntax(String),
+    #[error("not a pgarc manifest: not UTF-8")]
+    NotUtf8,
+    #[error("not a pgarc manifest: {}{problem}", line.map_or(String::new(), |l| format!("line {l}: ")))]
+    Syntax {
+        /// Where, when the problem is at a line.
+        line: Option<usize>,
+        problem: LayoutError,
+    },
     #[error("manifest format {0} is not known to this pgarc (it reads format {MANIFEST_FORMAT}); use a newer pgarc")]
     UnknownFormat(u32),
 }
@@ -235,8 +231,7 @@ impl Manifest {
     /// library) wrote.
     pub fn parse(bytes: &[u8]) -> Result<Manifest, ManifestError> {
         let body_end = checked_body_len(bytes)?;
-        let text = std::str::from_utf8(&bytes[..body_end])
-            .map_err(|_| ManifestError::Syntax("not UTF-8".into()))?;
+        let text = std::str::from_utf8(&bytes[..body_end]).map_err(|_| ManifestError::NotUtf8)?;
         parse_body(text)
     }
 }
@@ -278,10 +273,10 @@ enum Parsed {
 
 /// The value at the start of `s` (after `key = `) and the text after it. Strings may be
 /// basic (`"..."`, with escapes), literal (`'...'`), or either kind multi-line (`"""`,
-/// `\'\'\'`), as a TOML library writes text with quotes or line breaks.
-fn parse_value(s: &str) -> Result<(Parsed, &str), String> {
-    let unclosed = || "a string without its closing quote".to_string();
-    for (open, escapes) in [("\"\"\"", true), ("\'\'\'", false)] {
+/// `'''`), as a TOML library writes text with quotes or line breaks.
+fn parse_value(s: &str) -> Result<(Parsed, &str), LayoutError> {
+    let unclosed = || LayoutError::UnclosedString;
+    for (open, escapes) in [("\"\"\"", true), ("'''", false)] {
         if let Some(body) = s.strip_prefix(open) {
             let body = body.strip_prefix('\n').unwrap_or(body);
             let end = body.find(open).ok_or_else(unclosed)?;
@@ -329,20 +324,20 @@ fn parse_value(s: &str) -> Result<(Parsed, &str), String> {
         "false" => Parsed::Bool(false),
         w => Parsed::Int(
             w.parse::<i128>()
-                .map_err(|_| format!("{w:?} is not a value this manifest holds"))?,
+                .map_err(|_| LayoutError::NotAValue(w.to_string()))?,
         ),
     };
     Ok((v, &s[end..]))
 }
 
 /// The text of a basic string's body, escapes resolved; `multi_line` allows line breaks.
-fn unescape(raw: &str, multi_line: bool) -> Result<String, String> {
+fn unescape(raw: &str, multi_line: bool) -> Result<String, LayoutError> {
     let mut out = String::with_capacity(raw.len());
     let mut chars = raw.chars();
     while let Some(c) = chars.next() {
         match c {
             '\\' => {
-                let e = chars.next().ok_or("a string ending in a backslash")?;
+                let e = chars.next().ok_or(LayoutError::TrailingBackslash)?;
                 match e {
                     'b' => out.push('\u{8}'),
                     't' => out.push('\t'),
@@ -357,20 +352,61 @@ fn unescape(raw: &str, multi_line: bool) -> Result<String, String> {
                         let code = u32::from_str_radix(&hex, 16)
                             .ok()
                             .and_then(char::from_u32)
-                            .ok_or_else(|| format!("a bad escape \\{e}{hex}"))?;
+                            .ok_or_else(|| LayoutError::BadEscape(format!("{e}{hex}")))?;
                         out.push(code);
                     }
-                    other => return Err(format!("an unknown escape \\{other}")),
+                    other => return Err(LayoutError::UnknownEscape(other)),
                 }
             }
             '\n' if multi_line => out.push('\n'),
-            c if (c as u32) < 0x20 && c != '\t' => {
-                return Err("a control character in a string".into())
-            }
+            c if (c as u32) < 0x20 && c != '\t' => return Err(LayoutError::ControlCharacter),
             c => out.push(c),
         }
     }
     Ok(out)
+}
+
+/// What is wrong with a manifest's layout (§5.1).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LayoutError {
+    #[error("a string without its closing quote")]
+    UnclosedString,
+    #[error("a string ending in a backslash")]
+    TrailingBackslash,
+    #[error("a bad escape \\{0}")]
+    BadEscape(String),
+    #[error("an unknown escape \\{0}")]
+    UnknownEscape(char),
+    #[error("a control character in a string")]
+    ControlCharacter,
+    #[error("{0:?} is not a value this manifest holds")]
+    NotAValue(String),
+    #[error("unexpected {0:?} after the value")]
+    AfterValue(String),
+    #[error("unexpected section {0}")]
+    UnexpectedSection(String),
+    #[error("expected key = value, found {0:?}")]
+    NotKeyValue(String),
+    #[error("unknown key {key:?} in {what}")]
+    UnknownKey { key: String, what: String },
+    #[error("key {key:?} given twice in {what}")]
+    DuplicateKey { key: String, what: String },
+    #[error("{key} in {what} is not {expected}")]
+    WrongType {
+        key: String,
+        what: String,
+        expected: &'static str,
+    },
+    #[error("{key} = {value} in {what} is out of range")]
+    OutOfRange {
+        key: String,
+        value: i128,
+        what: String,
+    },
+    #[error("{what} has no {key}")]
+    Missing { key: String, what: String },
+    #[error("no [options]")]
+    NoOptions,
 }
 
 /// The record being filled, and which of its keys were set.
@@ -380,39 +416,63 @@ struct Fields {
 }
 
 impl Fields {
-    fn put(&mut self, key: &str, v: Parsed, allowed: &[&str], what: &str) -> Result<(), String> {
+    fn put(
+        &mut self,
+        key: &str,
+        v: Parsed,
+        allowed: &[&str],
+        what: &str,
+    ) -> Result<(), LayoutError> {
+        let named = || (key.to_string(), what.to_string());
         if !allowed.contains(&key) {
-            return Err(format!("unknown key {key:?} in {what}"));
+            let (key, what) = named();
+            return Err(LayoutError::UnknownKey { key, what });
         }
         if self.values.insert(key.to_string(), v).is_some() {
-            return Err(format!("key {key:?} given twice in {what}"));
+            let (key, what) = named();
+            return Err(LayoutError::DuplicateKey { key, what });
         }
         Ok(())
     }
 
-    fn str(&mut self, key: &str, what: &str) -> Result<String, String> {
-        match self.values.remove(key) {
-            Some(Parsed::Str(s)) => Ok(s),
-            Some(_) => Err(format!("{key} in {what} is not a string")),
-            None => Err(format!("{what} has no {key}")),
+    /// The value of `key`, removed; `Missing` when it was not given.
+    fn take(&mut self, key: &str, what: &str) -> Result<Parsed, LayoutError> {
+        self.values.remove(key).ok_or_else(|| LayoutError::Missing {
+            key: key.to_string(),
+            what: what.to_string(),
+        })
+    }
+
+    fn wrong_type(key: &str, what: &str, expected: &'static str) -> LayoutError {
+        LayoutError::WrongType {
+            key: key.to_string(),
+            what: what.to_string(),
+            expected,
         }
     }
 
-    fn int<T: TryFrom<i128>>(&mut self, key: &str, what: &str) -> Result<T, String> {
-        match self.values.remove(key) {
-            Some(Parsed::Int(i)) => {
-                T::try_from(i).map_err(|_| format!("{key} = {i} in {what} is out of range"))
-            }
-            Some(_) => Err(format!("{key} in {what} is not an integer")),
-            None => Err(format!("{what} has no {key}")),
+    fn str(&mut self, key: &str, what: &str) -> Result<String, LayoutError> {
+        match self.take(key, what)? {
+            Parsed::Str(s) => Ok(s),
+            _ => Err(Self::wrong_type(key, what, "a string")),
         }
     }
 
-    fn bool(&mut self, key: &str, what: &str) -> Result<bool, String> {
-        match self.values.remove(key) {
-            Some(Parsed::Bool(b)) => Ok(b),
-            Some(_) => Err(format!("{key} in {what} is not true or false")),
-            None => Err(format!("{what} has no {key}")),
+    fn int<T: TryFrom<i128>>(&mut self, key: &str, what: &str) -> Result<T, LayoutError> {
+        match self.take(key, what)? {
+            Parsed::Int(i) => T::try_from(i).map_err(|_| LayoutError::OutOfRange {
+                key: key.to_string(),
+                value: i,
+                what: what.to_string(),
+            }),
+            _ => Err(Self::wrong_type(key, what, "an integer")),
+        }
+    }
+
+    fn bool(&mut self, key: &str, what: &str) -> Result<bool, LayoutError> {
+        match self.take(key, what)? {
+            Parsed::Bool(b) => Ok(b),
+            _ => Err(Self::wrong_type(key, what, "true or false")),
         }
     }
 }
@@ -466,7 +526,7 @@ struct Records {
 
 impl Records {
     /// Closes the block being filled into its record.
-    fn close(&mut self, block: Block, f: &mut Fields) -> Result<(), String> {
+    fn close(&mut self, block: Block, f: &mut Fields) -> Result<(), LayoutError> {
         match block {
             Block::File => {
                 let what = format!("[[file]] #{}", self.files.len() + 1);
@@ -497,7 +557,10 @@ impl Records {
 }
 
 fn parse_body(text: &str) -> Result<Manifest, ManifestError> {
-    let syntax = |line: usize, e: String| ManifestError::Syntax(format!("line {line}: {e}"));
+    let syntax = |line: usize, problem: LayoutError| ManifestError::Syntax {
+        line: Some(line),
+        problem,
+    };
     let mut top = Fields::default();
     let mut options: Option<Fields> = None;
     let mut records = Records::default();
@@ -506,7 +569,7 @@ fn parse_body(text: &str) -> Result<Manifest, ManifestError> {
     let mut rest = text;
     // The line number of what `rest` starts with, counted only for an error message.
     let line_of = |rest: &str| text[..text.len() - rest.len()].matches('\n').count() + 1;
-    let syntax = |rest: &str, e: String| syntax(line_of(rest), e);
+    let syntax = |rest: &str, e: LayoutError| syntax(line_of(rest), e);
     loop {
         rest = rest.trim_start();
         if rest.is_empty() {
@@ -524,7 +587,7 @@ fn parse_body(text: &str) -> Result<Manifest, ManifestError> {
             "[[file]]" => Some(Block::File),
             "[[table]]" => Some(Block::Table),
             l if l.starts_with('[') => {
-                return Err(syntax(n, format!("unexpected section {l}")));
+                return Err(syntax(n, LayoutError::UnexpectedSection(l.to_string())));
             }
             _ => None,
         };
@@ -542,7 +605,7 @@ fn parse_body(text: &str) -> Result<Manifest, ManifestError> {
         }
         let (key, after) = rest[..line_end]
             .split_once('=')
-            .ok_or_else(|| syntax(n, format!("expected key = value, found {line:?}")))?;
+            .ok_or_else(|| syntax(n, LayoutError::NotKeyValue(line.to_string())))?;
         let key = key.trim();
         let value_start = line_end - after.len();
         let (value, tail) = parse_value(rest[value_start..].trim_start_matches([' ', '\t']))
@@ -550,10 +613,7 @@ fn parse_body(text: &str) -> Result<Manifest, ManifestError> {
         let tail_end = tail.find('\n').unwrap_or(tail.len());
         let trailing = tail[..tail_end].trim();
         if !(trailing.is_empty() || trailing.starts_with('#')) {
-            return Err(syntax(
-                n,
-                format!("unexpected {trailing:?} after the value"),
-            ));
+            return Err(syntax(n, LayoutError::AfterValue(trailing.to_string())));
         }
         rest = &tail[tail_end..];
         if block == Block::Top && key == "format" {
@@ -581,12 +641,19 @@ fn parse_body(text: &str) -> Result<Manifest, ManifestError> {
     if block == Block::Options {
         options = Some(current);
     }
-    build(top, options, records).map_err(ManifestError::Syntax)
+    build(top, options, records).map_err(|problem| ManifestError::Syntax {
+        line: None,
+        problem,
+    })
 }
 
 /// The manifest from its parsed blocks.
-fn build(mut top: Fields, options: Option<Fields>, records: Records) -> Result<Manifest, String> {
-    let mut o = options.ok_or("no [options]")?;
+fn build(
+    mut top: Fields,
+    options: Option<Fields>,
+    records: Records,
+) -> Result<Manifest, LayoutError> {
+    let mut o = options.ok_or(LayoutError::NoOptions)?;
     let w = "the manifest";
     Ok(Manifest {
         format: top.int("format", w)?,

@@ -19,6 +19,14 @@ pub fn qualified(namespace: Option<&str>, name: &str) -> String {
     }
 }
 
+/// The quoted, schema-qualified name of the table an entry is about (a carrier).
+pub fn entry_table(entry: &TocEntry) -> String {
+    qualified(
+        text(&entry.namespace).as_deref(),
+        &text(&entry.tag).unwrap_or_default(),
+    )
+}
+
 /// A SQL string literal (standard_conforming_strings on).
 pub fn literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))

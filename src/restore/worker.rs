@@ -269,10 +269,8 @@ impl Conn {
             ));
             return;
         }
-        let ns = e.namespace.carrier();
-        let tag = e.tag.carrier().unwrap_or_default();
         let single = ctx.opts.single_transaction;
-        let qualified = sql::qualified(ns.as_deref(), &tag);
+        let qualified = sql::entry_table(e);
         // pg_restore's --disable-triggers acts in a data-only restore; the table is never split
         // then, so the ALTERs run once, in the load's own transaction.
         let triggers = ctx.opts.disable_triggers && ctx.opts.data_only;
@@ -354,9 +352,8 @@ impl Conn {
                 out.raw_bytes = 0;
             }
         } else {
-            // Autocommit: the COPY statement was its own transaction. Under -1 the restore's
-            // one transaction decides, at its end.
-            out.committed = ok;
+            // -1: nothing is committed until the restore's one transaction ends; the
+            // dispatcher counts the rows of a COPY that succeeded.
             if !ok {
                 out.rows = 0;
                 out.raw_bytes = 0;
@@ -370,10 +367,7 @@ impl Conn {
         let ctx = self.ctx.clone();
         let e = &ctx.toc.entries[idx];
         let mut out = Outcome::default();
-        let q = sql::qualified(
-            e.namespace.carrier().as_deref(),
-            &e.tag.carrier().unwrap_or_default(),
-        );
+        let q = sql::entry_table(e);
         if !self
             .exec(e, &format!("TRUNCATE TABLE ONLY {q}"), &mut out)
             .await
@@ -398,11 +392,7 @@ impl Conn {
         let values: Vec<String> = candidates
             .iter()
             .map(|&i| {
-                let e = &self.ctx.toc.entries[i];
-                let q = sql::qualified(
-                    e.namespace.carrier().as_deref(),
-                    &e.tag.carrier().unwrap_or_default(),
-                );
+                let q = sql::entry_table(&self.ctx.toc.entries[i]);
                 format!("({i}, {})", sql::literal(&q))
             })
             .collect();
