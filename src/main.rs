@@ -131,10 +131,9 @@ fn dump_options(args: DumpArgs) -> anyhow::Result<DumpOptions> {
     if args.dbname_arg.is_some() {
         conn_args.dbname = args.dbname_arg.clone();
     }
-    let conn =
-        ConnParams::resolve(&conn_args, &|k| std::env::var(k).ok()).map_err(anyhow::Error::msg)?;
+    let conn = ConnParams::resolve(&conn_args, &|k| std::env::var(k).ok())?;
     let codec = match &args.compress {
-        Some(spec) => Some(Codec::parse(spec).map_err(anyhow::Error::msg)?),
+        Some(spec) => Some(Codec::parse(spec)?),
         None => None,
     };
     let split_size = parse_size(&args.split_size).map_err(anyhow::Error::msg)?;
@@ -190,8 +189,7 @@ fn restore_options(args: RestoreArgs, connect: bool) -> anyhow::Result<RestoreOp
              first, e.g. -d postgres); pgarc restore writes into a database, not a script"
         );
     } else {
-        ConnParams::resolve(&conn_args(&args.conn), &|k| std::env::var(k).ok())
-            .map_err(anyhow::Error::msg)?
+        ConnParams::resolve(&conn_args(&args.conn), &|k| std::env::var(k).ok())?
     };
     let mut opts = RestoreOptions::new(conn, args.archive);
     opts.jobs = args.jobs.into();

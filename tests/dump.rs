@@ -27,7 +27,7 @@ fn pg_restore(cluster: &Cluster, archive: &Path, db: &str, jobs: &str) {
 }
 
 fn read_manifest(archive: &Path) -> Manifest {
-    Manifest::parse(&std::fs::read(archive.join("manifest.toml")).unwrap()).unwrap()
+    crate::util::read_manifest(archive)
 }
 
 /// The decompressed content of a pgarc data file, frame by frame through its index.

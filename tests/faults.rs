@@ -212,10 +212,7 @@ fn restore_faults_name_the_unfinished_tables() {
     cluster.pgarc_dump("src", &archive, &["--frame-size", "256kB"]);
 
     // A missing data file: refused before the database is touched, the table named.
-    let m = pgarc::archive::manifest::Manifest::parse(
-        &std::fs::read(archive.join("manifest.toml")).unwrap(),
-    )
-    .unwrap();
+    let m = crate::util::read_manifest(&archive);
     let small = m.tables.iter().find(|t| t.name == "small").unwrap();
     let moved = work.path().join("moved");
     std::fs::rename(archive.join(&small.file), &moved).unwrap();

@@ -1,4 +1,4 @@
-//! The data-file framing of format-spec §4 against stock pg_restore: a pg_dump archive whose
+//! The data-file framing of format-spec §4.1 against stock pg_restore: a pg_dump archive whose
 //! data files are rewritten as independently compressed frames of whole rows, in shuffled
 //! order (as several workers would write them), followed by the end frame, restores with
 //! `pg_restore -j 1` and `-j 4` to tables equal to the source.

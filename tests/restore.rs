@@ -6,8 +6,6 @@
 
 use std::path::Path;
 
-use pgarc::archive::manifest::Manifest;
-
 use crate::util::{default_bindir, newest_bindir, run_ok, Cluster};
 
 /// Runs `pgarc restore ARGS ARCHIVE`; returns (exit code, stderr).
@@ -219,7 +217,7 @@ fn ownership_privilege_clean_and_create_options_match_pg_restore() {
 
 /// Flips one byte inside frame `frame` (1-based) of the data file of `table`.
 fn damage_frame(archive: &Path, table: &str, frame: usize) -> String {
-    let m = Manifest::parse(&std::fs::read(archive.join("manifest.toml")).unwrap()).unwrap();
+    let m = crate::util::read_manifest(archive);
     let t = m.tables.iter().find(|t| t.name == table).unwrap();
     let index = pgarc::archive::frame::parse_frame_index(
         &std::fs::read(archive.join(&t.frame_index)).unwrap(),
@@ -326,4 +324,73 @@ fn a_non_empty_target_is_refused_and_left_alone() {
     let (code, stderr) = pgarc_restore(&cluster, &work.path().join("nope"), &["-d", "busy"]);
     assert_eq!(code, 1);
     assert!(stderr.contains("no such directory"), "{stderr}");
+}
+
+/// Data that pg_dump wrote itself inside a pgarc archive (an extension's configuration
+/// table: a TABLE DATA entry with no `[[table]]`, its file listed in the manifest) is one
+/// stream whose size and SHA-256 the manifest vouches for. Restore loads it (it used to
+/// refuse the archive), and refuses a changed byte in it at the end of the stream, before
+/// COMMIT, naming the file; verify names it too.
+#[test]
+fn data_pg_dump_wrote_itself_is_read_as_a_stream_the_manifest_checks() {
+    let cluster = Cluster::start_in(&newest_bindir());
+    for db in ["src", "d1", "d2"] {
+        cluster.create_db(db);
+    }
+    cluster.psql(
+        "src",
+        "CREATE TABLE conf AS SELECT i AS id, md5(i::text) AS h FROM generate_series(1, 3000) i;
+         CREATE TABLE other AS SELECT i AS id FROM generate_series(1, 10) i",
+    );
+    let expected = cluster.db_state("src");
+    let work = tempfile::tempdir().unwrap();
+    let archive = work.path().join("a");
+    cluster.pgarc_dump("src", &archive, &[]);
+    // What pg_dump's own entry looks like: no [[table]], no frame index; the data file (a
+    // zstd stream of frames, as pg_dump's own would be) stays listed.
+    let mut m = crate::util::read_manifest(&archive);
+    let at = m.tables.iter().position(|t| t.name == "conf").unwrap();
+    let conf = m.tables.remove(at);
+    std::fs::remove_file(archive.join(&conf.frame_index)).unwrap();
+    m.files.retain(|f| f.path != conf.frame_index);
+    crate::util::write_manifest(&archive, &m);
+
+    let (code, out) = crate::verify::verify(&archive, &[]);
+    assert_eq!(code, 0, "{out}");
+    restore_ok(&cluster, &archive, &["-d", "d1", "-j", "2"]);
+    cluster.assert_same_db(&expected, "d1");
+
+    // A changed byte that still decompresses (inside an uncompressed copy) is caught by the
+    // listing's SHA-256 at the end of the stream: the table is not loaded.
+    let plain = pgarc::archive::data::strip_codec_suffix(&conf.file).to_string();
+    let rows = std::fs::read(archive.join(&conf.file)).unwrap();
+    let mut text = Vec::new();
+    std::io::Read::read_to_end(&mut zstd::Decoder::new(&rows[..]).unwrap(), &mut text).unwrap();
+    let at = text.iter().position(|&b| b == b'a').unwrap();
+    text[at] = b'b';
+    std::fs::remove_file(archive.join(&conf.file)).unwrap();
+    std::fs::write(archive.join(&plain), &text).unwrap();
+    // Listed at its new size, with the SHA-256 of other bytes: only the hash can tell.
+    let f = m.files.iter_mut().find(|f| f.path == conf.file).unwrap();
+    f.path = plain.clone();
+    f.size = text.len() as u64;
+    m.files.sort_by(|a, b| a.path.cmp(&b.path));
+    crate::util::write_manifest(&archive, &m);
+    let (code, stderr) = pgarc_restore(&cluster, &archive, &["-d", "d2"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains(&format!("{plain}: SHA-256 is")) && stderr.contains("public.conf"),
+        "{stderr}"
+    );
+    let counts = cluster.psql(
+        "d2",
+        "SELECT (SELECT count(*) FROM conf) || ' ' || (SELECT count(*) FROM other)",
+    );
+    assert_eq!(counts.trim(), "0 10", "nothing of conf committed");
+    let (code, out) = crate::verify::verify(&archive, &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!("{plain}, table public.conf: SHA-256 is")),
+        "{out}"
+    );
 }

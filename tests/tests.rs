@@ -4,7 +4,7 @@ mod util;
 
 // toc.dat against the real pg_dump and pg_restore, live and through checked-in archives.
 mod toc_compat;
-// Data files written as frames (format-spec §4) restore with stock pg_restore.
+// Data files written as frames (format-spec §4.1) restore with stock pg_restore.
 mod dump;
 mod frames_compat;
 // Damaged and hostile toc.dat: one-line errors, exit code 1, never a panic.
@@ -26,3 +26,5 @@ mod versions;
 // Issue 16: encodings, all-or-nothing loads, refused COPYs, private archives, bombs,
 // rewritten tables, faults that end clearly, and the default codec's readers.
 mod trust;
+// format-spec/vectors: the conformance vectors and their verdicts.
+mod vectors;

@@ -10,7 +10,6 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use pgarc::archive::frame::{write_frame_index, Codec, FrameIndexEntry};
-use pgarc::archive::manifest::Manifest;
 
 use crate::util::{
     all_cmdlines, newest_bindir, optional_bindir, run_ok, sorted_byte_lines, Cluster,
@@ -641,9 +640,7 @@ fn bomb_frames(len: u64, one_row: bool, n: usize) -> (Vec<u8>, Vec<FrameIndexEnt
 /// Puts `bytes` and `index` in place of table `name`'s data file and frame index, with a
 /// manifest that agrees: a consistent archive, as a hostile writer would make it.
 fn replace_table_data(archive: &Path, name: &str, bytes: &[u8], index: &[FrameIndexEntry]) {
-    use sha2::Digest;
-    let path = archive.join("manifest.toml");
-    let mut m = Manifest::parse(&std::fs::read(&path).unwrap()).unwrap();
+    let mut m = crate::util::read_manifest(archive);
     let t = m.tables.iter_mut().find(|t| t.name == name).unwrap();
     let tsv = write_frame_index(index);
     std::fs::write(archive.join(&t.file), bytes).unwrap();
@@ -653,18 +650,9 @@ fn replace_table_data(archive: &Path, name: &str, bytes: &[u8], index: &[FrameIn
     t.stored_bytes = bytes.len() as u64;
     t.frames = index.len() as u64;
     let (file, frame_index) = (t.file.clone(), t.frame_index.clone());
-    for f in m.files.iter_mut() {
-        let content: &[u8] = if f.path == file {
-            bytes
-        } else if f.path == frame_index {
-            &tsv
-        } else {
-            continue;
-        };
-        f.size = content.len() as u64;
-        f.sha256 = pgarc::archive::frame::hex(&sha2::Sha256::digest(content));
-    }
-    std::fs::write(&path, m.to_bytes()).unwrap();
+    crate::util::relist_file(archive, &mut m, &file);
+    crate::util::relist_file(archive, &mut m, &frame_index);
+    crate::util::write_manifest(archive, &m);
 }
 
 /// Class 5: a small archive whose consistent manifest and frame index describe frames of
@@ -1001,7 +989,7 @@ fn a_hundred_thousand_long_named_tables_dump_and_restore() {
         let work = tempfile::tempdir().unwrap();
         let archive = work.path().join("a");
         cluster.pgarc_dump("src", &archive, &["-q", "-j", "2"]);
-        let m = Manifest::parse(&std::fs::read(archive.join("manifest.toml")).unwrap()).unwrap();
+        let m = crate::util::read_manifest(&archive);
         assert_eq!(m.tables.len(), 100_000, "{major}");
         cluster.create_db("dst");
         run_ok(
@@ -1038,7 +1026,7 @@ fn a_fifo_as_a_data_file_is_named_and_never_read() {
     let work = tempfile::tempdir().unwrap();
     let archive = work.path().join("a");
     cluster.pgarc_dump("src", &archive, &["-q"]);
-    let m = Manifest::parse(&std::fs::read(archive.join("manifest.toml")).unwrap()).unwrap();
+    let m = crate::util::read_manifest(&archive);
     let data = archive.join(&m.tables[0].file);
     std::fs::remove_file(&data).unwrap();
     nix::unistd::mkfifo(&data, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();

@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use crate::util::{newest_bindir, pgarc, Cluster};
 
 /// Runs `pgarc verify [args] archive`: (exit code, stdout).
-fn verify(archive: &Path, args: &[&str]) -> (i32, String) {
+pub(crate) fn verify(archive: &Path, args: &[&str]) -> (i32, String) {
     let out = pgarc()
         .arg("verify")
         .args(args)
@@ -38,7 +38,7 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 fn manifest(archive: &Path) -> Manifest {
-    Manifest::parse(&std::fs::read(archive.join("manifest.toml")).unwrap()).unwrap()
+    crate::util::read_manifest(archive)
 }
 
 fn frames(archive: &Path, table: &str) -> (String, Vec<FrameIndexEntry>) {
@@ -55,7 +55,7 @@ fn flip(path: &Path, at: u64) {
 }
 
 /// One kind of damage: how to make it, what a full verify must name, and whether `--quick`
-/// catches it (the list in `pgarc help verify` and format-spec §6.2).
+/// catches it (the list in `pgarc help verify` and format-spec/tool.md §2).
 type Apply = Box<dyn Fn(&Path)>;
 
 struct Damage {

@@ -1,16 +1,11 @@
 //! An archive directory on disk: where pgarc finds `toc.dat` and, later, the data files and
 //! the manifest. All path handling for archive contents goes through here, so that the checks
-//! against hostile file names (format-spec §8) have one home.
+//! against hostile file names (format-spec §2, §8) have one home.
 
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
-
 use super::error::Error;
-use super::frame::{hex, parse_frame_index, FrameIndexEntry};
-use super::manifest::{
-    ListedFile, Manifest, ManifestIndex, TableFiles, MANIFEST_FILE, MANIFEST_MAX_BYTES,
-};
+use super::manifest::{ListedFile, Manifest, ManifestIndex, MANIFEST_FILE, MANIFEST_MAX_BYTES};
 use super::reader::safe_relative_name;
 use super::toc::Toc;
 use super::TOC_FILE;
@@ -75,38 +70,29 @@ impl ArchiveDir {
     }
 
     /// The path of a file the archive names (in toc.dat, a blobs TOC or the manifest), after
-    /// the checks of format-spec §8.2: see [`inside_archive`].
+    /// the checks of format-spec §2: see [`inside_archive`].
     pub fn resolve(&self, name: &str) -> Result<PathBuf, Error> {
         inside_archive(&self.root, name)
     }
 
     /// Every file name in toc.dat must stay inside the archive, and so must the data files
-    /// it names where they exist (with any compression suffix).
+    /// it names where they exist (with any compression suffix): the first refused name.
     pub fn check_toc_names(&self, toc: &Toc) -> Result<(), Error> {
-        for e in &toc.entries {
-            let Some(name) = e.filename.as_bytes().filter(|n| !n.is_empty()) else {
-                continue;
-            };
-            let refuse = |problem: String| Error::NotArchive {
+        match self.refused_names(toc).into_iter().next() {
+            None => Ok(()),
+            Some(refused) => Err(Error::NotArchive {
                 path: self.toc_path(),
                 problem: format!(
-                    "entry {} {}: {problem}: refused; the archive is damaged or was made to \
-                     read files it does not own",
-                    e.dump_id,
-                    e.desc.to_str_lossy().unwrap_or_default()
+                    "{}: refused; the archive is damaged or was made to read files it does \
+                     not own",
+                    refused.problem
                 ),
-            };
-            let rel = safe_relative_name(name).map_err(refuse)?;
-            for suffix in ["", ".gz", ".lz4", ".zst"] {
-                self.resolve(&format!("{rel}{suffix}"))
-                    .map_err(|e| refuse(e.to_string()))?;
-            }
+            }),
         }
-        Ok(())
     }
 }
 
-/// Checks a file name found in an archive (format-spec §8.2) and returns its path: the name
+/// Checks a file name found in an archive (format-spec §2) and returns its path: the name
 /// must be relative, UTF-8, without `..` or NUL ([`safe_relative_name`]), and if the file
 /// exists, the path must not resolve through a symbolic link to outside the archive
 /// directory. Nothing outside the directory is opened: only the link is read.
@@ -115,7 +101,7 @@ pub fn inside_archive(root: &Path, name: &str) -> Result<PathBuf, Error> {
         path: root.join(name),
         problem,
     };
-    let rel = safe_relative_name(name.as_bytes()).map_err(refuse)?;
+    let rel = safe_relative_name(name.as_bytes()).map_err(|e| refuse(e.to_string()))?;
     let path = root.join(rel);
     // Walk the components so that a link anywhere on the way is seen, even a dangling one.
     let mut at = root.to_path_buf();
@@ -244,36 +230,6 @@ impl ArchiveDir {
         self.check_toc_names(&toc)?;
         Ok(toc)
     }
-
-    /// Reads a file the manifest lists, refusing it unless its size and SHA-256 match.
-    pub fn read_listed_file(&self, manifest: &ManifestIndex, rel: &str) -> Result<Vec<u8>, Error> {
-        let path = self.resolve(rel)?;
-        let record = manifest.file(rel).ok_or_else(|| Error::NotArchive {
-            path: path.clone(),
-            problem: "not listed in the manifest".into(),
-        })?;
-        let bytes = read_bounded(&path, MANIFEST_MAX_BYTES)?;
-        check_listed(
-            &path,
-            record,
-            bytes.len() as u64,
-            &Sha256::digest(&bytes).into(),
-        )?;
-        Ok(bytes)
-    }
-
-    /// The frame index of a table, checked against the manifest.
-    pub fn frame_index(
-        &self,
-        manifest: &ManifestIndex,
-        table: &TableFiles,
-    ) -> Result<Vec<FrameIndexEntry>, Error> {
-        let bytes = self.read_listed_file(manifest, &table.frame_index)?;
-        parse_frame_index(&bytes).map_err(|e| Error::NotArchive {
-            path: self.root.join(&table.frame_index),
-            problem: e.to_string(),
-        })
-    }
 }
 
 /// Refuses a file whose size or SHA-256 differs from what the manifest lists.
@@ -283,22 +239,13 @@ fn check_listed(
     size: u64,
     digest: &[u8; 32],
 ) -> Result<(), Error> {
-    if size == listed.size && listed.sha256.as_ref() == Some(digest) {
-        return Ok(());
+    match super::data::listed_problem(listed, size, digest) {
+        None => Ok(()),
+        Some(problem) => Err(Error::NotArchive {
+            path: path.to_owned(),
+            problem: format!("{problem}; run pgarc verify"),
+        }),
     }
-    Err(Error::NotArchive {
-        path: path.to_owned(),
-        problem: format!(
-            "does not match the manifest ({size} bytes, SHA-256 {}; the manifest says {} bytes, \
-             {}): the archive is damaged; run pgarc verify",
-            hex(digest),
-            listed.size,
-            listed
-                .sha256
-                .as_ref()
-                .map_or("no valid SHA-256".to_string(), |h| hex(h))
-        ),
-    })
 }
 
 /// Reads a whole file that must not exceed `limit` bytes.

@@ -1,4 +1,4 @@
-//! Data files as frames (format-spec §4 and §5.2): the codec that turns whole COPY rows into
+//! Data files as frames (format-spec §4.1 and §5.2): the codec that turns whole COPY rows into
 //! independently decompressible frames, the row batcher that cuts a COPY stream into frames of
 //! bounded size, and the frame index that records where each frame is.
 //!
@@ -37,20 +37,37 @@ pub const GZIP_DEFAULT_LEVEL: u32 = 6;
 /// zstd's level when none is given (zstd's own default).
 pub const ZSTD_DEFAULT_LEVEL: i32 = 3;
 
+/// Why a `-Z` value is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CodecSpecError {
+    #[error("compression level {level:?} for {name} must be a number from {lo} to {hi}")]
+    Level {
+        level: String,
+        name: String,
+        lo: i64,
+        hi: i64,
+    },
+    #[error("unknown compression {0:?}: use none, gzip[:1-9] or zstd[:1-22]")]
+    Unknown(String),
+}
+
 impl Codec {
     /// Parses `none`, `gzip[:LEVEL]` or `zstd[:LEVEL]` (the `-Z` syntax).
-    pub fn parse(spec: &str) -> Result<Codec, String> {
+    pub fn parse(spec: &str) -> Result<Codec, CodecSpecError> {
         let (name, level) = match spec.split_once(':') {
             Some((n, l)) => (n, Some(l)),
             None => (spec, None),
         };
-        let level_in = |lo: i64, hi: i64| -> Result<Option<i64>, String> {
+        let level_in = |lo: i64, hi: i64| -> Result<Option<i64>, CodecSpecError> {
             level
                 .map(|l| match l.parse::<i64>() {
                     Ok(v) if (lo..=hi).contains(&v) => Ok(v),
-                    _ => Err(format!(
-                        "compression level {l:?} for {name} must be a number from {lo} to {hi}"
-                    )),
+                    _ => Err(CodecSpecError::Level {
+                        level: l.to_string(),
+                        name: name.to_string(),
+                        lo,
+                        hi,
+                    }),
                 })
                 .transpose()
         };
@@ -62,9 +79,7 @@ impl Codec {
             "zstd" => Ok(Codec::Zstd(
                 level_in(1, 22)?.map_or(ZSTD_DEFAULT_LEVEL, |l| l as i32),
             )),
-            _ => Err(format!(
-                "unknown compression {spec:?}: use none, gzip[:1-9] or zstd[:1-22]"
-            )),
+            _ => Err(CodecSpecError::Unknown(spec.to_string())),
         }
     }
 
@@ -414,9 +429,15 @@ pub fn parse_frame_index(text: &[u8]) -> Result<Vec<FrameIndexEntry>, IndexError
         let [offset, stored, raw, rows, sha] = fields[..] else {
             return Err(err(n, format!("{} fields instead of 5", fields.len())));
         };
+        // Decimal digits without sign or leading zeros (format-spec §5.2).
         let num = |s: &str, what: &str| {
-            s.parse::<u64>()
-                .map_err(|_| err(n, format!("{what} {s:?} is not a number")))
+            let canonical = !s.is_empty()
+                && s.bytes().all(|b| b.is_ascii_digit())
+                && (s == "0" || !s.starts_with('0'));
+            canonical
+                .then(|| s.parse::<u64>().ok())
+                .flatten()
+                .ok_or_else(|| err(n, format!("{what} {s:?} is not a number")))
         };
         let entry = FrameIndexEntry {
             offset: num(offset, "offset")?,
@@ -454,8 +475,9 @@ fn push_hex(out: &mut String, bytes: &[u8]) {
 }
 
 /// A SHA-256 from its 64 hex digits; None for anything else.
+/// A SHA-256 written as 64 lower-case hex digits (format-spec §5), nothing else.
 pub(crate) fn unhex(s: &str) -> Option<[u8; 32]> {
-    if s.len() != 64 {
+    if s.len() != 64 || !s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
         return None;
     }
     let mut out = [0u8; 32];

@@ -10,8 +10,51 @@ use super::frame::hex;
 
 /// The manifest's file name, in the archive's root directory.
 pub const MANIFEST_FILE: &str = "manifest.toml";
-/// The format version this code writes and reads.
-pub const MANIFEST_FORMAT: u32 = 1;
+/// The archive format version this code writes (format-spec: the spec's own version).
+pub const FORMAT: FormatVersion = FormatVersion { major: 1, minor: 9 };
+/// What `format = 1`, the integer that versions before 1.9 wrote, stands for: their
+/// manifests read as 1.8 (format-spec §9).
+pub const LEGACY_FORMAT: FormatVersion = FormatVersion { major: 1, minor: 8 };
+
+/// An archive format version, `MAJOR.MINOR` (format-spec §9): a reader refuses another
+/// major; within its major it reads a newer minor, ignoring the keys it does not know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct FormatVersion {
+    pub major: u32,
+    pub minor: u32,
+}
+
+impl std::fmt::Display for FormatVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.major, self.minor)
+    }
+}
+
+impl From<FormatVersion> for String {
+    fn from(v: FormatVersion) -> String {
+        v.to_string()
+    }
+}
+
+impl TryFrom<String> for FormatVersion {
+    type Error = LayoutError;
+    fn try_from(s: String) -> Result<Self, LayoutError> {
+        let bad = || LayoutError::BadFormat(s.clone());
+        let (major, minor) = s.split_once('.').ok_or_else(bad)?;
+        let number = |t: &str| {
+            (!t.is_empty()
+                && t.bytes().all(|b| b.is_ascii_digit())
+                && (t == "0" || !t.starts_with('0')))
+            .then(|| t.parse::<u32>().ok())
+            .flatten()
+        };
+        Ok(FormatVersion {
+            major: number(major).ok_or_else(bad)?,
+            minor: number(minor).ok_or_else(bad)?,
+        })
+    }
+}
 /// A manifest larger than this is refused rather than read (format-spec §8).
 pub const MANIFEST_MAX_BYTES: u64 = 1 << 30;
 
@@ -20,7 +63,7 @@ const CHECKSUM_KEY: &str = "manifest_sha256 = \"";
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
-    pub format: u32,
+    pub format: FormatVersion,
     pub pgarc_version: String,
     /// UTC, RFC 3339, when the dump started and when the manifest was written.
     pub created_start: String,
@@ -38,6 +81,10 @@ pub struct Manifest {
     pub files: Vec<FileRecord>,
     #[serde(rename = "table", default)]
     pub tables: Vec<TableRecord>,
+    /// Keys of a newer minor version that this reader does not know and ignored, as
+    /// `block: key` (never written).
+    #[serde(skip)]
+    pub ignored_keys: Vec<String>,
 }
 
 /// What checking an archive's files against its manifest needs, by file path and by
@@ -63,6 +110,9 @@ pub struct ListedFile {
 pub struct TableFiles {
     pub file: String,
     pub frame_index: String,
+    pub rows: u64,
+    pub raw_bytes: u64,
+    pub frames: u64,
 }
 
 impl ManifestIndex {
@@ -86,6 +136,9 @@ impl ManifestIndex {
                     let files = TableFiles {
                         file: t.file.clone(),
                         frame_index: t.frame_index.clone(),
+                        rows: t.rows,
+                        raw_bytes: t.raw_bytes,
+                        frames: t.frames,
                     };
                     (t.dump_id, files)
                 })
@@ -159,8 +212,8 @@ pub enum ManifestError {
         line: Option<usize>,
         problem: LayoutError,
     },
-    #[error("manifest format {0} is not known to this pgarc (it reads format {MANIFEST_FORMAT}); use a newer pgarc")]
-    UnknownFormat(u32),
+    #[error("archive format {0} is not known to this pgarc (it reads format {major}.x up to {FORMAT}); use the pgarc that wrote it", major = FORMAT.major)]
+    UnknownFormat(FormatVersion),
 }
 
 impl Manifest {
@@ -178,7 +231,7 @@ impl Manifest {
                 Value::Bool(b) => writeln!(t, "{key} = {b}"),
             };
         };
-        kv(&mut t, "format", Value::Int(self.format.into()));
+        kv(&mut t, "format", Value::Str(&self.format.to_string()));
         for (key, v) in [
             ("pgarc_version", &self.pgarc_version),
             ("created_start", &self.created_start),
@@ -407,6 +460,10 @@ pub enum LayoutError {
     Missing { key: String, what: String },
     #[error("no [options]")]
     NoOptions,
+    #[error("format {0:?} is not MAJOR.MINOR")]
+    BadFormat(String),
+    #[error("format must be the first key")]
+    FormatNotFirst,
 }
 
 /// The record being filled, and which of its keys were set.
@@ -478,7 +535,6 @@ impl Fields {
 }
 
 const TOP_KEYS: &[&str] = &[
-    "format",
     "pgarc_version",
     "created_start",
     "created_end",
@@ -567,6 +623,9 @@ fn parse_body(text: &str) -> Result<Manifest, ManifestError> {
     let mut block = Block::Top;
     let mut current = Fields::default();
     let mut rest = text;
+    let mut version: Option<FormatVersion> = None;
+    let mut newer = false;
+    let mut ignored: Vec<String> = Vec::new();
     // The line number of what `rest` starts with, counted only for an error message.
     let line_of = |rest: &str| text[..text.len() - rest.len()].matches('\n').count() + 1;
     let syntax = |rest: &str, e: LayoutError| syntax(line_of(rest), e);
@@ -617,13 +676,16 @@ fn parse_body(text: &str) -> Result<Manifest, ManifestError> {
         }
         rest = &tail[tail_end..];
         if block == Block::Top && key == "format" {
-            if let Parsed::Int(v) = value {
-                if v != i128::from(MANIFEST_FORMAT) {
-                    return Err(ManifestError::UnknownFormat(
-                        u32::try_from(v).unwrap_or(u32::MAX),
-                    ));
-                }
+            let v = format_version(&value).map_err(|e| syntax(n, e))?;
+            if v.major != FORMAT.major {
+                return Err(ManifestError::UnknownFormat(v));
             }
+            newer = v > FORMAT;
+            version = Some(v);
+            continue;
+        }
+        if version.is_none() {
+            return Err(syntax(n, LayoutError::FormatNotFirst));
         }
         let (fields, allowed, what) = match block {
             Block::Top => (&mut top, TOP_KEYS, "the manifest"),
@@ -631,6 +693,11 @@ fn parse_body(text: &str) -> Result<Manifest, ManifestError> {
             Block::File => (&mut current, FILE_KEYS, "a [[file]]"),
             Block::Table => (&mut current, TABLE_KEYS, "a [[table]]"),
         };
+        if newer && !allowed.contains(&key) {
+            // A newer minor's key: ignored, as format-spec §9 says, and named for verify.
+            ignored.push(format!("{what}: {key}"));
+            continue;
+        }
         fields
             .put(key, value, allowed, what)
             .map_err(|e| syntax(n, e))?;
@@ -641,10 +708,39 @@ fn parse_body(text: &str) -> Result<Manifest, ManifestError> {
     if block == Block::Options {
         options = Some(current);
     }
-    build(top, options, records).map_err(|problem| ManifestError::Syntax {
+    let format = version.ok_or(ManifestError::Syntax {
+        line: None,
+        problem: LayoutError::Missing {
+            key: "format".into(),
+            what: "the manifest".into(),
+        },
+    })?;
+    ignored.sort();
+    ignored.dedup();
+    let mut m = build(top, options, records).map_err(|problem| ManifestError::Syntax {
         line: None,
         problem,
-    })
+    })?;
+    m.format = format;
+    m.ignored_keys = ignored;
+    Ok(m)
+}
+
+/// The `format` key's value: `"MAJOR.MINOR"`, or the integer `1` of versions before 1.9.
+fn format_version(value: &Parsed) -> Result<FormatVersion, LayoutError> {
+    match value {
+        Parsed::Str(s) => FormatVersion::try_from(s.clone()),
+        Parsed::Int(1) => Ok(LEGACY_FORMAT),
+        Parsed::Int(i) => Ok(FormatVersion {
+            major: u32::try_from(*i).unwrap_or(u32::MAX),
+            minor: 0,
+        }),
+        Parsed::Bool(_) => Err(LayoutError::WrongType {
+            key: "format".into(),
+            what: "the manifest".into(),
+            expected: "a version string",
+        }),
+    }
 }
 
 /// The manifest from its parsed blocks.
@@ -656,7 +752,7 @@ fn build(
     let mut o = options.ok_or(LayoutError::NoOptions)?;
     let w = "the manifest";
     Ok(Manifest {
-        format: top.int("format", w)?,
+        format: FORMAT,
         pgarc_version: top.str("pgarc_version", w)?,
         created_start: top.str("created_start", w)?,
         created_end: top.str("created_end", w)?,
@@ -675,6 +771,7 @@ fn build(
         },
         files: records.files,
         tables: records.tables,
+        ignored_keys: Vec::new(),
     })
 }
 
@@ -741,7 +838,7 @@ mod tests {
 
     fn sample() -> Manifest {
         Manifest {
-            format: 1,
+            format: FORMAT,
             pgarc_version: "0.1.0".into(),
             created_start: "2026-11-23T21:18:01Z".into(),
             created_end: "2026-11-23T21:20:44Z".into(),
@@ -774,6 +871,7 @@ mod tests {
                 stored_bytes: 900,
                 frames: 2,
             }],
+            ignored_keys: Vec::new(),
         }
     }
 
@@ -851,13 +949,80 @@ mod tests {
         }
     }
 
+    /// The manifest's bytes with `edit` applied to its body and a new checksum.
+    fn edited(m: &Manifest, edit: impl Fn(&str) -> String) -> Vec<u8> {
+        let bytes = m.to_bytes();
+        let body = std::str::from_utf8(&bytes[..checked_body_len(&bytes).unwrap()]).unwrap();
+        with_checksum(edit(body).as_bytes())
+    }
+
+    /// format-spec §9: a newer minor's unknown keys are ignored and named; the same keys
+    /// under this minor are refused; the integer format of earlier versions reads as 1.8.
+    #[test]
+    fn newer_minor_versions_are_read_and_their_unknown_keys_ignored() {
+        let m = sample();
+        let future = |format: &str| {
+            edited(&m, |body| {
+                body.replacen("format = \"1.9\"", &format!("format = {format}"), 1)
+                    .replacen("pgarc_version", "future_top = 1\npgarc_version", 1)
+                    .replace("[[table]]\n", "[[table]]\nfuture_digest = \"x\"\n")
+            })
+        };
+        let read = Manifest::parse(&future("\"1.10\"")).unwrap();
+        assert_eq!(
+            read.format,
+            FormatVersion {
+                major: 1,
+                minor: 10
+            }
+        );
+        assert_eq!(
+            read.ignored_keys,
+            vec!["a [[table]]: future_digest", "the manifest: future_top"]
+        );
+        assert_eq!(
+            (read.files, read.tables),
+            (m.files.clone(), m.tables.clone())
+        );
+        let err = Manifest::parse(&future("\"1.9\"")).unwrap_err();
+        assert!(matches!(
+            err,
+            ManifestError::Syntax {
+                problem: LayoutError::UnknownKey { .. },
+                ..
+            }
+        ));
+        let legacy = edited(&m, |body| {
+            body.replacen("format = \"1.9\"", "format = 1", 1)
+        });
+        assert_eq!(Manifest::parse(&legacy).unwrap().format, LEGACY_FORMAT);
+        for bad in ["\"1\"", "\"1.09\"", "\"one.two\"", "true"] {
+            let err = Manifest::parse(&future(bad)).unwrap_err();
+            assert!(
+                matches!(&err, ManifestError::Syntax { line: Some(1), .. }),
+                "{bad}: {err}"
+            );
+        }
+        let not_first = edited(&m, |body| {
+            let rest = body.strip_prefix("format = \"1.9\"\n").unwrap();
+            rest.replacen("[options]", "format = \"1.9\"\n[options]", 1)
+        });
+        assert!(matches!(
+            Manifest::parse(&not_first),
+            Err(ManifestError::Syntax {
+                problem: LayoutError::FormatNotFirst,
+                ..
+            })
+        ));
+    }
+
     #[test]
     fn unknown_formats_are_refused_by_name() {
         let mut m = sample();
-        m.format = 2;
+        m.format = FormatVersion { major: 2, minor: 0 };
         assert_eq!(
             Manifest::parse(&m.to_bytes()),
-            Err(ManifestError::UnknownFormat(2))
+            Err(ManifestError::UnknownFormat(m.format))
         );
     }
 

@@ -10,16 +10,19 @@
 //! - [`ArchiveDir`]: an archive directory and the paths inside it.
 //! - [`Error`]: one error type whose messages name the file and the problem.
 //! - [`frame`]: data files as independently compressed frames of whole COPY rows, and the
-//!   frame index (format-spec §4, §5.2).
+//!   frame index (format-spec §4.1, §5.2).
 //!
 //! - [`manifest`]: the manifest, written last, that proves the archive's integrity (§5.1).
+//! - [`data`]: the one seam through which restore and verify reach an entry's data:
+//!   located, cross-checked against the manifest, read as checked rows (typed problems).
 //! - [`reader`]: finding and decoding data files for a restore; frame checks; the COPY
 //!   stream scanner.
 //! - [`writer`]: writing an archive directory: data files frame by frame from many workers,
-//!   toc.dat, frame indexes and the manifest, in the order of §6.1.
+//!   toc.dat, frame indexes and the manifest, in the order of §6 and tool.md §1.
 
 mod codec;
 pub mod compat;
+pub mod data;
 mod dir;
 mod error;
 pub mod frame;

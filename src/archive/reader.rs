@@ -63,31 +63,42 @@ pub struct DataFile {
     pub size: u64,
 }
 
+/// Why a file name found in an archive is refused (format-spec §2).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    #[error("file name is not UTF-8")]
+    NotUtf8,
+    #[error("file name is empty")]
+    Empty,
+    #[error("file name {0:?} contains a NUL byte")]
+    Nul(String),
+    #[error("file name {0:?} leaves the archive directory (absolute or ..)")]
+    Escapes(String),
+}
+
 /// Checks that a file name from the TOC or a blobs TOC stays inside the archive: relative, no
-/// `..`, no NUL, UTF-8 (format-spec §8).
-pub fn safe_relative_name(name: &[u8]) -> Result<&str, String> {
-    let text = std::str::from_utf8(name).map_err(|_| "file name is not UTF-8".to_string())?;
+/// `..`, no NUL, UTF-8 (format-spec §2).
+pub fn safe_relative_name(name: &[u8]) -> Result<&str, NameError> {
+    let text = std::str::from_utf8(name).map_err(|_| NameError::NotUtf8)?;
     if text.is_empty() {
-        return Err("file name is empty".into());
+        return Err(NameError::Empty);
     }
     if text.contains('\0') {
-        return Err(format!("file name {text:?} contains a NUL byte"));
+        return Err(NameError::Nul(text.to_string()));
     }
     let path = Path::new(text);
     if !path
         .components()
         .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
     {
-        return Err(format!(
-            "file name {text:?} leaves the archive directory (absolute or ..)"
-        ));
+        return Err(NameError::Escapes(text.to_string()));
     }
     Ok(text)
 }
 
 /// The large-object list of a BLOBS entry: before archive version 1.16 pg_restore always
 /// reads `blobs.toc`, whatever the entry says; from 1.16 the entry's file name.
-pub fn blobs_toc_name<'a>(toc: &Toc, e: &'a TocEntry) -> Result<&'a str, String> {
+pub fn blobs_toc_name<'a>(toc: &Toc, e: &'a TocEntry) -> Result<&'a str, NameError> {
     if toc.header.version < ArchiveVersion::V1_16 {
         Ok("blobs.toc")
     } else {
@@ -95,26 +106,37 @@ pub fn blobs_toc_name<'a>(toc: &Toc, e: &'a TocEntry) -> Result<&'a str, String>
     }
 }
 
-/// One line of a large-object list: `(oid, file name)`, or what is wrong with it.
-pub type BlobLine = Result<(u32, String), String>;
+/// What is wrong with a large-object list or one of its lines (numbered from 1).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BlobListError {
+    #[error("not UTF-8")]
+    NotUtf8,
+    #[error("line {0}: expected \"OID FILE\"")]
+    NoSeparator(usize),
+    #[error("line {0}: bad OID {1:?}")]
+    BadOid(usize, String),
+    #[error("line {0}: {1}")]
+    Name(usize, NameError),
+}
 
-/// The lines of a large-object list (`OID FILE`), each parsed or the problem with it
-/// (`line N: ...`). File names are checked with [`safe_relative_name`].
-pub fn parse_blobs_toc(bytes: &[u8]) -> Result<Vec<BlobLine>, String> {
-    let text = std::str::from_utf8(bytes).map_err(|_| "not UTF-8".to_string())?;
+/// One line of a large-object list: `(oid, file name)`, or what is wrong with it.
+pub type BlobLine = Result<(u32, String), BlobListError>;
+
+/// The lines of a large-object list (`OID FILE`), each parsed or the problem with it. File
+/// names are checked with [`safe_relative_name`].
+pub fn parse_blobs_toc(bytes: &[u8]) -> Result<Vec<BlobLine>, BlobListError> {
+    let text = std::str::from_utf8(bytes).map_err(|_| BlobListError::NotUtf8)?;
     Ok(text
         .lines()
         .enumerate()
         .filter(|(_, line)| !line.trim().is_empty())
         .map(|(n, line)| {
             let n = n + 1;
-            let (oid, file) = line
-                .split_once(' ')
-                .ok_or_else(|| format!("line {n}: expected \"OID FILE\""))?;
+            let (oid, file) = line.split_once(' ').ok_or(BlobListError::NoSeparator(n))?;
             let oid: u32 = oid
                 .parse()
-                .map_err(|_| format!("line {n}: bad OID {oid:?}"))?;
-            safe_relative_name(file.as_bytes()).map_err(|m| format!("line {n}: {m}"))?;
+                .map_err(|_| BlobListError::BadOid(n, oid.to_string()))?;
+            safe_relative_name(file.as_bytes()).map_err(|m| BlobListError::Name(n, m))?;
             Ok((oid, file.to_string()))
         })
         .collect())
@@ -126,7 +148,7 @@ pub fn parse_blobs_toc(bytes: &[u8]) -> Result<Vec<BlobLine>, String> {
 pub fn find_data_file(root: &Path, name: &[u8]) -> Result<DataFile, Error> {
     let rel = safe_relative_name(name).map_err(|problem| Error::NotArchive {
         path: root.join("toc.dat"),
-        problem,
+        problem: problem.to_string(),
     })?;
     let candidates: Vec<(String, FileCodec)> = match FileCodec::of_name(rel) {
         Some(codec) => vec![(rel.to_string(), codec)],
@@ -271,6 +293,11 @@ pub struct CopyScanner {
 /// Where a [`CopyScanner`] puts the row bytes it passes on.
 pub trait RowSink {
     fn put(&mut self, bytes: &[u8]);
+
+    /// True when the receiver went away: the reader then stops without an error.
+    fn stopped(&self) -> bool {
+        false
+    }
 }
 
 impl RowSink for Vec<u8> {
@@ -371,7 +398,16 @@ pub struct WholeFile {
     pub sha256: String,
     /// `None` when not asked to decode; else the rows (COPY data) or decompressed bytes
     /// (a large object), or what is wrong.
-    pub decoded: Option<Result<u64, String>>,
+    pub decoded: Option<Result<u64, DecodeError>>,
+}
+
+/// Why a data file's contents, read as one stream, are refused.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("{0}")]
+    Scan(#[from] ScanError),
+    #[error("does not decompress after {after} bytes of output: {error}")]
+    Decompress { after: u64, error: io::Error },
 }
 
 /// How [`read_whole`] is to decode a file while hashing it.
@@ -426,22 +462,23 @@ pub fn read_whole(path: &Path, decode: Decode) -> io::Result<WholeFile> {
                         total += n as u64;
                         if matches!(decode, Decode::Copy(_)) {
                             if let Err(e) = scanner.feed(&buf[..n], &mut sink) {
-                                break Err(e.to_string());
+                                break Err(DecodeError::Scan(e));
                             }
                         }
                     }
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => {
-                        break Err(format!(
-                            "does not decompress after {total} bytes of output: {e}"
-                        ))
+                    Err(error) => {
+                        break Err(DecodeError::Decompress {
+                            after: total,
+                            error,
+                        })
                     }
                 }
             };
             // Hash what decoding did not read (after an error, or a trailer).
             drop(r);
             Some(result.and_then(|()| match decode {
-                Decode::Copy(_) => scanner.finish(true).map_err(|e| e.to_string()),
+                Decode::Copy(_) => scanner.finish(true).map_err(DecodeError::Scan),
                 _ => Ok(total),
             }))
         }
@@ -489,12 +526,12 @@ pub enum FrameCheckError {
     },
 }
 
-/// A bound on one frame's stored and raw size (format-spec §4): a frame index claiming more
+/// A bound on one frame's stored and raw size (format-spec §4.1): a frame index claiming more
 /// is refused. (COPY builds each row in memory, and PostgreSQL's allocations stop at 1 GiB,
 /// so no row, and no frame of one row, is larger.)
 pub const MAX_FRAME_BYTES: u64 = 1 << 30;
 
-/// A bound on the raw size of a frame of more than one row (format-spec §4): writers cut
+/// A bound on the raw size of a frame of more than one row (format-spec §4.1): writers cut
 /// frames at `--frame-size`, at most this much, and only a single row may be larger.
 pub const MAX_MULTI_ROW_FRAME_BYTES: u64 = 64 << 20;
 
@@ -585,14 +622,14 @@ impl<'a> FrameReader<'a> {
         if e.stored > MAX_FRAME_BYTES || e.raw > MAX_FRAME_BYTES {
             return Err(bad(format!(
                 "the frame index claims a frame of {} stored and {} raw bytes, over the \
-                 limit of 1 GiB (format-spec §4)",
+                 limit of 1 GiB (format-spec §4.1)",
                 e.stored, e.raw
             )));
         }
         if e.rows > 1 && e.raw > MAX_MULTI_ROW_FRAME_BYTES {
             return Err(bad(format!(
                 "the frame index claims {} rows in {} raw bytes: a frame of more than one \
-                 row holds at most 64 MiB (format-spec §4)",
+                 row holds at most 64 MiB (format-spec §4.1)",
                 e.rows, e.raw
             )));
         }
@@ -699,6 +736,15 @@ impl<R: Read> HashingReader<R> {
             inner,
             hasher: Sha256::new(),
             read: 0,
+        }
+    }
+
+    /// Goes on hashing after `read` bytes already hashed into `hasher`.
+    pub(crate) fn continuing(inner: R, hasher: Sha256, read: u64) -> Self {
+        HashingReader {
+            inner,
+            hasher,
+            read,
         }
     }
 

@@ -1,4 +1,4 @@
-//! Writing an archive directory (format-spec §6.1): creating it, adopting the files pg_dump
+//! Writing an archive directory (format-spec §6, tool.md §1): creating it, adopting the files pg_dump
 //! wrote for the schema, appending frames to data files from several workers, and writing
 //! toc.dat, frame indexes and finally the manifest atomically. Files are not fsynced one by
 //! one as they are written: before the manifest, every file and directory of the archive is

@@ -1,5 +1,5 @@
 //! `pgarc dump`: the planner ([`plan`]), the schema capture by the stock pg_dump ([`schema`])
-//! and the data workers ([`worker`]), put together here in the order of format-spec §6.1:
+//! and the data workers ([`worker`]), put together here in the order of format-spec/tool.md §1:
 //!
 //! 1. the snapshot holder opens, exports (or imports) the snapshot, reads the catalog and
 //!    locks every table;
@@ -26,8 +26,7 @@ use anyhow::{anyhow, bail, Context, Result};
 
 use crate::archive::frame::Codec;
 use crate::archive::manifest::{
-    rfc3339_utc, DumpOptionsRecord, FileRecord, Manifest, TableRecord, MANIFEST_FILE,
-    MANIFEST_FORMAT,
+    rfc3339_utc, DumpOptionsRecord, FileRecord, Manifest, TableRecord, FORMAT, MANIFEST_FILE,
 };
 use crate::archive::writer::ArchiveWriter;
 use crate::pg::conn::ConnParams;
@@ -197,7 +196,7 @@ fn incomplete(out: &std::path::Path, e: anyhow::Error) -> anyhow::Error {
     )
 }
 
-/// The dump in the order of format-spec §6.1: the holder and the plan, the copy beside the
+/// The dump in the order of format-spec/tool.md §1: the holder and the plan, the copy beside the
 /// schema capture, then assembly and the manifest.
 async fn run_pipeline(
     mut opts: DumpOptions,
@@ -213,8 +212,7 @@ async fn run_pipeline(
         opts.pg_dump.as_ref().map(|(p, s)| (p.as_path(), *s)),
         info.major() as u32,
         &info.version,
-    )
-    .map_err(|e| anyhow!(e))?;
+    )?;
     let codec = opts
         .codec
         .unwrap_or_else(|| default_codec(pg_dump_version.major));
@@ -291,7 +289,7 @@ async fn open_holder(opts: &mut DumpOptions) -> Result<SnapshotHolder> {
     let serializable = opts.selection.serializable_deferrable;
     match SnapshotHolder::open(&opts.conn, opts.snapshot.as_deref(), serializable).await {
         Err(e) if opts.conn.may_prompt() && ConnectFailed::needs_password(&e) => {
-            opts.conn.prompt_password().map_err(|e| anyhow!(e))?;
+            opts.conn.prompt_password()?;
             SnapshotHolder::open(&opts.conn, opts.snapshot.as_deref(), serializable).await
         }
         r => r,
@@ -500,7 +498,7 @@ impl Finish<'_> {
         let imported = holder.imported;
         holder.finish().await?;
         let manifest = Manifest {
-            format: MANIFEST_FORMAT,
+            format: FORMAT,
             pgarc_version: env!("CARGO_PKG_VERSION").to_string(),
             created_start: rfc3339_utc(times.started_at),
             created_end: rfc3339_utc(SystemTime::now()),
@@ -519,6 +517,7 @@ impl Finish<'_> {
             },
             files: assembled.files,
             tables: assembled.tables,
+            ignored_keys: Vec::new(),
         };
         let tables = manifest.tables.len();
         let assembled_in = assemble_started.elapsed();
@@ -598,7 +597,7 @@ struct Assembled {
 }
 
 /// Adopts pg_dump's files, adds the TABLE DATA entries, gives the data files their final
-/// names, and writes frame indexes and toc.dat (format-spec §6.1, step 4). Blocking.
+/// names, and writes frame indexes and toc.dat (format-spec/tool.md §1, step 4). Blocking.
 fn assemble(
     archive: &ArchiveWriter,
     shared: &worker::Shared,

@@ -42,6 +42,48 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// Why connection parameters cannot be used, each with what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnParamError {
+    #[error("{0}")]
+    ConnInfo(#[from] super::conninfo::ConnInfoError),
+    #[error("unsupported connection option {0:?} (pgarc understands {known})", known = KNOWN.join(", "))]
+    Unsupported(String),
+    #[error("several hosts in one connection string are not supported")]
+    SeveralHosts,
+    #[error("invalid hostaddr {0:?}: expected a numeric IP address")]
+    HostAddr(String),
+    #[error("invalid port {0:?}: expected a number from 1 to 65535")]
+    Port(String),
+    #[error(
+        "invalid sslmode {0:?}: use disable, allow, prefer, require, verify-ca or verify-full"
+    )]
+    SslMode(String),
+    #[error("invalid connect_timeout {0:?}: expected seconds")]
+    ConnectTimeout(String),
+    #[error("cannot tell the OS user name ({0}); pass -U or set PGUSER")]
+    NoUser(String),
+    #[error("cannot read the password from the terminal: {0}")]
+    Prompt(std::io::Error),
+    #[error("{what}: {error}")]
+    Tls {
+        what: String,
+        error: openssl::error::ErrorStack,
+    },
+    #[error(
+        "sslmode={mode} needs a root certificate to check the server against, and root \
+         certificate file {file:?} does not exist: set sslrootcert (or PGSSLROOTCERT) to the \
+         CA file, or sslrootcert=system, or use sslmode=require"
+    )]
+    NoRootCert { mode: &'static str, file: String },
+    #[error("client certificate file {0:?} does not exist: check sslcert (or PGSSLCERT)")]
+    NoClientCert(String),
+    #[error("client certificate {0:?} given without its key: set sslkey")]
+    CertWithoutKey(String),
+    #[error("client key file {0:?} does not exist: check sslkey (or PGSSLKEY)")]
+    NoClientKey(String),
+}
+
 /// `sslmode`, as libpq spells it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SslMode {
@@ -54,7 +96,7 @@ pub enum SslMode {
 }
 
 impl SslMode {
-    fn parse(s: &str) -> Result<SslMode, String> {
+    fn parse(s: &str) -> Result<SslMode, ConnParamError> {
         Ok(match s {
             "disable" => SslMode::Disable,
             "allow" => SslMode::Allow,
@@ -62,7 +104,7 @@ impl SslMode {
             "require" => SslMode::Require,
             "verify-ca" => SslMode::VerifyCa,
             "verify-full" => SslMode::VerifyFull,
-            _ => return Err(format!("invalid sslmode {s:?}: use disable, allow, prefer, require, verify-ca or verify-full")),
+            _ => return Err(ConnParamError::SslMode(s.to_string())),
         })
     }
     pub fn as_str(self) -> &'static str {
@@ -138,7 +180,7 @@ impl ConnParams {
     pub fn resolve(
         args: &ConnArgs,
         env: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<ConnParams, String> {
+    ) -> Result<ConnParams, ConnParamError> {
         let mut vals: Vec<(String, String)> = Vec::new();
         let mut set = |k: &str, v: &str| {
             vals.retain(|(key, _)| key != k);
@@ -159,10 +201,7 @@ impl ConnParams {
             if conninfo::is_connection_string(d) {
                 for (k, v) in conninfo::parse(d)? {
                     if !KNOWN.contains(&k.as_str()) {
-                        return Err(format!(
-                            "unsupported connection option {k:?} (pgarc understands {})",
-                            KNOWN.join(", ")
-                        ));
+                        return Err(ConnParamError::Unsupported(k));
                     }
                     set(&k, &v);
                 }
@@ -177,30 +216,27 @@ impl ConnParams {
                 .or_else(|| env(envname).filter(|v| !v.is_empty()))
         };
         let host = match get("host", "PGHOST") {
-            Some(h) if h.contains(',') => {
-                return Err("several hosts in one connection string are not supported".into())
-            }
+            Some(h) if h.contains(',') => return Err(ConnParamError::SeveralHosts),
             Some(h) => h,
             None => default_host(),
         };
         let hostaddr = get("hostaddr", "PGHOSTADDR")
             .map(|a| {
                 a.parse::<IpAddr>()
-                    .map_err(|_| format!("invalid hostaddr {a:?}: expected a numeric IP address"))
+                    .map_err(|_| ConnParamError::HostAddr(a.clone()))
             })
             .transpose()?;
-        let port =
-            match get("port", "PGPORT") {
-                Some(p) => p.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| {
-                    format!("invalid port {p:?}: expected a number from 1 to 65535")
-                })?,
-                None => 5432,
-            };
+        let port = match get("port", "PGPORT") {
+            Some(p) => p
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or_else(|| ConnParamError::Port(p.clone()))?,
+            None => 5432,
+        };
         let user = match get("user", "PGUSER") {
             Some(u) => u,
-            None => whoami::username().map_err(|e| {
-                format!("cannot tell the OS user name ({e}); pass -U or set PGUSER")
-            })?,
+            None => whoami::username().map_err(|e| ConnParamError::NoUser(e.to_string()))?,
         };
         let dbname = get("dbname", "PGDATABASE").unwrap_or_else(|| user.clone());
         let sslmode = SslMode::parse(&get("sslmode", "PGSSLMODE").unwrap_or("prefer".into()))?;
@@ -211,7 +247,7 @@ impl ConnParams {
             .map(|t| {
                 t.trim()
                     .parse::<u64>()
-                    .map_err(|_| format!("invalid connect_timeout {t:?}: expected seconds"))
+                    .map_err(|_| ConnParamError::ConnectTimeout(t.clone()))
             })
             .transpose()?
             .filter(|t| *t > 0)
@@ -227,8 +263,7 @@ impl ConnParams {
         let (password, password_source) = if let Some(p) = explicit {
             (Some(Secret(p)), PasswordSource::ConnString)
         } else if args.password_prompt && !args.no_password {
-            let p = rpassword::prompt_password("Password: ")
-                .map_err(|e| format!("cannot read the password from the terminal: {e}"))?;
+            let p = rpassword::prompt_password("Password: ").map_err(ConnParamError::Prompt)?;
             (Some(Secret(p)), PasswordSource::Prompt)
         } else if let Some(p) = env("PGPASSWORD") {
             (Some(Secret(p)), PasswordSource::Env)
@@ -267,9 +302,9 @@ impl ConnParams {
     }
 
     /// Asks for the password on the terminal, without echo.
-    pub fn prompt_password(&mut self) -> Result<(), String> {
+    pub fn prompt_password(&mut self) -> Result<(), ConnParamError> {
         let p = rpassword::prompt_password(format!("Password for user {}: ", self.user))
-            .map_err(|e| format!("cannot read the password from the terminal: {e}"))?;
+            .map_err(ConnParamError::Prompt)?;
         self.password = Some(Secret(p));
         self.password_source = PasswordSource::Prompt;
         Ok(())
@@ -289,7 +324,7 @@ impl ConnParams {
     }
 
     /// The tokio-postgres configuration for one session.
-    pub fn config(&self, application_name: &str) -> Result<tokio_postgres::Config, String> {
+    pub fn config(&self, application_name: &str) -> tokio_postgres::Config {
         let mut c = tokio_postgres::Config::new();
         c.host(&self.host);
         if let Some(a) = self.hostaddr {
@@ -321,7 +356,7 @@ impl ConnParams {
                 tokio_postgres::config::SslMode::Require
             }
         });
-        Ok(c)
+        c
     }
 
     /// The TLS set-up, as libpq's: the root certificate (`sslrootcert`, else
@@ -329,7 +364,7 @@ impl ConnParams {
     /// for verify-ca and verify-full (`system` means the system's trusted roots); verify-full
     /// also checks the host name; a client certificate and key are sent when given (or present
     /// as ~/.postgresql/postgresql.crt and .key).
-    pub fn tls(&self) -> Result<postgres_openssl::MakeTlsConnector, String> {
+    pub fn tls(&self) -> Result<postgres_openssl::MakeTlsConnector, ConnParamError> {
         use openssl::ssl::{SslConnector, SslFiletype, SslMethod, SslVerifyMode};
         let home = std::env::var_os("HOME").map(PathBuf::from);
         let default = |name: &str| {
@@ -338,7 +373,9 @@ impl ConnParams {
                 .filter(|p| p.exists())
                 .map(|p| p.to_string_lossy().into_owned())
         };
-        let tls_err = |what: String| move |e: openssl::error::ErrorStack| format!("{what}: {e}");
+        let tls_err = |what: String| {
+            move |error: openssl::error::ErrorStack| ConnParamError::Tls { what, error }
+        };
         let mut b = SslConnector::builder(SslMethod::tls_client())
             .map_err(tls_err("cannot set up TLS".into()))?;
         let verify = matches!(self.sslmode, SslMode::VerifyCa | SslMode::VerifyFull);
@@ -356,22 +393,16 @@ impl ConnParams {
                 b.set_verify(SslVerifyMode::PEER);
             }
             _ if verify => {
-                return Err(format!(
-                    "sslmode={} needs a root certificate to check the server against, and \
-                     root certificate file {:?} does not exist: set sslrootcert (or \
-                     PGSSLROOTCERT) to the CA file, or sslrootcert=system, or use \
-                     sslmode=require",
-                    self.sslmode.as_str(),
-                    root.unwrap_or_else(|| "~/.postgresql/root.crt".into())
-                ))
+                return Err(ConnParamError::NoRootCert {
+                    mode: self.sslmode.as_str(),
+                    file: root.unwrap_or_else(|| "~/.postgresql/root.crt".into()),
+                })
             }
             _ => b.set_verify(SslVerifyMode::NONE),
         }
         if let Some(cert) = self.sslcert.clone().or_else(|| default("postgresql.crt")) {
             if !Path::new(&cert).exists() {
-                return Err(format!(
-                    "client certificate file {cert:?} does not exist: check sslcert (or PGSSLCERT)"
-                ));
+                return Err(ConnParamError::NoClientCert(cert));
             }
             b.set_certificate_chain_file(&cert)
                 .map_err(tls_err(format!(
@@ -381,13 +412,9 @@ impl ConnParams {
                 .sslkey
                 .clone()
                 .or_else(|| default("postgresql.key"))
-                .ok_or_else(|| {
-                    format!("client certificate {cert:?} given without its key: set sslkey")
-                })?;
+                .ok_or_else(|| ConnParamError::CertWithoutKey(cert.clone()))?;
             if !Path::new(&key).exists() {
-                return Err(format!(
-                    "client key file {key:?} does not exist: check sslkey (or PGSSLKEY)"
-                ));
+                return Err(ConnParamError::NoClientKey(key));
             }
             b.set_private_key_file(&key, SslFiletype::PEM)
                 .map_err(tls_err(format!("cannot read client key file {key:?}")))?;
@@ -508,7 +535,7 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
 
-    fn resolve(args: ConnArgs, env: &[(&str, &str)]) -> Result<ConnParams, String> {
+    fn resolve(args: ConnArgs, env: &[(&str, &str)]) -> Result<ConnParams, ConnParamError> {
         let env: HashMap<String, String> = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -558,7 +585,7 @@ mod tests {
             &[],
         )
         .unwrap_err();
-        assert!(e.contains("invalid port"), "{e}");
+        assert!(matches!(&e, ConnParamError::Port(p) if p == "x"), "{e}");
         let e = resolve(
             ConnArgs {
                 dbname: Some("bogus=1".into()),
@@ -567,9 +594,15 @@ mod tests {
             &[],
         )
         .unwrap_err();
-        assert!(e.contains("unsupported connection option \"bogus\""), "{e}");
+        assert!(
+            matches!(&e, ConnParamError::Unsupported(k) if k == "bogus"),
+            "{e}"
+        );
         let e = resolve(ConnArgs::default(), &[("PGSSLMODE", "sometimes")]).unwrap_err();
-        assert!(e.contains("invalid sslmode"), "{e}");
+        assert!(
+            matches!(&e, ConnParamError::SslMode(m) if m == "sometimes"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -8,8 +8,29 @@ pub fn is_connection_string(s: &str) -> bool {
     s.starts_with("postgresql://") || s.starts_with("postgres://") || s.contains('=')
 }
 
+/// Why a connection string is refused, in libpq's words where it has them.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConnInfoError {
+    #[error("missing \"=\" after {0:?} in the connection string")]
+    MissingEquals(String),
+    #[error("unterminated quoted string in the connection string")]
+    UnterminatedQuote,
+    #[error("several hosts in one URI are not supported")]
+    SeveralHosts,
+    #[error("missing \"]\" in an IPv6 host address of the URI")]
+    UnclosedIpv6,
+    #[error("missing \"=\" in URI query parameter {0:?}")]
+    QueryWithoutEquals(String),
+    #[error("invalid percent-encoded token in URI: {0:?}")]
+    BadPercent(String),
+    #[error("forbidden value %00 in URI")]
+    PercentZero,
+    #[error("URI component {0:?} is not valid UTF-8")]
+    NotUtf8(String),
+}
+
 /// Parses a `key=value` conninfo or a URI into keyword/value pairs in the order given.
-pub fn parse(s: &str) -> Result<Vec<(String, String)>, String> {
+pub fn parse(s: &str) -> Result<Vec<(String, String)>, ConnInfoError> {
     if let Some(rest) = s
         .strip_prefix("postgresql://")
         .or_else(|| s.strip_prefix("postgres://"))
@@ -20,7 +41,7 @@ pub fn parse(s: &str) -> Result<Vec<(String, String)>, String> {
     }
 }
 
-fn parse_keyword_value(s: &str) -> Result<Vec<(String, String)>, String> {
+fn parse_keyword_value(s: &str) -> Result<Vec<(String, String)>, ConnInfoError> {
     let mut out = Vec::new();
     let mut chars = s.chars().peekable();
     loop {
@@ -42,9 +63,7 @@ fn parse_keyword_value(s: &str) -> Result<Vec<(String, String)>, String> {
             chars.next();
         }
         if chars.next() != Some('=') {
-            return Err(format!(
-                "missing \"=\" after {key:?} in the connection string"
-            ));
+            return Err(ConnInfoError::MissingEquals(key));
         }
         while chars.peek().is_some_and(|c| c.is_whitespace()) {
             chars.next();
@@ -54,18 +73,10 @@ fn parse_keyword_value(s: &str) -> Result<Vec<(String, String)>, String> {
             chars.next();
             loop {
                 match chars.next() {
-                    None => {
-                        return Err(
-                            "unterminated quoted string in the connection string".to_string()
-                        )
-                    }
+                    None => return Err(ConnInfoError::UnterminatedQuote),
                     Some('\\') => match chars.next() {
                         Some(c) => value.push(c),
-                        None => {
-                            return Err(
-                                "unterminated quoted string in the connection string".to_string()
-                            )
-                        }
+                        None => return Err(ConnInfoError::UnterminatedQuote),
                     },
                     Some('\'') => break,
                     Some(c) => value.push(c),
@@ -90,7 +101,7 @@ fn parse_keyword_value(s: &str) -> Result<Vec<(String, String)>, String> {
     }
 }
 
-fn parse_uri(rest: &str) -> Result<Vec<(String, String)>, String> {
+fn parse_uri(rest: &str) -> Result<Vec<(String, String)>, ConnInfoError> {
     let mut out = Vec::new();
     let (before_query, query) = match rest.split_once('?') {
         Some((a, q)) => (a, Some(q)),
@@ -118,12 +129,10 @@ fn parse_uri(rest: &str) -> Result<Vec<(String, String)>, String> {
     };
     if !hostport.is_empty() {
         if hostport.contains(',') {
-            return Err("several hosts in one URI are not supported".to_string());
+            return Err(ConnInfoError::SeveralHosts);
         }
         let (host, port) = if let Some(inner) = hostport.strip_prefix('[') {
-            let (h, after) = inner
-                .split_once(']')
-                .ok_or("missing \"]\" in an IPv6 host address of the URI")?;
+            let (h, after) = inner.split_once(']').ok_or(ConnInfoError::UnclosedIpv6)?;
             (h, after.strip_prefix(':'))
         } else {
             match hostport.rsplit_once(':') {
@@ -147,13 +156,13 @@ fn parse_uri(rest: &str) -> Result<Vec<(String, String)>, String> {
         }
         let (k, v) = pair
             .split_once('=')
-            .ok_or_else(|| format!("missing \"=\" in URI query parameter {pair:?}"))?;
+            .ok_or_else(|| ConnInfoError::QueryWithoutEquals(pair.to_string()))?;
         out.push((percent_decode(k)?, percent_decode(v)?));
     }
     Ok(out)
 }
 
-fn percent_decode(s: &str) -> Result<String, String> {
+fn percent_decode(s: &str) -> Result<String, ConnInfoError> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -163,9 +172,9 @@ fn percent_decode(s: &str) -> Result<String, String> {
                 .get(i + 1..i + 3)
                 .and_then(|h| std::str::from_utf8(h).ok())
                 .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| format!("invalid percent-encoded token in URI: {s:?}"))?;
+                .ok_or_else(|| ConnInfoError::BadPercent(s.to_string()))?;
             if hex == 0 {
-                return Err("forbidden value %00 in URI".to_string());
+                return Err(ConnInfoError::PercentZero);
             }
             out.push(hex);
             i += 3;
@@ -174,7 +183,7 @@ fn percent_decode(s: &str) -> Result<String, String> {
             i += 1;
         }
     }
-    String::from_utf8(out).map_err(|_| format!("URI component {s:?} is not valid UTF-8"))
+    String::from_utf8(out).map_err(|_| ConnInfoError::NotUtf8(s.to_string()))
 }
 
 #[cfg(test)]
@@ -199,8 +208,11 @@ mod tests {
                 ("password", "it's")
             ])
         );
-        assert!(parse("host").is_err());
-        assert!(parse("dbname='open").is_err());
+        assert_eq!(
+            parse("host"),
+            Err(ConnInfoError::MissingEquals("host".into()))
+        );
+        assert_eq!(parse("dbname='open"), Err(ConnInfoError::UnterminatedQuote));
         assert!(is_connection_string("dbname=x"));
         assert!(!is_connection_string("mydb"));
     }
@@ -230,7 +242,13 @@ mod tests {
             parse("postgresql:///db?host=/tmp").unwrap(),
             kv(&[("dbname", "db"), ("host", "/tmp")])
         );
-        assert!(parse("postgresql://h/db?x").is_err());
-        assert!(parse("postgresql://h/%zz").is_err());
+        assert_eq!(
+            parse("postgresql://h/db?x"),
+            Err(ConnInfoError::QueryWithoutEquals("x".into()))
+        );
+        assert_eq!(
+            parse("postgresql://h/%zz"),
+            Err(ConnInfoError::BadPercent("%zz".into()))
+        );
     }
 }

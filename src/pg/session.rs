@@ -110,7 +110,7 @@ fn cause_chain(err: &dyn std::error::Error) -> String {
 /// hands tokio-postgres a [`Wire`] over the (possibly encrypted) stream, so that every
 /// session can send statements as bytes (see [`super::wire`]).
 pub async fn connect(params: &ConnParams, application_name: &str) -> Result<Session> {
-    let config = params.config(application_name).map_err(|e| anyhow!(e))?;
+    let config = params.config(application_name);
     let failed = |err: ConnectError| {
         anyhow::Error::new(ConnectFailed {
             needs_password: params.password.is_none() && err.password_missing(),
@@ -178,7 +178,7 @@ enum ConnectError {
     },
     /// The TLS set-up itself (certificate files) could not be made.
     #[error("{0}")]
-    TlsSetup(String),
+    TlsSetup(#[from] super::conn::ConnParamError),
     #[error("the server does not support TLS")]
     NoTls,
     #[error("TLS handshake failed: {0}")]
@@ -293,7 +293,7 @@ async fn negotiate_tls(
             _ => Ok(Box::new(stream)),
         };
     }
-    let mut make = params.tls().map_err(ConnectError::TlsSetup)?;
+    let mut make = params.tls()?;
     let host = params.host.clone();
     let connector = MakeTlsConnect::<tokio::net::TcpStream>::make_tls_connect(&mut make, &host)
         .map_err(|e| ConnectError::Handshake(e.to_string()))?;

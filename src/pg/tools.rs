@@ -95,18 +95,18 @@ pub fn find_pg_dump(
     explicit: Option<(&Path, &str)>,
     server_major: u32,
     server_version: &str,
-) -> Result<(PathBuf, ToolVersion), String> {
-    let too_old = |path: &Path, v: &ToolVersion| {
-        format!(
-            "{} is pg_dump {}, older than the server ({server_version}): the schema must be \
-             captured by pg_dump {server_major} or newer; install it (e.g. apt install \
-             postgresql-client-{server_major}) and pass --pg-dump PATH",
-            path.display(),
-            v.full
-        )
+) -> Result<(PathBuf, ToolVersion), FindError> {
+    let too_old = |path: &Path, v: &ToolVersion| FindError::TooOld {
+        path: path.to_owned(),
+        found: v.full.clone(),
+        server_version: server_version.to_string(),
+        server_major,
     };
     if let Some((path, source)) = explicit {
-        let v = tool_version(path).map_err(|e| format!("{e} (given by {source})"))?;
+        let v = tool_version(path).map_err(|error| FindError::Given {
+            error,
+            given_by: source.to_string(),
+        })?;
         if v.major < server_major {
             return Err(too_old(path, &v));
         }
@@ -135,17 +135,42 @@ pub fn find_pg_dump(
         }
     }
     if seen.is_empty() {
-        Err(format!(
-            "pg_dump not found (searched PATH, pg_config --bindir and /usr/lib/postgresql): \
-             install the PostgreSQL {server_major} client tools or pass --pg-dump PATH"
-        ))
+        Err(FindError::NotFound { server_major })
     } else {
-        Err(format!(
-            "no pg_dump of version {server_major} or newer found, only {}: install the \
-             PostgreSQL {server_major} client tools and pass --pg-dump PATH",
-            seen.join(", ")
-        ))
+        Err(FindError::OnlyOlder {
+            server_major,
+            seen: seen.join(", "),
+        })
     }
+}
+
+/// Why no usable pg_dump was found, with what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum FindError {
+    #[error("{error} (given by {given_by})")]
+    Given { error: ToolError, given_by: String },
+    #[error(
+        "{} is pg_dump {found}, older than the server ({server_version}): the schema must be \
+         captured by pg_dump {server_major} or newer; install it (e.g. apt install \
+         postgresql-client-{server_major}) and pass --pg-dump PATH",
+        path.display()
+    )]
+    TooOld {
+        path: PathBuf,
+        found: String,
+        server_version: String,
+        server_major: u32,
+    },
+    #[error(
+        "pg_dump not found (searched PATH, pg_config --bindir and /usr/lib/postgresql): \
+         install the PostgreSQL {server_major} client tools or pass --pg-dump PATH"
+    )]
+    NotFound { server_major: u32 },
+    #[error(
+        "no pg_dump of version {server_major} or newer found, only {seen}: install the \
+         PostgreSQL {server_major} client tools and pass --pg-dump PATH"
+    )]
+    OnlyOlder { server_major: u32, seen: String },
 }
 
 #[cfg(test)]

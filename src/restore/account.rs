@@ -1,4 +1,4 @@
-//! The account of one table's data load (format-spec §6.4): what is committed, whether the
+//! The account of one table's data load (format-spec/tool.md §4): what is committed, whether the
 //! table is whole, empty, or must be emptied, and which errors to report. Pure; the
 //! dispatcher feeds it the workers' outcomes.
 //!

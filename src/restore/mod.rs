@@ -30,10 +30,8 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use tokio::sync::mpsc;
 
-use crate::archive::frame::FrameIndexEntry;
+use crate::archive::data::{DataProblem, LargeObject, Located, TableData};
 use crate::archive::manifest::ManifestIndex;
-pub use crate::archive::reader::blobs_toc_name;
-use crate::archive::reader::{find_data_file, DataFile};
 use crate::archive::select::{parse_list, toc_reqs, NameFilters, Selection};
 use crate::archive::toc::{Toc, TocEntry};
 use crate::archive::ArchiveDir;
@@ -42,7 +40,7 @@ use crate::pg::session::ConnectFailed;
 use crate::pg::session::{describe, query_text};
 use account::{Next, PartOutcome, TableLoad};
 use plan::{Pass, Plan, Scheduler};
-use worker::{label, Conn, DataSource, Gang, Outcome};
+use worker::{label, Conn, Gang, Outcome};
 
 /// What `pgarc restore` was asked to do (pg_restore's options of the same names).
 #[derive(Debug, Clone)]
@@ -137,7 +135,10 @@ pub struct Ctx {
     pub dir: ArchiveDir,
     pub toc: Toc,
     pub plan: Plan,
-    pub data: HashMap<usize, DataSource>,
+    pub data: HashMap<usize, Arc<TableData>>,
+    /// BLOBS entries to restore: their large objects, or the first problem found with them
+    /// (the entry's error when it is restored).
+    pub blobs: HashMap<usize, Result<Arc<[LargeObject]>, Located>>,
     pub encoding: String,
     pub std_strings: bool,
     pub search_path: Option<String>,
@@ -301,8 +302,8 @@ pub fn prepare(opts: RestoreOptions) -> Result<Ctx> {
     let std_strings = special("STDSTRINGS").is_none_or(|d| !d.contains("'off'"));
     let search_path = special("SEARCHPATH");
 
-    // Every data file to be loaded, found now; pgarc's frame indexes checked now.
-    let mut data: HashMap<usize, DataSource> = HashMap::new();
+    // Every data file to be loaded, found now and checked against the manifest now.
+    let mut data: HashMap<usize, Arc<TableData>> = HashMap::new();
     let mut missing: Vec<String> = Vec::new();
     for ((i, e), reqs) in toc
         .entries
@@ -313,29 +314,24 @@ pub fn prepare(opts: RestoreOptions) -> Result<Ctx> {
         if !(e.had_dumper && e.desc.is("TABLE DATA") && reqs.data) {
             continue;
         }
-        let name = e.filename.as_bytes().unwrap_or_default();
-        let file = match find_data_file(dir.root(), name) {
-            Ok(f) => f,
-            Err(crate::archive::Error::MissingDataFile { .. }) => {
-                missing.push(format!(
-                    "{} ({})",
-                    e.qualified_name(),
-                    String::from_utf8_lossy(name)
-                ));
-                continue;
+        let mut problems = Vec::new();
+        let found = dir.table_data(manifest.as_ref(), e, &mut problems);
+        match problems.into_iter().next() {
+            None => {
+                let found = found.expect("data without problems");
+                data.insert(i, Arc::new(found));
             }
-            Err(err) => return Err(err).with_context(|| format!("cannot restore {}", label(e))),
-        };
-        let frames = match &manifest {
-            Some(m) => {
-                let mut index = checked_frame_index(&dir, m, e, &file)?;
-                // Most tables have one or two frames: no spare capacity for 50,000 of them.
-                index.shrink_to_fit();
-                Some(Arc::new(index))
-            }
-            None => None,
-        };
-        data.insert(i, DataSource { file, frames });
+            Some(Located {
+                file,
+                problem: DataProblem::Missing | DataProblem::ListedMissing,
+                ..
+            }) => missing.push(format!("{} ({file})", e.qualified_name())),
+            Some(problem) => bail!(
+                "{}/{problem}: cannot restore {}; nothing was restored; run pgarc verify",
+                dir.root().display(),
+                label(e)
+            ),
+        }
     }
     if !missing.is_empty() {
         bail!(
@@ -349,14 +345,30 @@ pub fn prepare(opts: RestoreOptions) -> Result<Ctx> {
             missing.join(", ")
         );
     }
-    let plan = Plan::build(&toc, &sel, |e| match data.get(&by_id[&e.dump_id]) {
-        Some(source) => source.file.size,
-        None if e.desc.is("BLOBS") => blobs_toc_name(&toc, e)
-            .ok()
-            .and_then(|name| dir.resolve(name).ok())
-            .and_then(|path| std::fs::metadata(path).ok())
-            .map_or(0, |m| m.len() * 1024),
-        None => 0,
+    let mut blobs: HashMap<usize, Result<Arc<[LargeObject]>, Located>> = HashMap::new();
+    for ((i, e), reqs) in toc
+        .entries
+        .iter()
+        .enumerate()
+        .zip(toc_reqs(&toc.entries, &sel))
+    {
+        if e.desc.is("BLOBS") && reqs.data {
+            let mut problems = Vec::new();
+            let objects = dir.large_objects(&toc, manifest.as_ref(), e, &mut problems);
+            let found = match problems.into_iter().next() {
+                Some(problem) => Err(problem),
+                None => Ok(objects.into()),
+            };
+            blobs.insert(i, found);
+        }
+    }
+    let plan = Plan::build(&toc, &sel, |e| {
+        let i = by_id[&e.dump_id];
+        match (data.get(&i), blobs.get(&i)) {
+            (Some(table), _) => table.file.size,
+            (None, Some(Ok(objects))) => objects.iter().map(|o| o.file.size).sum(),
+            _ => 0,
+        }
     });
     let conn = RwLock::new(opts.conn.clone());
     Ok(Ctx {
@@ -365,6 +377,7 @@ pub fn prepare(opts: RestoreOptions) -> Result<Ctx> {
         toc,
         plan,
         data,
+        blobs,
         encoding,
         std_strings,
         search_path,
@@ -373,52 +386,6 @@ pub fn prepare(opts: RestoreOptions) -> Result<Ctx> {
         server_version_num: AtomicI32::new(0),
         server_started: std::sync::Mutex::new(None),
     })
-}
-
-/// A pgarc table's frame index, after checking that the manifest lists the
-/// entry with this data file, at this size, and that the index tiles the whole file.
-fn checked_frame_index(
-    dir: &ArchiveDir,
-    m: &ManifestIndex,
-    e: &TocEntry,
-    file: &DataFile,
-) -> Result<Vec<FrameIndexEntry>> {
-    let table = m.table(e.dump_id).ok_or_else(|| {
-        anyhow!(
-            "{}: {} is not in the manifest: the archive was changed after the dump; run pgarc \
-             verify",
-            dir.toc_path().display(),
-            label(e)
-        )
-    })?;
-    if table.file != file.rel {
-        bail!(
-            "{}: the manifest names {} for {} but the archive holds {}",
-            dir.root().display(),
-            table.file,
-            label(e),
-            file.rel
-        );
-    }
-    let listed = m.file(&file.rel);
-    if listed.map(|f| f.size) != Some(file.size) {
-        bail!(
-            "{}: size {} differs from the manifest's {:?}: the file is damaged; run pgarc verify",
-            file.path.display(),
-            file.size,
-            listed.map(|f| f.size)
-        );
-    }
-    let index = dir.frame_index(m, table)?;
-    let stored: u64 = index.iter().map(|f| f.stored).sum();
-    if stored != file.size {
-        bail!(
-            "{}: its frame index covers {stored} bytes of {}: run pgarc verify",
-            file.path.display(),
-            file.size
-        );
-    }
-    Ok(index)
 }
 
 /// Time and counts of one phase.
@@ -539,11 +506,7 @@ pub async fn run(opts: RestoreOptions) -> Result<RestoreSummary> {
     let total: Option<u64> = ctx
         .data
         .values()
-        .map(|d| {
-            d.frames
-                .as_ref()
-                .map(|f| f.iter().map(|x| x.raw).sum::<u64>())
-        })
+        .map(|d| d.frames().map(|f| f.iter().map(|x| x.raw).sum::<u64>()))
         .sum();
     let tables = ctx.data.len() as u64;
     let progress = crate::progress::Progress::start("restore", total, Some(tables), ctx.opts.jobs);
@@ -783,7 +746,7 @@ async fn open_leader(ctx: &Arc<Ctx>) -> Result<Conn> {
     match first {
         Err(e) if ctx.conn().may_prompt() && ConnectFailed::needs_password(&e) => {
             let mut params = ctx.conn();
-            params.prompt_password().map_err(|e| anyhow!(e))?;
+            params.prompt_password()?;
             *ctx.conn.write().expect("not poisoned") = params;
             Conn::open(ctx.clone(), "pgarc restore leader").await
         }
@@ -915,7 +878,7 @@ fn parts_wanted(ctx: &Ctx, idx: usize, total: u64) -> usize {
     let Some(source) = ctx.data.get(&idx) else {
         return 1;
     };
-    let Some(frames) = &source.frames else {
+    let Some(frames) = source.frames() else {
         return 1;
     };
     let jobs = ctx.opts.jobs as u64;
@@ -1019,7 +982,7 @@ struct Load {
     report: Option<crate::report::TableReport>,
 }
 
-/// The main and later passes (format-spec §6.4): hands the scheduler's entries to idle
+/// The main and later passes (format-spec/tool.md §4): hands the scheduler's entries to idle
 /// workers, splits a big table across idle workers where that is safe, and keeps the
 /// account of what is committed. The leader's connection becomes worker 0.
 struct Dispatcher<'a> {
@@ -1085,7 +1048,10 @@ impl Dispatcher<'_> {
                 self.loads.insert(idx, Load::new(1, false, None));
             }
             if k >= 2 {
-                let frames = ctx.data[&idx].frames.clone().expect("split needs frames");
+                let frames = ctx.data[&idx]
+                    .frames()
+                    .cloned()
+                    .expect("split needs frames");
                 let ranges = split_frames(&frames, k);
                 let gang = Gang::new(ranges.len());
                 summary.split.push((

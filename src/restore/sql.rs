@@ -205,13 +205,22 @@ fn acl_halves(defn: &str) -> Vec<(String, String)> {
     out
 }
 
+/// Why an entry's statements cannot be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EntrySqlError {
+    #[error("LARGE OBJECTS ACL without its BLOB METADATA entry")]
+    AclWithoutBlobMetadata,
+    #[error("don't know how to set the owner of a {0}")]
+    UnknownOwnerKind(String),
+}
+
 /// The statements that create an entry's object (its schema part), without ownership.
 /// `blob_metadata` finds the BLOB METADATA entry a `LARGE OBJECTS` ACL applies to.
 pub fn definition<'a>(
     entry: &TocEntry,
     no_owner: bool,
     blob_metadata: impl Fn(i32) -> Option<&'a TocEntry>,
-) -> Result<Vec<String>, String> {
+) -> Result<Vec<String>, EntrySqlError> {
     let defn = text(&entry.defn).unwrap_or_default();
     let desc = &entry.desc;
     if no_owner && desc.is("SCHEMA") && !defn.starts_with("--") {
@@ -226,7 +235,7 @@ pub fn definition<'a>(
             .deps
             .first()
             .and_then(|&id| blob_metadata(id))
-            .ok_or_else(|| "LARGE OBJECTS ACL without its BLOB METADATA entry".to_string())?;
+            .ok_or(EntrySqlError::AclWithoutBlobMetadata)?;
         let oids_defn = text(&meta.defn).unwrap_or_default();
         let mut v = Vec::new();
         for (first, second) in acl_halves(&defn) {
@@ -241,7 +250,7 @@ pub fn definition<'a>(
 }
 
 /// The statements that give the object its owner (`ALTER ... OWNER TO`), if it has one.
-pub fn ownership(entry: &TocEntry) -> Result<Vec<String>, String> {
+pub fn ownership(entry: &TocEntry) -> Result<Vec<String>, EntrySqlError> {
     let owner = text(&entry.owner).unwrap_or_default();
     let drop = text(&entry.drop_stmt).unwrap_or_default();
     if owner.is_empty() || drop.is_empty() {
@@ -262,7 +271,7 @@ pub fn ownership(entry: &TocEntry) -> Result<Vec<String>, String> {
 
 /// How `ALTER ... OWNER TO` names the object of an entry; `None` for objects without an
 /// owner of their own (`_getObjectDescription`).
-fn object_description(entry: &TocEntry) -> Result<Option<String>, String> {
+fn object_description(entry: &TocEntry) -> Result<Option<String>, EntrySqlError> {
     let desc = text(&entry.desc).unwrap_or_default();
     let tag = text(&entry.tag).unwrap_or_default();
     let ns = text(&entry.namespace);
@@ -324,7 +333,7 @@ fn object_description(entry: &TocEntry) -> Result<Option<String>, String> {
     if NO_OWNER.contains(&desc.as_str()) {
         return Ok(None);
     }
-    Err(format!("don't know how to set the owner of a {desc}"))
+    Err(EntrySqlError::UnknownOwnerKind(desc))
 }
 
 /// The statements `--clean` sends for an entry, with `IF EXISTS` added for `--if-exists`.

@@ -11,21 +11,11 @@ use tokio::sync::{mpsc, Mutex, Notify};
 
 use super::sql::{self, SessionState};
 use super::Ctx;
-use crate::archive::frame::FrameIndexEntry;
-use crate::archive::reader::{
-    find_data_file, open_stream, parse_blobs_toc, CopyScanner, DataFile, FrameReader, RowSink,
-};
+use crate::archive::data::{LargeObject, ReadError, TableData};
+use crate::archive::reader::RowSink;
 use crate::archive::toc::TocEntry;
 use crate::pg::carrier;
 use crate::pg::session::{describe, Session};
-
-/// Where a TABLE DATA entry's rows are.
-#[derive(Debug, Clone)]
-pub struct DataSource {
-    pub file: DataFile,
-    /// pgarc archives: the frame index, checked against the manifest.
-    pub frames: Option<Arc<Vec<FrameIndexEntry>>>,
-}
 
 /// What restoring an entry (or a part of a table) did.
 #[derive(Debug, Default)]
@@ -109,7 +99,31 @@ impl Conn {
 enum Chunk {
     Rows(Bytes),
     Done(u64),
-    Failed(String),
+    Failed(ReadError),
+}
+
+/// Why a table's COPY failed.
+#[derive(Debug, thiserror::Error)]
+enum CopyError {
+    #[error("{0}")]
+    Start(String),
+    #[error("COPY failed: {0}")]
+    Server(String),
+    #[error("the server stored {stored} rows but the archive holds {read}")]
+    Count { stored: u64, read: u64 },
+    #[error("{0}")]
+    Archive(ReadError),
+    #[error("the archive reader stopped unexpectedly")]
+    ReaderStopped,
+}
+
+/// Why loading a large object failed.
+#[derive(Debug, thiserror::Error)]
+enum BlobError {
+    #[error("{0}")]
+    Listed(crate::archive::data::Located),
+    #[error("large object {oid}: {error}")]
+    Archive { oid: u32, error: ReadError },
 }
 
 const CHUNK_BYTES: usize = 1 << 20;
@@ -424,9 +438,9 @@ impl Conn {
     async fn copy_in(
         &mut self,
         copy: &tokio_postgres::Statement,
-        source: DataSource,
+        source: Arc<TableData>,
         range: Option<Range<usize>>,
-    ) -> Result<(u64, u64), String> {
+    ) -> Result<(u64, u64), CopyError> {
         // One chunk waits while the reader decompresses and checks the next: enough to keep
         // the session busy, and memory per worker stays at a few frames (issue 6: -j 8).
         let (tx, mut rx) = mpsc::channel::<Chunk>(1);
@@ -436,7 +450,7 @@ impl Conn {
             .client
             .copy_in::<_, Bytes>(copy)
             .await
-            .map_err(|e| describe(&e))?;
+            .map_err(|e| CopyError::Start(describe(&e)))?;
         pin_mut!(sink);
         let mut raw = 0u64;
         let result = loop {
@@ -451,7 +465,7 @@ impl Conn {
                     while !b.is_empty() {
                         let piece = b.split_to(b.len().min(SEND_BYTES));
                         if let Err(e) = sink.as_mut().send(piece).await {
-                            failed = Some(format!("COPY failed: {}", describe(&e)));
+                            failed = Some(CopyError::Server(describe(&e)));
                             break;
                         }
                     }
@@ -462,14 +476,15 @@ impl Conn {
                 Some(Chunk::Done(rows)) => match sink.as_mut().finish().await {
                     Ok(n) if n == rows => break Ok((n, raw)),
                     Ok(n) => {
-                        break Err(format!(
-                            "the server stored {n} rows but the archive holds {rows}"
-                        ))
+                        break Err(CopyError::Count {
+                            stored: n,
+                            read: rows,
+                        })
                     }
-                    Err(e) => break Err(format!("COPY failed: {}", describe(&e))),
+                    Err(e) => break Err(CopyError::Server(describe(&e))),
                 },
-                Some(Chunk::Failed(msg)) => break Err(msg),
-                None => break Err("the archive reader stopped unexpectedly".into()),
+                Some(Chunk::Failed(error)) => break Err(CopyError::Archive(error)),
+                None => break Err(CopyError::ReaderStopped),
             }
         };
         drop(rx);
@@ -490,20 +505,20 @@ impl Conn {
         if !single && !self.exec(e, "BEGIN", out).await {
             return;
         }
-        let (tx, mut rx) = mpsc::channel::<Result<(u32, i64, Bytes), String>>(4);
+        let (tx, mut rx) = mpsc::channel::<Result<(u32, i64, Bytes), BlobError>>(4);
         let reader = {
-            let ctx = ctx.clone();
+            let objects = ctx.blobs.get(&idx).cloned();
             tokio::task::spawn_blocking(move || {
-                let e = &ctx.toc.entries[idx];
-                let list = match blobs_list(&ctx, e) {
-                    Ok(l) => l,
-                    Err(msg) => {
-                        let _ = tx.blocking_send(Err(msg));
+                let objects = match objects {
+                    Some(Ok(objects)) => objects,
+                    Some(Err(problem)) => {
+                        let _ = tx.blocking_send(Err(BlobError::Listed(problem)));
                         return;
                     }
+                    None => return,
                 };
-                for (oid, name) in list {
-                    if read_blob(ctx.dir.root(), oid, &name, &tx).is_err() {
+                for object in objects.iter() {
+                    if read_blob(object, &tx).is_err() {
                         return;
                     }
                 }
@@ -549,32 +564,24 @@ impl Conn {
     }
 }
 
-/// `(oid, file name)` of every large object a BLOBS entry lists.
-fn blobs_list(ctx: &Ctx, e: &TocEntry) -> Result<Vec<(u32, String)>, String> {
-    let name = super::blobs_toc_name(&ctx.toc, e)?;
-    let path = ctx.dir.resolve(name).map_err(|err| err.to_string())?;
-    let text = std::fs::read(&path).map_err(|err| format!("{name}: {err}"))?;
-    parse_blobs_toc(&text)
-        .and_then(|lines| lines.into_iter().collect())
-        .map_err(|m| format!("{name}, {m}"))
-}
-
-/// Sends one large object's contents in chunks; Err when the receiver is gone.
+/// Sends one large object's contents in chunks; Err when the receiver is gone or the
+/// object cannot be read (then the error was sent).
 fn read_blob(
-    root: &std::path::Path,
-    oid: u32,
-    name: &str,
-    tx: &mpsc::Sender<Result<(u32, i64, Bytes), String>>,
+    object: &LargeObject,
+    tx: &mpsc::Sender<Result<(u32, i64, Bytes), BlobError>>,
 ) -> Result<(), ()> {
     use std::io::Read;
     let send = |item| tx.blocking_send(item).map_err(|_| ());
-    let file = match find_data_file(root, name.as_bytes()) {
-        Ok(f) => f,
-        Err(err) => return send(Err(format!("large object {oid}: {err}"))).and(Err(())),
+    let failed = |error| {
+        send(Err(BlobError::Archive {
+            oid: object.oid,
+            error,
+        }))
+        .and(Err(()))
     };
-    let mut r = match open_stream(&file) {
+    let mut r = match object.open() {
         Ok(r) => r,
-        Err(err) => return send(Err(format!("large object {oid}: {err}"))).and(Err(())),
+        Err(error) => return failed(error),
     };
     let mut offset = 0i64;
     loop {
@@ -582,63 +589,33 @@ fn read_blob(
         match (&mut r).take(CHUNK_BYTES as u64).read_to_end(&mut buf) {
             Ok(0) => return Ok(()),
             Ok(n) => {
-                send(Ok((oid, offset, Bytes::from(buf))))?;
+                send(Ok((object.oid, offset, Bytes::from(buf))))?;
                 offset += n as i64;
             }
-            Err(err) => {
-                return send(Err(format!("large object {oid}: {}: {err}", file.rel))).and(Err(()))
-            }
+            Err(error) => return failed(r.explain(error)),
         }
     }
 }
 
 /// The reader thread of one COPY: decompresses, checks and passes on rows.
-fn produce(source: DataSource, range: Option<Range<usize>>, tx: mpsc::Sender<Chunk>) {
-    let result = match &source.frames {
-        Some(index) => produce_frames(&source.file, index, range, &tx),
-        None => produce_stream(&source.file, &tx),
+fn produce(source: Arc<TableData>, range: Option<Range<usize>>, tx: mpsc::Sender<Chunk>) {
+    let mut sink = ChunkSink {
+        tx: &tx,
+        buf: Vec::with_capacity(CHUNK_BYTES + 4096),
+        gone: false,
     };
-    let last = match result {
-        Ok(Some(rows)) => Chunk::Done(rows),
+    let last = match source.read_rows(range, &mut sink) {
+        Ok(Some(rows)) => {
+            sink.send();
+            if sink.gone {
+                return;
+            }
+            Chunk::Done(rows)
+        }
         Ok(None) => return,
-        Err(msg) => Chunk::Failed(msg),
+        Err(error) => Chunk::Failed(error),
     };
     let _ = tx.blocking_send(last);
-}
-
-/// Ok(None): the receiver went away.
-type Produced = Result<Option<u64>, String>;
-
-fn produce_stream(file: &DataFile, tx: &mpsc::Sender<Chunk>) -> Produced {
-    use std::io::Read;
-    let mut r = open_stream(file).map_err(|e| e.to_string())?;
-    let mut scanner = CopyScanner::new();
-    let mut buf = vec![0u8; CHUNK_BYTES];
-    let mut out = Vec::with_capacity(CHUNK_BYTES + 4096);
-    loop {
-        let n = match r.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(format!("{}: {e}", file.rel)),
-        };
-        scanner
-            .feed(&buf[..n], &mut out)
-            .map_err(|e| format!("{}: {e}", file.rel))?;
-        if out.len() >= CHUNK_BYTES {
-            let chunk = std::mem::replace(&mut out, Vec::with_capacity(CHUNK_BYTES + 4096));
-            if tx.blocking_send(Chunk::Rows(chunk.into())).is_err() {
-                return Ok(None);
-            }
-        }
-    }
-    let rows = scanner
-        .finish(true)
-        .map_err(|e| format!("{}: {e}", file.rel))?;
-    if !out.is_empty() && tx.blocking_send(Chunk::Rows(out.into())).is_err() {
-        return Ok(None);
-    }
-    Ok(Some(rows))
 }
 
 /// Rows on their way to the session, in chunks of about [`CHUNK_BYTES`].
@@ -670,43 +647,10 @@ impl RowSink for ChunkSink<'_> {
             self.send();
         }
     }
-}
 
-/// Frames `range` of a pgarc data file, each checked (format-spec §4) as it streams: rows
-/// of a frame that turns out damaged may have been sent, and the COPY that receives them
-/// then fails and is rolled back.
-fn produce_frames(
-    file: &DataFile,
-    index: &[FrameIndexEntry],
-    range: Option<Range<usize>>,
-    tx: &mpsc::Sender<Chunk>,
-) -> Produced {
-    let range = range.unwrap_or(0..index.len());
-    let includes_last = range.end == index.len();
-    let mut reader = FrameReader::open(file, index, range).map_err(|e| e.to_string())?;
-    let mut sink = ChunkSink {
-        tx,
-        buf: Vec::with_capacity(CHUNK_BYTES + 4096),
-        gone: false,
-    };
-    let mut rows = 0;
-    while let Some(frame) = reader.next_frame(&mut sink).map_err(|e| e.to_string())? {
-        rows += frame.rows;
-        if sink.gone {
-            return Ok(None);
-        }
+    fn stopped(&self) -> bool {
+        self.gone
     }
-    sink.send();
-    if sink.gone {
-        return Ok(None);
-    }
-    if includes_last && index.is_empty() {
-        return Err(format!(
-            "{}: its frame index lists no frame, not even the end frame",
-            file.rel
-        ));
-    }
-    Ok(Some(rows))
 }
 
 /// How errors name an entry: `215 TABLE DATA app.orders`.

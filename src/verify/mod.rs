@@ -1,4 +1,4 @@
-//! `pgarc verify`: checks an archive offline, with no database (format-spec §6.2).
+//! `pgarc verify`: checks an archive offline, with no database (format-spec/tool.md §2; archive.md §7).
 //!
 //! The [`plan`]ner checks what the manifest, toc.dat, the frame indexes and the file sizes
 //! can prove (it reads only small files); the [`worker`]s then read the data on N threads:
@@ -9,7 +9,7 @@
 //!
 //! `--quick` reads no data beyond each pgarc data file's first and last frame, and hashes no
 //! large file: it catches everything a changed size, a missing or added file, a damaged
-//! manifest, toc.dat or frame index shows, and damage in those two frames (format-spec §6.2).
+//! manifest, toc.dat or frame index shows, and damage in those two frames (format-spec/tool.md §2; archive.md §7).
 
 pub mod plan;
 pub mod worker;
@@ -63,8 +63,12 @@ pub fn run(opts: &VerifyOptions) -> Result<Report> {
     let found = worker::run(plan.units, opts.jobs);
     let mut problems = plan.problems;
     problems.extend(found.problems);
-    problems.sort();
-    problems.dedup();
+    // A problem two steps see (a data file's size: the listing, then the table's data) is
+    // reported once, as the first step names it.
+    problems.sort_by(|a, b| {
+        (&a.file, a.frame, &a.what, &a.table).cmp(&(&b.file, b.frame, &b.what, &b.table))
+    });
+    problems.dedup_by(|b, a| a.file == b.file && a.frame == b.frame && a.what == b.what);
     Ok(Report {
         archive: opts.archive.clone(),
         kind: plan.kind,
@@ -103,6 +107,21 @@ impl fmt::Display for Report {
         );
         let n = self.problems.len();
         let s = if n == 1 { "" } else { "s" };
+        if let Kind::Pgarc {
+            format, ignored, ..
+        } = &self.kind
+        {
+            if !ignored.is_empty() {
+                writeln!(
+                    f,
+                    "pgarc: {}: archive format {format} is newer than this pgarc knows ({}): \
+                     not checked: {}",
+                    self.archive.display(),
+                    crate::archive::manifest::FORMAT,
+                    ignored.join(", ")
+                )?;
+            }
+        }
         if let Some((version, readers)) = &self.readers {
             writeln!(
                 f,
@@ -111,7 +130,9 @@ impl fmt::Display for Report {
             )?;
         }
         match &self.kind {
-            Kind::Pgarc { database, snapshot } if n == 0 => writeln!(
+            Kind::Pgarc {
+                database, snapshot, ..
+            } if n == 0 => writeln!(
                 f,
                 "pgarc: {}: intact: every file matches the manifest (pgarc archive of database \
                  {database:?}, snapshot {snapshot}); {what}: {read}",

@@ -1,5 +1,5 @@
 //! The planner of `pgarc verify`: everything that can be checked from the manifest, toc.dat,
-//! the frame indexes and the file sizes (format-spec §6.2, steps 1 to 4), done here at once,
+//! the frame indexes and the file sizes (format-spec/tool.md §2, steps 1 to 5), done here at once,
 //! and the list of reading work left for the workers (step 5).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -8,12 +8,10 @@ use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::archive::frame::{hex, parse_frame_index, FrameIndexEntry};
-use crate::archive::manifest::{Manifest, TableRecord, MANIFEST_FILE};
-use crate::archive::reader::{
-    blobs_toc_name, find_data_file, parse_blobs_toc, safe_relative_name, DataFile, Decode,
-    FileCodec,
-};
+use crate::archive::data::{DataProblem, Layout, Located, TableData};
+use crate::archive::frame::FrameIndexEntry;
+use crate::archive::manifest::{Manifest, ManifestIndex, MANIFEST_FILE};
+use crate::archive::reader::{blobs_toc_name, DataFile, Decode};
 use crate::archive::toc::Toc;
 use crate::archive::{ArchiveDir, ManifestState, TOC_FILE};
 
@@ -64,7 +62,7 @@ pub enum Unit {
     /// Frames of a pgarc data file, each checked against its frame index line.
     Frames {
         file: DataFile,
-        index: Arc<Vec<FrameIndexEntry>>,
+        index: Arc<[FrameIndexEntry]>,
         range: Range<usize>,
         table: String,
         /// Whether the file has the manifest's size; if not, frames after the first bad one
@@ -101,7 +99,13 @@ impl Unit {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Kind {
     /// A manifest that checks out: integrity can be proven.
-    Pgarc { database: String, snapshot: String },
+    Pgarc {
+        database: String,
+        snapshot: String,
+        /// The archive format version, and the keys of a newer minor that were not checked.
+        format: String,
+        ignored: Vec<String>,
+    },
     /// No manifest, no pgarc directory: a stock pg_dump archive, structure only.
     Stock,
     /// A pgarc archive without a usable manifest: structure only, and damaged.
@@ -140,6 +144,8 @@ pub fn plan(dir: &ArchiveDir, quick: bool) -> Plan {
             p.kind = Kind::Pgarc {
                 database: m.database.clone(),
                 snapshot: m.snapshot_id.clone(),
+                format: m.format.to_string(),
+                ignored: m.ignored_keys.clone(),
             };
             with_manifest(dir, &m, quick, &mut p);
         }
@@ -167,12 +173,13 @@ pub fn plan(dir: &ArchiveDir, quick: bool) -> Plan {
     p
 }
 
-/// A pgarc archive with a manifest whose own checksum holds: the steps of format-spec §6.2.
+/// A pgarc archive with a manifest whose own checksum holds: the steps of format-spec/tool.md §2.
 fn with_manifest(dir: &ArchiveDir, m: &Manifest, quick: bool, p: &mut Plan) {
     p.files = m.files.len();
     let mut c = ManifestCheck {
         dir,
         m,
+        index: ManifestIndex::new(m),
         quick,
         present: BTreeMap::new(),
         listed: m.files.iter().map(|f| f.path.as_str()).collect(),
@@ -181,9 +188,8 @@ fn with_manifest(dir: &ArchiveDir, m: &Manifest, quick: bool, p: &mut Plan) {
     };
     c.listed_files(p);
     c.nothing_unlisted(p);
-    c.toc(p);
-    for t in &m.tables {
-        c.table(t, p);
+    if let Some(toc) = c.toc(p) {
+        c.entries(&toc, p);
     }
     c.whole_files(p);
 }
@@ -192,6 +198,7 @@ fn with_manifest(dir: &ArchiveDir, m: &Manifest, quick: bool, p: &mut Plan) {
 struct ManifestCheck<'a> {
     dir: &'a ArchiveDir,
     m: &'a Manifest,
+    index: ManifestIndex,
     quick: bool,
     /// Files on disk as regular files: path, size on disk, and the manifest's size and hash.
     present: BTreeMap<&'a str, (PathBuf, u64, u64, &'a str)>,
@@ -218,27 +225,19 @@ impl<'a> ManifestCheck<'a> {
             match std::fs::metadata(&path) {
                 Ok(meta) if meta.is_file() => {
                     if meta.len() != f.size {
-                        p.problems.push(Problem::new(
-                            &f.path,
-                            format!(
-                                "{} bytes, the manifest says {}: {}",
-                                meta.len(),
-                                f.size,
-                                if meta.len() < f.size {
-                                    "truncated"
-                                } else {
-                                    "grown"
-                                }
-                            ),
-                        ));
+                        let problem = DataProblem::Size {
+                            found: meta.len(),
+                            listed: f.size,
+                        };
+                        p.problems.push(Problem::new(&f.path, problem.to_string()));
                     }
                     self.present
                         .insert(&f.path, (path, meta.len(), f.size, &f.sha256));
                 }
                 Ok(_) => p.problems.push(Problem::new(&f.path, "not a regular file")),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => p
-                    .problems
-                    .push(Problem::new(&f.path, "missing (listed in the manifest)")),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => p.problems.push(
+                    Problem::new(&f.path, DataProblem::ListedMissing.to_string()),
+                ),
                 Err(e) => p.problems.push(Problem::new(&f.path, e.to_string())),
             }
         }
@@ -261,231 +260,90 @@ impl<'a> ManifestCheck<'a> {
         }
     }
 
-    /// A small listed file, read and hashed now (the rest is left to the workers).
-    fn read_small(&self, rel: &str, p: &mut Plan) -> Option<Vec<u8>> {
-        let (_, disk, size, sha) = self.present.get(rel)?;
-        if disk != size {
-            return None; // reported
-        }
-        match self.dir.read_small_file(rel) {
-            Ok(bytes) => {
-                let sum = hex(&<sha2::Sha256 as sha2::Digest>::digest(&bytes));
-                if &sum != sha {
-                    p.problems.push(Problem::new(
-                        rel,
-                        format!("SHA-256 is {sum}, the manifest says {sha}: the file is damaged"),
-                    ));
-                    None
-                } else {
-                    Some(bytes)
-                }
+    /// 3. toc.dat's SHA-256 against the manifest; it parses; it names no file outside.
+    fn toc(&mut self, p: &mut Plan) -> Option<Toc> {
+        self.hashed.insert(TOC_FILE.to_string());
+        let bytes = match self.dir.read_listed(&self.index, TOC_FILE, "toc.dat") {
+            Ok(bytes) => bytes,
+            Err(problem) => {
+                p.problems.push(located(problem));
+                return None;
             }
+        };
+        let toc = match Toc::parse(&bytes) {
+            Ok(toc) => toc,
             Err(e) => {
-                p.problems.push(Problem::new(rel, strip_path(&e, self.dir)));
-                None
+                p.problems.push(Problem::new(TOC_FILE, e.to_string()));
+                return None;
             }
-        }
+        };
+        p.readers = Some(readers_of(&toc));
+        p.problems
+            .extend(self.dir.refused_names(&toc).into_iter().map(located));
+        Some(toc)
     }
 
-    /// 3. toc.dat parses and agrees with the manifest.
-    fn toc(&mut self, p: &mut Plan) {
-        self.hashed.insert(TOC_FILE.to_string());
-        let toc = self
-            .read_small(TOC_FILE, p)
-            .and_then(|bytes| match Toc::parse(&bytes) {
-                Ok(toc) => Some(toc),
-                Err(e) => {
-                    p.problems.push(Problem::new(TOC_FILE, e.to_string()));
-                    None
-                }
-            });
-        if !self.listed.contains(TOC_FILE) {
-            p.problems
-                .push(Problem::new(TOC_FILE, "not listed in the manifest"));
-        }
-        let Some(toc) = &toc else { return };
-        p.readers = Some(readers_of(toc));
-        check_names(self.dir, toc, p);
-        let tables_by_id: HashMap<i32, &TableRecord> =
-            self.m.tables.iter().map(|t| (t.dump_id, t)).collect();
-        let in_toc: BTreeSet<i32> = toc.entries.iter().map(|e| e.dump_id).collect();
-        for e in &toc.entries {
-            if !e.had_dumper {
-                continue;
-            }
+    /// 4 and 5. Each entry's data through the archive's one seam: a `[[table]]` naming the
+    /// entry's data file, its frame index checked and tiling it (then its frames are work for
+    /// the workers, step 6), or a listed stream of pg_dump's; large objects listed; every
+    /// `[[table]]` has its entry.
+    fn entries(&mut self, toc: &Toc, p: &mut Plan) {
+        let mut problems = Vec::new();
+        for e in toc.entries.iter().filter(|e| e.had_dumper) {
             if e.desc.is("TABLE DATA") {
                 p.tables += 1;
-                let name = e.filename.to_str_lossy().unwrap_or_default().into_owned();
-                match tables_by_id.get(&e.dump_id) {
-                    Some(t) => {
-                        let stem = [".gz", ".zst", ".lz4"]
-                            .iter()
-                            .find_map(|suffix| t.file.strip_suffix(suffix))
-                            .unwrap_or(&t.file);
-                        if stem != name {
-                            p.problems.push(
-                                Problem::new(
-                                    TOC_FILE,
-                                    format!(
-                                        "entry {} names data file {name:?}, the manifest {:?}",
-                                        e.dump_id, t.file
-                                    ),
-                                )
-                                .of_table(Some(&e.qualified_name())),
-                            );
-                        }
+                if let Some(t) = self.index.table(e.dump_id) {
+                    self.hashed.insert(t.frame_index.clone());
+                }
+                let Some(data) = self.dir.table_data(Some(&self.index), e, &mut problems) else {
+                    continue;
+                };
+                let table = e.qualified_name();
+                match &data.layout {
+                    Layout::Frames(index) => {
+                        self.hashed.insert(data.file.rel.clone());
+                        let index = index.clone();
+                        p.units
+                            .extend(frame_units(&data, &index, &table, self.quick));
                     }
-                    None => match find_data_file(self.dir.root(), name.as_bytes()) {
-                        // Data pg_dump wrote itself (an extension's configuration table).
-                        Ok(f) if self.listed.contains(f.rel.as_str()) => {
-                            self.decode_as
-                                .insert(f.rel, (Decode::Copy(f.codec), Some(e.qualified_name())));
-                        }
-                        Ok(f) => p.problems.push(
-                            Problem::new(&f.rel, "data file not listed in the manifest")
-                                .of_table(Some(&e.qualified_name())),
-                        ),
-                        Err(err) => p.problems.push(
-                            Problem::new(&name, strip_path(&err, self.dir))
-                                .of_table(Some(&e.qualified_name())),
-                        ),
-                    },
+                    Layout::Stream(_) => {
+                        let decode = Decode::Copy(data.file.codec);
+                        self.decode_as.insert(data.file.rel, (decode, Some(table)));
+                    }
                 }
             } else if e.desc.is("BLOBS") {
-                // An unsafe name is reported by check_names.
-                let Ok(blobs) = blobs_toc_name(toc, e).map(str::to_string) else {
-                    continue;
-                };
-                self.hashed.insert(blobs.clone());
-                let Some(bytes) = self.read_small(&blobs, p) else {
-                    if !self.listed.contains(blobs.as_str()) {
-                        p.problems.push(Problem::new(
-                            &blobs,
-                            "large-object list not listed in the manifest",
-                        ));
-                    }
-                    continue;
-                };
-                for (rel, problem) in blob_files(self.dir, &blobs, &bytes) {
-                    match problem {
-                        Some(what) => p.problems.push(Problem::new(&rel, what)),
-                        None if !self.listed.contains(rel.as_str()) => p.problems.push(
-                            Problem::new(&rel, "large object file not listed in the manifest"),
-                        ),
-                        None => {
-                            let codec = FileCodec::of_file_name(&rel);
-                            self.decode_as.insert(rel, (Decode::Blob(codec), None));
-                        }
-                    }
+                if let Ok(list) = blobs_toc_name(toc, e) {
+                    self.hashed.insert(list.to_string());
+                }
+                for object in self
+                    .dir
+                    .large_objects(toc, Some(&self.index), e, &mut problems)
+                {
+                    let decode = Decode::Blob(object.file.codec);
+                    self.decode_as.insert(object.file.rel, (decode, None));
                 }
             }
         }
-        for t in &self.m.tables {
-            if !in_toc.contains(&t.dump_id) {
-                p.problems.push(
-                    Problem::new(
-                        TOC_FILE,
-                        format!(
-                            "has no entry {} though the manifest lists its data in {}",
-                            t.dump_id, t.file
-                        ),
-                    )
-                    .of_table(Some(&format!("{}.{}", t.schema, t.name))),
-                );
-            }
-        }
-    }
-
-    /// 4. A pgarc table: its frame index matches the manifest and tiles the data file.
-    fn table(&mut self, t: &TableRecord, p: &mut Plan) {
-        let table = format!("{}.{}", t.schema, t.name);
-        self.hashed.insert(t.frame_index.clone());
-        let index = self.read_small(&t.frame_index, p).and_then(|bytes| {
-            parse_frame_index(&bytes)
-                .map_err(|e| {
-                    p.problems
-                        .push(Problem::new(&t.frame_index, e.to_string()).of_table(Some(&table)))
-                })
-                .ok()
-        });
-        if !self.listed.contains(t.frame_index.as_str()) {
-            p.problems.push(
-                Problem::new(&t.frame_index, "frame index not listed in the manifest")
-                    .of_table(Some(&table)),
-            );
-        }
-        let Some(index) = index else { return };
-        let Some((path, disk, size, _)) = self.present.get(t.file.as_str()) else {
-            if !self.listed.contains(t.file.as_str()) {
-                p.problems.push(
-                    Problem::new(&t.file, "data file not listed in the manifest")
-                        .of_table(Some(&table)),
-                );
-            }
-            return;
-        };
-        let stored: u64 = index.iter().map(|f| f.stored).sum();
-        let rows: u64 = index.iter().map(|f| f.rows).sum();
-        let raw: u64 = index.iter().map(|f| f.raw).sum();
-        let mut disagree = Vec::new();
-        if stored != *size {
-            disagree.push(format!("covers {stored} bytes of {size}"));
-        }
-        if index.len() as u64 != t.frames {
-            disagree.push(format!(
-                "{} frames, the manifest says {}",
-                index.len(),
-                t.frames
-            ));
-        }
-        if rows != t.rows {
-            disagree.push(format!("{rows} rows, the manifest says {}", t.rows));
-        }
-        if raw != t.raw_bytes {
-            disagree.push(format!(
-                "{raw} raw bytes, the manifest says {}",
-                t.raw_bytes
-            ));
-        }
-        if !disagree.is_empty() {
-            p.problems
-                .push(Problem::new(&t.frame_index, disagree.join("; ")).of_table(Some(&table)));
-            return;
-        }
-        self.hashed.insert(t.file.clone());
-        // The manifest vouches for the index, the index for every frame: checking each
-        // frame's SHA-256 covers every byte of the file.
-        let file = DataFile {
-            path: path.clone(),
-            rel: t.file.clone(),
-            codec: FileCodec::of_file_name(&t.file),
-            size: *disk,
-        };
-        let size_ok = disk == size;
-        let index = Arc::new(index);
-        let ranges: Vec<Range<usize>> = if self.quick {
-            let last = index.len().saturating_sub(1);
-            let mut r = Vec::with_capacity(2);
-            r.push(0..index.len().min(1));
-            if last > 0 {
-                r.push(last..index.len());
-            }
-            r
-        } else {
-            frame_ranges(&index)
-        };
-        for range in ranges {
-            p.units.push(Unit::Frames {
-                file: file.clone(),
-                index: index.clone(),
-                range,
-                table: table.clone(),
-                size_ok,
+        let in_toc: BTreeSet<i32> = toc.entries.iter().map(|e| e.dump_id).collect();
+        for t in self
+            .m
+            .tables
+            .iter()
+            .filter(|t| !in_toc.contains(&t.dump_id))
+        {
+            problems.push(Located {
+                file: TOC_FILE.to_string(),
+                table: Some(format!("{}.{}", t.schema, t.name)),
+                problem: DataProblem::NoEntry {
+                    dump_id: t.dump_id,
+                    file: t.file.clone(),
+                },
             });
         }
+        p.problems.extend(problems.into_iter().map(located));
     }
 
-    /// 5. Every other listed file, hashed whole (and decoded where the TOC says what it is).
+    /// 7. Every other listed file, hashed whole (and decoded where the TOC says what it is).
     fn whole_files(mut self, p: &mut Plan) {
         if self.quick {
             return;
@@ -504,6 +362,42 @@ impl<'a> ManifestCheck<'a> {
             });
         }
     }
+}
+
+/// The frames of a table's data file as work: all of them in ranges of about
+/// [`UNIT_BYTES`], or for `--quick` the first and the last. The manifest vouches for the
+/// index, the index for every frame: checking each frame's SHA-256 covers every byte.
+fn frame_units(
+    data: &TableData,
+    index: &Arc<[FrameIndexEntry]>,
+    table: &str,
+    quick: bool,
+) -> Vec<Unit> {
+    let ranges: Vec<Range<usize>> = if quick {
+        let last = index.len().saturating_sub(1);
+        let mut r = Vec::with_capacity(2);
+        r.push(0..index.len().min(1));
+        if last > 0 {
+            r.push(last..index.len());
+        }
+        r
+    } else {
+        frame_ranges(index)
+    };
+    ranges
+        .into_iter()
+        .map(|range| Unit::Frames {
+            file: data.file.clone(),
+            index: index.clone(),
+            range,
+            table: table.to_string(),
+            size_ok: data.size_ok,
+        })
+        .collect()
+}
+
+fn located(l: Located) -> Problem {
+    Problem::new(&l.file, l.problem.to_string()).of_table(l.table.as_ref())
 }
 
 fn readers_of(toc: &Toc) -> (String, crate::archive::compat::Readers) {
@@ -531,109 +425,49 @@ fn structure(dir: &ArchiveDir, quick: bool, p: &mut Plan) {
     };
     p.files = 1;
     p.readers = Some(readers_of(&toc));
-    check_names(dir, &toc, p);
+    let refused = dir.refused_names(&toc);
+    let mut problems = Vec::new();
     for e in toc.entries.iter().filter(|e| e.had_dumper) {
         if e.desc.is("TABLE DATA") {
             p.tables += 1;
-            let name = e.filename.as_bytes().unwrap_or_default();
-            if safe_relative_name(name).is_err() {
-                continue; // reported by check_names
+            // A refused name is reported once, by refused_names.
+            let mut mine = Vec::new();
+            let data = dir.table_data(None, e, &mut mine);
+            if !refused.iter().any(|r| matches!(&r.problem, DataProblem::RefusedName { dump_id, .. } if *dump_id == e.dump_id)) {
+                problems.append(&mut mine);
             }
-            match find_data_file(dir.root(), name) {
-                Ok(f) => {
-                    p.files += 1;
-                    if !quick {
-                        p.units.push(Unit::Whole {
-                            rel: f.rel.clone(),
-                            path: f.path.clone(),
-                            expect: None,
-                            decode: Decode::Copy(f.codec),
-                            table: Some(e.qualified_name()),
-                        });
-                    }
-                }
-                Err(err) => p.problems.push(
-                    Problem::new(&String::from_utf8_lossy(name), strip_path(&err, dir))
-                        .of_table(Some(&e.qualified_name())),
-                ),
+            let Some(data) = data else { continue };
+            p.files += 1;
+            if !quick {
+                p.units.push(Unit::Whole {
+                    rel: data.file.rel.clone(),
+                    path: data.file.path.clone(),
+                    expect: None,
+                    decode: Decode::Copy(data.file.codec),
+                    table: Some(e.qualified_name()),
+                });
             }
         } else if e.desc.is("BLOBS") {
-            // An unsafe name is reported by check_names.
-            let Ok(blobs) = blobs_toc_name(&toc, e).map(str::to_string) else {
-                continue;
-            };
-            let bytes = match dir.read_small_file(&blobs) {
-                Ok(b) => b,
-                Err(err) => {
-                    p.problems.push(Problem::new(&blobs, strip_path(&err, dir)));
-                    continue;
-                }
-            };
+            if blobs_toc_name(&toc, e).is_err() {
+                continue; // reported by refused_names
+            }
             p.files += 1;
-            for (rel, problem) in blob_files(dir, &blobs, &bytes) {
-                match problem {
-                    Some(what) => p.problems.push(Problem::new(&rel, what)),
-                    None => {
-                        p.files += 1;
-                        if !quick {
-                            p.units.push(Unit::Whole {
-                                path: dir.root().join(&rel),
-                                decode: Decode::Blob(FileCodec::of_file_name(&rel)),
-                                rel,
-                                expect: None,
-                                table: None,
-                            });
-                        }
-                    }
+            for object in dir.large_objects(&toc, None, e, &mut problems) {
+                p.files += 1;
+                if !quick {
+                    p.units.push(Unit::Whole {
+                        path: object.file.path.clone(),
+                        decode: Decode::Blob(object.file.codec),
+                        rel: object.file.rel,
+                        expect: None,
+                        table: None,
+                    });
                 }
             }
         }
     }
-}
-
-/// Every file name in toc.dat must stay inside the archive (format-spec §8.2).
-fn check_names(dir: &ArchiveDir, toc: &Toc, p: &mut Plan) {
-    for e in &toc.entries {
-        let name = e.filename.as_bytes().unwrap_or_default();
-        if name.is_empty() {
-            continue;
-        }
-        let shown = String::from_utf8_lossy(name).into_owned();
-        let problem = match safe_relative_name(name) {
-            Err(what) => Some(what),
-            Ok(rel) => ["", ".gz", ".lz4", ".zst"]
-                .iter()
-                .find_map(|s| dir.resolve(&format!("{rel}{s}")).err())
-                .map(|e| strip_path(&e, dir)),
-        };
-        if let Some(what) = problem {
-            p.problems.push(
-                Problem::new(
-                    TOC_FILE,
-                    format!("entry {} names file {shown:?}: {what}", e.dump_id),
-                )
-                .of_table(e.desc.is("TABLE DATA").then(|| e.qualified_name()).as_ref()),
-            );
-        }
-    }
-}
-
-/// The data files a large-object list names, each with the problem found, if any.
-fn blob_files(dir: &ArchiveDir, list: &str, bytes: &[u8]) -> Vec<(String, Option<String>)> {
-    let lines = match parse_blobs_toc(bytes) {
-        Ok(lines) => lines,
-        Err(what) => return vec![(list.to_string(), Some(what))],
-    };
-    lines
-        .into_iter()
-        .map(|line| match line {
-            Err(what) => (list.to_string(), Some(what)),
-            Ok((_, name)) => match find_data_file(dir.root(), name.as_bytes()) {
-                Ok(f) => (f.rel, None),
-                Err(e) => (name, Some(strip_path(&e, dir))),
-            },
-        })
-        .collect()
+    p.problems.extend(refused.into_iter().map(located));
+    p.problems.extend(problems.into_iter().map(located));
 }
 
 /// An archive error's message without the leading absolute path (problems name files

@@ -145,7 +145,7 @@ fn check(unit: &Unit, out: &mut Found) {
                 Some(Ok(rows)) if matches!(decode, crate::archive::reader::Decode::Copy(_)) => {
                     out.rows += rows
                 }
-                Some(Err(what)) => out.problems.push(problem(what)),
+                Some(Err(what)) => out.problems.push(problem(what.to_string())),
                 _ => {}
             }
         }

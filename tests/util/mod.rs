@@ -664,3 +664,24 @@ pub fn cluster_with_big_table(more_sql: &str) -> Cluster {
     );
     cluster
 }
+
+/// An archive's manifest, parsed (the one manifest reader of the tests).
+pub fn read_manifest(archive: &Path) -> pgarc::archive::manifest::Manifest {
+    let bytes = std::fs::read(archive.join("manifest.toml")).unwrap();
+    pgarc::archive::manifest::Manifest::parse(&bytes).unwrap()
+}
+
+/// Writes `m` as the archive's manifest, with its checksum: an archive changed by a test
+/// that stays consistent, as a hostile or buggy writer would leave it.
+pub fn write_manifest(archive: &Path, m: &pgarc::archive::manifest::Manifest) {
+    std::fs::write(archive.join("manifest.toml"), m.to_bytes()).unwrap();
+}
+
+/// Sets the listed size and SHA-256 of archive file `rel` to what is on disk now.
+pub fn relist_file(archive: &Path, m: &mut pgarc::archive::manifest::Manifest, rel: &str) {
+    use sha2::Digest;
+    let bytes = std::fs::read(archive.join(rel)).unwrap();
+    let f = m.files.iter_mut().find(|f| f.path == rel).unwrap();
+    f.size = bytes.len() as u64;
+    f.sha256 = pgarc::archive::frame::hex(&sha2::Sha256::digest(&bytes));
+}
