@@ -12,7 +12,7 @@ use pgarc::archive::list::{write_listing, write_selected};
 use pgarc::archive::select::NameFilters;
 use pgarc::archive::ArchiveDir;
 use pgarc::cli::{parse_size, Cli, Command, ConnectionArgs, DumpArgs, OutputArgs, RestoreArgs};
-use pgarc::dump::select::DumpSelection;
+use pgarc::dump::scope::DumpSelection;
 use pgarc::dump::DumpOptions;
 use pgarc::pg::conn::{ConnArgs, ConnParams};
 use pgarc::progress;

@@ -72,6 +72,83 @@ pub struct Totals {
 }
 
 impl Report {
+    /// The report of one `command` ("dump" or "restore") that started at `started` and ends
+    /// now, status "ok", with no phases and no tables yet: [`Report::phase`] and
+    /// [`Report::tables`] fill them in, and the fields a command has (the compression,
+    /// the snapshot) are set directly.
+    pub fn new(
+        command: &'static str,
+        started: std::time::SystemTime,
+        archive: &Path,
+        database: &str,
+        jobs: usize,
+    ) -> Report {
+        use crate::archive::manifest::rfc3339_utc;
+        Report {
+            report_format: REPORT_FORMAT,
+            command,
+            pgarc_version: env!("CARGO_PKG_VERSION").to_string(),
+            started: rfc3339_utc(started),
+            finished: rfc3339_utc(std::time::SystemTime::now()),
+            status: "ok",
+            archive: archive.display().to_string(),
+            database: database.to_string(),
+            server_version: None,
+            jobs,
+            compression: None,
+            snapshot_id: None,
+            phases: Vec::new(),
+            tables: Vec::new(),
+            totals: Totals {
+                tables: 0,
+                rows: 0,
+                raw_bytes: 0,
+                stored_bytes: 0,
+                seconds: 0.0,
+                errors: 0,
+            },
+        }
+    }
+
+    /// Adds a phase that took `elapsed` (and ran `entries` TOC entries, for a restore).
+    pub fn phase(
+        mut self,
+        name: &str,
+        elapsed: std::time::Duration,
+        entries: Option<usize>,
+    ) -> Self {
+        self.phases.push(Phase {
+            name: name.into(),
+            seconds: secs(elapsed),
+            entries,
+        });
+        self
+    }
+
+    /// Sets the tables, sorted by schema and name, and the totals: the tables' sums, the
+    /// whole run's time and its errors (status "errors" when there were some).
+    pub fn tables(
+        mut self,
+        mut tables: Vec<TableReport>,
+        elapsed: std::time::Duration,
+        errors: usize,
+    ) -> Self {
+        tables.sort_by(|a, b| (&a.schema, &a.name).cmp(&(&b.schema, &b.name)));
+        self.totals = Totals {
+            tables: tables.len(),
+            rows: tables.iter().map(|t| t.rows).sum(),
+            raw_bytes: tables.iter().map(|t| t.raw_bytes).sum(),
+            stored_bytes: tables.iter().map(|t| t.stored_bytes).sum(),
+            seconds: secs(elapsed),
+            errors,
+        };
+        if errors > 0 {
+            self.status = "errors";
+        }
+        self.tables = tables;
+        self
+    }
+
     /// Writes the report to `path` atomically (a temporary file renamed into place).
     pub fn write(&self, path: &Path) -> Result<()> {
         let json = serde_json::to_vec_pretty(self).context("cannot encode the report")?;

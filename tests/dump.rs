@@ -421,15 +421,79 @@ fn all_files(dir: &Path) -> Vec<String> {
     out
 }
 
-#[test]
-fn manifest_checksums_match_sha256sum_and_no_password_leaks() {
-    const PASSWORD: &str = "Pw-7f3c1e-never-printed";
+const PASSWORD: &str = "Pw-7f3c1e-never-printed";
+
+/// A server that asks for passwords, with the fixtures in `src` and a role `backup` whose
+/// password is [`PASSWORD`].
+fn password_cluster() -> Cluster {
     let cluster = Cluster::start_password_auth();
     cluster.create_fixtures_db("src");
     cluster.psql(
         "postgres",
         &format!("CREATE ROLE backup LOGIN SUPERUSER PASSWORD '{PASSWORD}'"),
     );
+    cluster
+}
+
+/// Runs `pgarc dump` with no password given, in a pseudo-terminal (script(1)), typing
+/// [`PASSWORD`] once the prompt is shown: the exit status and what the terminal showed.
+fn dump_answering_the_prompt(cluster: &Cluster, out: &Path) -> (std::process::ExitStatus, String) {
+    let mut script = Command::new("script");
+    for (k, _) in std::env::vars() {
+        if k.starts_with("PG") {
+            script.env_remove(k);
+        }
+    }
+    let mut child = script
+        .args(["-qec"])
+        .arg(format!(
+            "{} dump -h 127.0.0.1 -p {} -U backup -d src -f {} --pg-dump {}",
+            env!("CARGO_BIN_EXE_pgarc"),
+            cluster.port,
+            out.display(),
+            cluster.bindir.join("pg_dump").display()
+        ))
+        .arg("/dev/null")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Answer only once the prompt is shown.
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        use std::io::Read as _;
+        let mut all = Vec::new();
+        let mut buf = [0u8; 256];
+        let mut stdin = child.stdin.take();
+        let mut answered = None;
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            all.extend_from_slice(&buf[..n]);
+            if all.ends_with(b": ") {
+                if let Some(mut input) = stdin.take() {
+                    use std::io::Write as _;
+                    // rpassword prints the prompt, then turns echo off: leave it that moment.
+                    std::thread::sleep(Duration::from_millis(300));
+                    writeln!(input, "{PASSWORD}").unwrap();
+                    // Kept open until the dump ends.
+                    answered = Some(input);
+                }
+            }
+        }
+        let status = child.wait().unwrap();
+        drop(answered);
+        (status, String::from_utf8_lossy(&all).into_owned())
+    });
+    reader.join().unwrap()
+}
+
+/// The manifest lists every file with the size and SHA-256 sha256sum computes, and the
+/// password reaches no argv (pgarc's or pg_dump's), no output and no archive file.
+#[test]
+fn manifest_checksums_match_sha256sum_and_no_password_leaks() {
+    let cluster = password_cluster();
     let work = tempfile::tempdir().unwrap();
     let archive = work.path().join("a");
 
@@ -504,7 +568,14 @@ fn manifest_checksums_match_sha256sum_and_no_password_leaks() {
             "password in {f}"
         );
     }
+}
 
+/// Passwords come from libpq's sources (PGPASSWORD, the prompt on a terminal, the password
+/// file), and a wrong or missing one is one line that says how to give it.
+#[test]
+fn passwords_come_from_libpqs_sources_and_fail_clearly() {
+    let cluster = password_cluster();
+    let work = tempfile::tempdir().unwrap();
     // A wrong password: one line naming the problem and the fix, exit 1, no archive.
     let out = crate::util::pgarc()
         .env("PGPASSWORD", "wrong")
@@ -536,57 +607,8 @@ fn manifest_checksums_match_sha256sum_and_no_password_leaks() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("asks for a password"), "{stderr}");
 
-    // No password given, but a terminal: pgarc asks, like libpq programs (run in a pty by
-    // script(1), which feeds it the answer).
-    let mut script = Command::new("script");
-    for (k, _) in std::env::vars() {
-        if k.starts_with("PG") {
-            script.env_remove(k);
-        }
-    }
-    let mut child = script
-        .args(["-qec"])
-        .arg(format!(
-            "{} dump -h 127.0.0.1 -p {} -U backup -d src -f {} --pg-dump {}",
-            env!("CARGO_BIN_EXE_pgarc"),
-            cluster.port,
-            work.path().join("tty").display(),
-            cluster.bindir.join("pg_dump").display()
-        ))
-        .arg("/dev/null")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Answer only once the prompt is shown.
-    let mut stdout = child.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        use std::io::Read as _;
-        let mut all = Vec::new();
-        let mut buf = [0u8; 256];
-        let mut stdin = child.stdin.take();
-        let mut answered = None;
-        while let Ok(n) = stdout.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            all.extend_from_slice(&buf[..n]);
-            if all.ends_with(b": ") {
-                if let Some(mut input) = stdin.take() {
-                    use std::io::Write as _;
-                    // rpassword prints the prompt, then turns echo off: leave it that moment.
-                    std::thread::sleep(Duration::from_millis(300));
-                    writeln!(input, "{PASSWORD}").unwrap();
-                    // Kept open until the dump ends.
-                    answered = Some(input);
-                }
-            }
-        }
-        let status = child.wait().unwrap();
-        drop(answered);
-        (status, String::from_utf8_lossy(&all).into_owned())
-    });
-    let (status, text) = reader.join().unwrap();
+    // No password given, but a terminal: pgarc asks, like libpq programs.
+    let (status, text) = dump_answering_the_prompt(&cluster, &work.path().join("tty"));
     assert!(status.success(), "{text}");
     assert!(text.contains("Password for user backup:"), "{text}");
     assert!(!text.contains(PASSWORD), "the prompt does not echo: {text}");

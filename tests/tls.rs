@@ -32,8 +32,9 @@ fn make_ca(dir: &Path, name: &str) {
     );
 }
 
-#[test]
-fn sslmodes_connect_verify_and_fail_clearly() {
+/// A server that takes TCP connections only over TLS, with a certificate for "localhost"
+/// signed by `ca.crt` (another CA, `other_ca.crt`, signs nothing), and a database `db`.
+fn tls_only_server() -> (Cluster, tempfile::TempDir) {
     let cluster = Cluster::start_in(&newest_bindir());
     cluster.create_db("db");
     cluster.psql(
@@ -82,24 +83,42 @@ fn sslmodes_connect_verify_and_fail_clearly() {
     );
     cluster.enable_tls_only(&dir.join("server.crt"), &dir.join("server.key"));
 
-    let ca = dir.join("ca.crt");
-    let other = dir.join("other_ca.crt");
-    let work = tempfile::tempdir().unwrap();
-    let dump = |name: &str, conninfo: String| {
-        let out = cluster
-            .pgarc_dump_cmd(&conninfo, &work.path().join(name))
-            .arg("-q")
-            .output()
-            .unwrap();
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
-    let base = format!(
+    (cluster, certs)
+}
+
+/// `pgarc dump -q` of `conninfo` into `out`: its exit code and stderr.
+fn dump_quietly(cluster: &Cluster, out: &Path, conninfo: &str) -> (Option<i32>, String) {
+    let out = cluster
+        .pgarc_dump_cmd(conninfo, out)
+        .arg("-q")
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The server's database `db` by host name "localhost" (the certificate's name) at
+/// 127.0.0.1, with no sslmode yet.
+fn base_conninfo(cluster: &Cluster) -> String {
+    format!(
         "host=localhost hostaddr=127.0.0.1 port={} user=postgres dbname=db",
         cluster.port
-    );
+    )
+}
+
+/// require, verify-ca, verify-full (right CA and host name), prefer and allow connect; the
+/// session really is encrypted; restore connects over TLS too.
+#[test]
+fn sslmodes_that_can_connect_do_and_are_encrypted() {
+    let (cluster, certs) = tls_only_server();
+    let dir = certs.path();
+    let ca = dir.join("ca.crt");
+    let work = tempfile::tempdir().unwrap();
+    let dump =
+        |name: &str, conninfo: String| dump_quietly(&cluster, &work.path().join(name), &conninfo);
+    let base = base_conninfo(&cluster);
     // require: encrypted, no verification; verify-full with the right CA and host name.
     for (name, opts) in [
         ("require", "sslmode=require".to_string()),
@@ -130,6 +149,38 @@ fn sslmodes_connect_verify_and_fail_clearly() {
     ]));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "t");
 
+    // allow: tries without TLS, is refused, then connects with it.
+    let (code, stderr) = dump("allow", format!("{base} sslmode=allow"));
+    assert_eq!(code, Some(0), "{stderr}");
+    // restore over TLS too.
+    cluster.create_db("dst");
+    run_ok(
+        cluster
+            .pgarc()
+            .args(["restore", "-q", "-d"])
+            .arg(format!(
+                "host=localhost hostaddr=127.0.0.1 port={} user=postgres dbname=dst \
+                 sslmode=verify-full sslrootcert={}",
+                cluster.port,
+                ca.display()
+            ))
+            .arg(work.path().join("verify-full")),
+    );
+    assert_eq!(cluster.psql("dst", "SELECT count(*) FROM t").trim(), "100");
+}
+
+/// Each way TLS can fail (wrong host name, wrong CA, no root certificate, disable against a
+/// TLS-only server, prefer whose handshake fails) is one line naming the problem and the fix.
+#[test]
+fn sslmodes_that_cannot_connect_fail_clearly() {
+    let (cluster, certs) = tls_only_server();
+    let dir = certs.path();
+    let ca = dir.join("ca.crt");
+    let other = dir.join("other_ca.crt");
+    let work = tempfile::tempdir().unwrap();
+    let dump =
+        |name: &str, conninfo: String| dump_quietly(&cluster, &work.path().join(name), &conninfo);
+    let base = base_conninfo(&cluster);
     // verify-full and a host name the certificate does not hold.
     let wrong_host = format!(
         "host=127.0.0.1 port={} user=postgres dbname=db sslmode=verify-full sslrootcert={}",
@@ -187,22 +238,4 @@ fn sslmodes_connect_verify_and_fail_clearly() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("no encryption"), "{stderr}");
-    // allow: tries without TLS, is refused, then connects with it.
-    let (code, stderr) = dump("allow", format!("{base} sslmode=allow"));
-    assert_eq!(code, Some(0), "{stderr}");
-    // restore over TLS too.
-    cluster.create_db("dst");
-    run_ok(
-        cluster
-            .pgarc()
-            .args(["restore", "-q", "-d"])
-            .arg(format!(
-                "host=localhost hostaddr=127.0.0.1 port={} user=postgres dbname=dst \
-                 sslmode=verify-full sslrootcert={}",
-                cluster.port,
-                ca.display()
-            ))
-            .arg(work.path().join("verify-full")),
-    );
-    assert_eq!(cluster.psql("dst", "SELECT count(*) FROM t").trim(), "100");
 }

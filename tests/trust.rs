@@ -228,6 +228,74 @@ fn error_lines(stderr: &str) -> Vec<&str> {
     stderr.lines().filter(|l| l.contains("error:")).collect()
 }
 
+/// One data-only load of `loads_are_all_or_nothing_with_truthful_counts`: `table` from
+/// `archive` into a fresh database prepared with `ddl`, by pgarc and by pg_restore; both load
+/// all of it (`loads`) or none, and pgarc's summary and --report count what committed.
+fn data_only_load_is_whole_or_nothing(
+    cluster: &Cluster,
+    archive: &Path,
+    work: &Path,
+    i: usize,
+    (what, table, ddl, loads): (&str, &str, &str, bool),
+) {
+    let (db, twin) = (format!("t{i}"), format!("t{i}_stock"));
+    for d in [&db, &twin] {
+        cluster.create_db(d);
+        cluster.psql(d, ddl);
+    }
+    let report = work.join(format!("r{i}.json"));
+    let out = output_within(
+        cluster
+            .pgarc()
+            .args([
+                "restore", "-a", "-j", "4", "-t", table, "-d", &db, "--report",
+            ])
+            .arg(&report)
+            .arg(archive),
+        Duration::from_secs(120),
+        what,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let count: u64 = cluster
+        .psql(&db, &format!("SELECT count(*) FROM {table}"))
+        .trim()
+        .parse()
+        .unwrap();
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let reported = report["tables"][0]["rows"].as_u64().unwrap();
+    assert_eq!(
+        reported, count,
+        "{what}: --report says what is in the table"
+    );
+    assert_eq!(report["totals"]["rows"].as_u64().unwrap(), count, "{what}");
+    let stock = cluster
+        .client("pg_restore")
+        .args(["-a", "-t", table, "-d", &twin])
+        .arg(archive)
+        .output()
+        .unwrap();
+    let stock_count = cluster
+        .psql(&twin, &format!("SELECT count(*) FROM {table}"))
+        .trim()
+        .to_string();
+    if loads {
+        assert!(out.status.success(), "{what}: pgarc loads it: {stderr}");
+        assert!(stock.status.success(), "{what}: so does pg_restore");
+        assert_eq!((count, stock_count.as_str()), (60000, "60000"), "{what}");
+        assert!(stderr.contains("1 tables, 60000 rows"), "{what}: {stderr}");
+    } else {
+        assert_eq!(out.status.code(), Some(1), "{what}: {stderr}");
+        assert_eq!(count, 0, "{what}: no partial table");
+        assert_eq!(stock_count, "0", "{what}: pg_restore agrees");
+        assert_eq!(error_lines(&stderr).len(), 1, "{what}: one error: {stderr}");
+        assert!(
+            stderr.contains("0 tables, 0 rows") && stderr.contains("1 tables not loaded"),
+            "{what}: the summary counts what committed: {stderr}"
+        );
+    }
+}
+
 /// Class 2: a table is loaded whole or not at all, with no hang in any interleaving, and
 /// the summary and --report count only committed rows. Data-only loads into tables whose
 /// constraints or triggers see across rows (a deferred UNIQUE, a plain UNIQUE with a
@@ -280,63 +348,8 @@ fn loads_are_all_or_nothing_with_truthful_counts() {
             true,
         ),
     ];
-    for (i, (what, table, ddl, loads)) in targets.into_iter().enumerate() {
-        let (db, twin) = (format!("t{i}"), format!("t{i}_stock"));
-        for d in [&db, &twin] {
-            cluster.create_db(d);
-            cluster.psql(d, ddl);
-        }
-        let report = work.path().join(format!("r{i}.json"));
-        let out = output_within(
-            cluster
-                .pgarc()
-                .args([
-                    "restore", "-a", "-j", "4", "-t", table, "-d", &db, "--report",
-                ])
-                .arg(&report)
-                .arg(&archive),
-            Duration::from_secs(120),
-            what,
-        );
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let count: u64 = cluster
-            .psql(&db, &format!("SELECT count(*) FROM {table}"))
-            .trim()
-            .parse()
-            .unwrap();
-        let report: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
-        let reported = report["tables"][0]["rows"].as_u64().unwrap();
-        assert_eq!(
-            reported, count,
-            "{what}: --report says what is in the table"
-        );
-        assert_eq!(report["totals"]["rows"].as_u64().unwrap(), count, "{what}");
-        let stock = cluster
-            .client("pg_restore")
-            .args(["-a", "-t", table, "-d", &twin])
-            .arg(&archive)
-            .output()
-            .unwrap();
-        let stock_count = cluster
-            .psql(&twin, &format!("SELECT count(*) FROM {table}"))
-            .trim()
-            .to_string();
-        if loads {
-            assert!(out.status.success(), "{what}: pgarc loads it: {stderr}");
-            assert!(stock.status.success(), "{what}: so does pg_restore");
-            assert_eq!((count, stock_count.as_str()), (60000, "60000"), "{what}");
-            assert!(stderr.contains("1 tables, 60000 rows"), "{what}: {stderr}");
-        } else {
-            assert_eq!(out.status.code(), Some(1), "{what}: {stderr}");
-            assert_eq!(count, 0, "{what}: no partial table");
-            assert_eq!(stock_count, "0", "{what}: pg_restore agrees");
-            assert_eq!(error_lines(&stderr).len(), 1, "{what}: one error: {stderr}");
-            assert!(
-                stderr.contains("0 tables, 0 rows") && stderr.contains("1 tables not loaded"),
-                "{what}: the summary counts what committed: {stderr}"
-            );
-        }
+    for (i, target) in targets.into_iter().enumerate() {
+        data_only_load_is_whole_or_nothing(&cluster, &archive, work.path(), i, target);
     }
 
     // Tables created in this run are split across workers, and equal to the source.

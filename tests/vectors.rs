@@ -532,8 +532,8 @@ fn table_file(dir: &Path, what: &str) -> String {
                 .find(|e| e.desc.is("TABLE DATA"))
                 .unwrap();
             let name = e.filename.to_str_lossy().unwrap().into_owned();
-            ["", ".gz", ".zst", ".lz4"]
-                .iter()
+            std::iter::once("")
+                .chain(pgarc::archive::reader::SUFFIXES.iter().map(|(s, _)| *s))
                 .map(|s| format!("{name}{s}"))
                 .find(|n| dir.join(n).exists())
                 .unwrap()

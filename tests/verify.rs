@@ -65,33 +65,11 @@ struct Damage {
     quick_catches: bool,
 }
 
-/// Acceptance 1: each kind of damage is found and named, exit 1; the untouched archive gives
-/// exit 0; `--quick` catches exactly the kinds it documents.
-#[test]
-fn every_kind_of_damage_is_found_and_named() {
-    let cluster = Cluster::start_in(&newest_bindir());
-    cluster.create_db("src");
-    cluster.psql(
-        "src",
-        "CREATE TABLE alpha AS SELECT i AS id, md5(i::text) AS h FROM generate_series(1, 30000) i;
-         CREATE TABLE beta AS SELECT i AS id, repeat('b', i % 50) AS t FROM generate_series(1, 20000) i;
-         CREATE TABLE gamma (x int); INSERT INTO gamma VALUES (1), (2)",
-    );
-    let work = tempfile::tempdir().unwrap();
-    let good = work.path().join("good");
-    cluster.pgarc_dump("src", &good, &["--frame-size", "16kB"]);
-
-    let (code, out) = verify(&good, &[]);
-    assert_eq!(code, 0, "{out}");
-    assert!(
-        out.contains("intact") && out.contains("50002 rows"),
-        "{out}"
-    );
-    let (code, out) = verify(&good, &["--quick", "-j", "1"]);
-    assert_eq!(code, 0, "{out}");
-
-    let (alpha, alpha_frames) = frames(&good, "alpha");
-    let (beta, beta_frames) = frames(&good, "beta");
+/// Every kind of damage the matrix applies to a copy of `good` (an archive with tables
+/// alpha and beta of at least five frames each).
+fn damage_kinds(good: &Path) -> Vec<Damage> {
+    let (alpha, alpha_frames) = frames(good, "alpha");
+    let (beta, beta_frames) = frames(good, "beta");
     assert!(alpha_frames.len() >= 5 && beta_frames.len() >= 5);
     let size = |f: &str| std::fs::metadata(good.join(f)).unwrap().len();
     assert_ne!(size(&alpha), size(&beta), "the swap changes both sizes");
@@ -102,7 +80,7 @@ fn every_kind_of_damage_is_found_and_named() {
         format!("frame {n} (bytes {}..{})", f.offset, f.offset + f.stored)
     };
 
-    let damages = [
+    vec![
         Damage {
             name: "a flipped byte in toc.dat",
             apply: Box::new(|a: &Path| flip(&a.join("toc.dat"), 200)),
@@ -203,7 +181,35 @@ fn every_kind_of_damage_is_found_and_named() {
             // Quick reads no middle frame: it sees this only through the file's size.
             quick_catches: donor.stored != victim.stored,
         },
-    ];
+    ]
+}
+
+/// Acceptance 1: each kind of damage is found and named, exit 1; the untouched archive gives
+/// exit 0; `--quick` catches exactly the kinds it documents.
+#[test]
+fn every_kind_of_damage_is_found_and_named() {
+    let cluster = Cluster::start_in(&newest_bindir());
+    cluster.create_db("src");
+    cluster.psql(
+        "src",
+        "CREATE TABLE alpha AS SELECT i AS id, md5(i::text) AS h FROM generate_series(1, 30000) i;
+         CREATE TABLE beta AS SELECT i AS id, repeat('b', i % 50) AS t FROM generate_series(1, 20000) i;
+         CREATE TABLE gamma (x int); INSERT INTO gamma VALUES (1), (2)",
+    );
+    let work = tempfile::tempdir().unwrap();
+    let good = work.path().join("good");
+    cluster.pgarc_dump("src", &good, &["--frame-size", "16kB"]);
+
+    let (code, out) = verify(&good, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("intact") && out.contains("50002 rows"),
+        "{out}"
+    );
+    let (code, out) = verify(&good, &["--quick", "-j", "1"]);
+    assert_eq!(code, 0, "{out}");
+
+    let damages = damage_kinds(&good);
 
     for (i, d) in damages.iter().enumerate() {
         let case = work.path().join(format!("case{i}"));

@@ -23,10 +23,10 @@ use super::dir::ArchiveDir;
 use super::error::Error;
 use super::frame::{hex, parse_frame_index, FrameIndexEntry};
 use super::manifest::{ListedFile, ManifestIndex, TableFiles};
+use super::names::safe_relative_name;
 use super::reader::{
-    blobs_toc_name, find_data_file, open_stream, parse_blobs_toc, safe_relative_name,
-    BlobListError, CopyScanner, DataFile, FileCodec, FrameCheckError, FrameReader, HashingReader,
-    RowSink, ScanError,
+    blobs_toc_name, find_data_file, open_stream, parse_blobs_toc, BlobListError, CopyScanner,
+    DataFile, FileCodec, FrameCheckError, FrameReader, HashingReader, RowSink, ScanError, SUFFIXES,
 };
 use super::toc::{Toc, TocEntry};
 use super::TOC_FILE;
@@ -449,8 +449,8 @@ impl ArchiveDir {
             let shown = String::from_utf8_lossy(name).into_owned();
             let why = match safe_relative_name(name) {
                 Err(why) => Some(why.to_string()),
-                Ok(rel) => ["", ".gz", ".lz4", ".zst"]
-                    .iter()
+                Ok(rel) => std::iter::once("")
+                    .chain(SUFFIXES.iter().map(|(s, _)| *s))
                     .find_map(|s| self.resolve(&format!("{rel}{s}")).err())
                     .map(|err| match from_error(err) {
                         DataProblem::Refused(why) => why,
@@ -504,15 +504,11 @@ pub(crate) fn listed_problem(
     None
 }
 
-/// The compression suffixes a data file's name may carry beyond the TOC's name, in the
-/// order pg_restore tries them.
-pub const CODEC_SUFFIXES: [&str; 3] = [".gz", ".lz4", ".zst"];
-
 /// A data file's name without its compression suffix: the name its TOC entry gives.
 pub fn strip_codec_suffix(name: &str) -> &str {
-    CODEC_SUFFIXES
+    SUFFIXES
         .iter()
-        .find_map(|suffix| name.strip_suffix(suffix))
+        .find_map(|(suffix, _)| name.strip_suffix(suffix))
         .unwrap_or(name)
 }
 
@@ -523,6 +519,13 @@ impl TableData {
             Layout::Frames(index) => Some(index),
             Layout::Stream(_) => None,
         }
+    }
+
+    /// A reader of frames `range` of a framed file, each checked as it is read (format-spec
+    /// §4.1): verify reads frames this way to report every bad one, not only the first.
+    pub fn frame_reader(&self, range: Range<usize>) -> Result<FrameReader<'_>, FrameCheckError> {
+        let index = self.frames().map_or(&[][..], |i| &i[..]);
+        FrameReader::open(&self.file, index, range)
     }
 
     /// Reads the rows of frames `range` (all of them for `None`, and for a stream), checked

@@ -1,12 +1,12 @@
-//! An archive directory on disk: where pgarc finds `toc.dat` and, later, the data files and
-//! the manifest. All path handling for archive contents goes through here, so that the checks
-//! against hostile file names (format-spec §2, §8) have one home.
+//! An archive directory on disk: opening it, its `toc.dat` (checked against the manifest when
+//! there is one), its manifest, and the list of every file in it. Names are resolved to
+//! paths through `names` (format-spec §2, §8); where an entry's data lives is `data`'s job.
 
 use std::path::{Path, PathBuf};
 
 use super::error::Error;
 use super::manifest::{ListedFile, Manifest, ManifestIndex, MANIFEST_FILE, MANIFEST_MAX_BYTES};
-use super::reader::safe_relative_name;
+use super::names::inside_archive;
 use super::toc::Toc;
 use super::TOC_FILE;
 
@@ -90,51 +90,6 @@ impl ArchiveDir {
             }),
         }
     }
-}
-
-/// Checks a file name found in an archive (format-spec §2) and returns its path: the name
-/// must be relative, UTF-8, without `..` or NUL ([`safe_relative_name`]), and if the file
-/// exists, the path must not resolve through a symbolic link to outside the archive
-/// directory. Nothing outside the directory is opened: only the link is read.
-pub fn inside_archive(root: &Path, name: &str) -> Result<PathBuf, Error> {
-    let refuse = |problem: String| Error::NotArchive {
-        path: root.join(name),
-        problem,
-    };
-    let rel = safe_relative_name(name.as_bytes()).map_err(|e| refuse(e.to_string()))?;
-    let path = root.join(rel);
-    // Walk the components so that a link anywhere on the way is seen, even a dangling one.
-    let mut at = root.to_path_buf();
-    let mut links = false;
-    for c in Path::new(rel).components() {
-        at.push(c);
-        match std::fs::symlink_metadata(&at) {
-            Ok(m) if m.file_type().is_symlink() => links = true,
-            Ok(_) => {}
-            Err(_) => break,
-        }
-    }
-    if links {
-        let base = std::fs::canonicalize(root).map_err(|error| Error::Io {
-            path: root.to_owned(),
-            action: "could not resolve",
-            error,
-        })?;
-        let escapes = match std::fs::canonicalize(&path) {
-            Ok(target) => !target.starts_with(&base),
-            // A link whose target does not exist: refuse it too rather than guess.
-            Err(_) => true,
-        };
-        if escapes {
-            let target = std::fs::read_link(&path)
-                .map(|t| format!(" ({})", t.display()))
-                .unwrap_or_default();
-            return Err(refuse(format!(
-                "resolves through a symbolic link{target} to outside the archive directory"
-            )));
-        }
-    }
-    Ok(path)
 }
 
 /// What the archive's manifest is, for `pgarc verify`.

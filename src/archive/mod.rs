@@ -3,24 +3,23 @@
 //! this module, so the rules of `format-spec/` live in one place.
 //!
 //! - [`toc`]: the `toc.dat` model and its byte-exact reader and writer (archive versions 1.12
-//!   to 1.16), built on the primitive encodings in `codec`.
+//!   to 1.16), built on the primitive encodings (Int, Str: [`toc::TocStr`]) in `primitive`.
 //! - [`select`]: which entries pg_restore acts on (its `_tocEntryRequired` rules).
 //! - [`list`]: the `pg_restore -l` style listing.
 //! - [`compat`]: which pg_restore versions can read a given archive.
-//! - [`ArchiveDir`]: an archive directory and the paths inside it.
+//! - [`ArchiveDir`]: an archive directory: toc.dat, the manifest, the files it holds.
+//! - `names`: which file names may be opened, and the paths they lead to (§2, §8).
 //! - [`Error`]: one error type whose messages name the file and the problem.
 //! - [`frame`]: data files as independently compressed frames of whole COPY rows, and the
 //!   frame index (format-spec §4.1, §5.2).
-//!
 //! - [`manifest`]: the manifest, written last, that proves the archive's integrity (§5.1).
 //! - [`data`]: the one seam through which restore and verify reach an entry's data:
 //!   located, cross-checked against the manifest, read as checked rows (typed problems).
-//! - [`reader`]: finding and decoding data files for a restore; frame checks; the COPY
-//!   stream scanner.
+//! - [`reader`]: the primitives under `data`: finding and decoding data files, frame checks,
+//!   whole-file hashing, the COPY stream scanner.
 //! - [`writer`]: writing an archive directory: data files frame by frame from many workers,
 //!   toc.dat, frame indexes and the manifest, in the order of §6 and tool.md §1.
 
-mod codec;
 pub mod compat;
 pub mod data;
 mod dir;
@@ -28,13 +27,16 @@ mod error;
 pub mod frame;
 pub mod list;
 pub mod manifest;
+mod names;
+mod primitive;
 pub mod reader;
 pub mod select;
 pub mod toc;
 pub mod writer;
 
-pub use dir::{inside_archive, ArchiveDir, ManifestState};
+pub use dir::{ArchiveDir, ManifestState};
 pub use error::{Error, TocError, TocErrorKind};
+pub use names::{inside_archive, safe_relative_name, NameError};
 
 /// The name of the table of contents inside a directory archive.
 pub const TOC_FILE: &str = "toc.dat";

@@ -5,8 +5,71 @@
 //! bytes; a negative length is NULL. The reader works on an in-memory slice and checks every
 //! length against what is left before it allocates, so a hostile length field costs nothing.
 
+use std::borrow::Cow;
+use std::fmt;
+
 use super::error::{TocError, TocErrorKind};
-use super::toc::TocStr;
+
+/// A Str of `toc.dat`: raw bytes, or NULL (distinct from the empty string).
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
+pub struct TocStr(Option<std::sync::Arc<[u8]>>);
+
+impl TocStr {
+    pub const NULL: TocStr = TocStr(None);
+
+    pub fn new(bytes: impl Into<Vec<u8>>) -> Self {
+        TocStr(Some(std::sync::Arc::from(bytes.into())))
+    }
+
+    pub(crate) fn shared(bytes: std::sync::Arc<[u8]>) -> Self {
+        TocStr(Some(bytes))
+    }
+
+    pub fn is_null(&self) -> bool {
+        self.0.is_none()
+    }
+
+    pub fn as_bytes(&self) -> Option<&[u8]> {
+        self.0.as_deref()
+    }
+
+    /// True when the string is not NULL and equals `s`.
+    pub fn is(&self, s: &str) -> bool {
+        self.as_bytes() == Some(s.as_bytes())
+    }
+
+    /// True when the string is not NULL and starts with `prefix`.
+    pub fn starts_with(&self, prefix: &str) -> bool {
+        self.as_bytes()
+            .is_some_and(|b| b.starts_with(prefix.as_bytes()))
+    }
+
+    /// The bytes as a carrier string (`pg::carrier`): lossless, for building SQL.
+    pub fn carrier(&self) -> Option<String> {
+        self.as_bytes()
+            .map(|b| b.iter().map(|&c| char::from(c)).collect())
+    }
+
+    /// The text for display; invalid UTF-8 is replaced. None for NULL.
+    pub fn to_str_lossy(&self) -> Option<Cow<'_, str>> {
+        self.as_bytes().map(String::from_utf8_lossy)
+    }
+}
+
+impl From<&str> for TocStr {
+    fn from(s: &str) -> Self {
+        TocStr::new(s.as_bytes())
+    }
+}
+
+impl fmt::Debug for TocStr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.to_str_lossy() {
+            None => f.write_str("NULL"),
+            Some(s) => write!(f, "{s:?}"),
+        }
+    }
+}
 
 /// A cursor over `toc.dat` bytes that records where each item starts for error messages.
 pub(crate) struct Reader<'a> {

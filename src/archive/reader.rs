@@ -1,18 +1,20 @@
-//! Reading an archive's data for a restore (format-spec §4, §5, §7): which file holds an
-//! entry's data and how it is compressed, whole-file decoders for stock archives (gzip members,
-//! zstd and lz4 frames, any number of each), frame-by-frame reading with checksums for pgarc
-//! archives, and the scanner that checks a COPY text stream row by row.
+//! The primitives under [`super::data`], the seam restore and verify read through (format-spec
+//! §4, §7): which file holds an entry's data and how it is compressed (pg_restore's rule),
+//! stream decoders (gzip members, zstd and lz4 frames, any number of each), frame-by-frame
+//! reading with checksums and limits for framed files, whole-file hashing for verify, and
+//! the scanner that checks a COPY text stream row by row.
 //!
 //! Everything here is blocking I/O and CPU work: callers run it off the async threads.
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
 use super::error::Error;
 use super::frame::{hex, Codec, FrameIndexEntry};
+pub use super::names::{safe_relative_name, NameError};
 use super::toc::{ArchiveVersion, Toc, TocEntry};
 
 /// How one data file is compressed, decided by its name as pg_restore decides it.
@@ -24,6 +26,14 @@ pub enum FileCodec {
     Zstd,
 }
 
+/// The compression suffixes a data file's name may carry beyond its TOC name, in the order
+/// pg_restore 16+ tries them, with the codec each means (format-spec §4).
+pub const SUFFIXES: [(&str, FileCodec); 3] = [
+    (".gz", FileCodec::Gzip),
+    (".lz4", FileCodec::Lz4),
+    (".zst", FileCodec::Zstd),
+];
+
 impl FileCodec {
     /// The codec a file name's suffix says (`.gz`, `.lz4`, `.zst`), none for any other.
     pub fn of_file_name(name: &str) -> FileCodec {
@@ -31,15 +41,10 @@ impl FileCodec {
     }
 
     fn of_name(name: &str) -> Option<FileCodec> {
-        if name.ends_with(".gz") {
-            Some(FileCodec::Gzip)
-        } else if name.ends_with(".lz4") {
-            Some(FileCodec::Lz4)
-        } else if name.ends_with(".zst") {
-            Some(FileCodec::Zstd)
-        } else {
-            None
-        }
+        SUFFIXES
+            .iter()
+            .find(|(suffix, _)| name.ends_with(suffix))
+            .map(|&(_, codec)| codec)
     }
 
     /// The frame codec that decodes one frame of a pgarc data file of this kind.
@@ -61,39 +66,6 @@ pub struct DataFile {
     pub rel: String,
     pub codec: FileCodec,
     pub size: u64,
-}
-
-/// Why a file name found in an archive is refused (format-spec §2).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum NameError {
-    #[error("file name is not UTF-8")]
-    NotUtf8,
-    #[error("file name is empty")]
-    Empty,
-    #[error("file name {0:?} contains a NUL byte")]
-    Nul(String),
-    #[error("file name {0:?} leaves the archive directory (absolute or ..)")]
-    Escapes(String),
-}
-
-/// Checks that a file name from the TOC or a blobs TOC stays inside the archive: relative, no
-/// `..`, no NUL, UTF-8 (format-spec §2).
-pub fn safe_relative_name(name: &[u8]) -> Result<&str, NameError> {
-    let text = std::str::from_utf8(name).map_err(|_| NameError::NotUtf8)?;
-    if text.is_empty() {
-        return Err(NameError::Empty);
-    }
-    if text.contains('\0') {
-        return Err(NameError::Nul(text.to_string()));
-    }
-    let path = Path::new(text);
-    if !path
-        .components()
-        .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
-    {
-        return Err(NameError::Escapes(text.to_string()));
-    }
-    Ok(text)
 }
 
 /// The large-object list of a BLOBS entry: before archive version 1.16 pg_restore always
@@ -152,15 +124,16 @@ pub fn find_data_file(root: &Path, name: &[u8]) -> Result<DataFile, Error> {
     })?;
     let candidates: Vec<(String, FileCodec)> = match FileCodec::of_name(rel) {
         Some(codec) => vec![(rel.to_string(), codec)],
-        None => vec![
-            (rel.to_string(), FileCodec::None),
-            (format!("{rel}.gz"), FileCodec::Gzip),
-            (format!("{rel}.lz4"), FileCodec::Lz4),
-            (format!("{rel}.zst"), FileCodec::Zstd),
-        ],
+        None => std::iter::once((rel.to_string(), FileCodec::None))
+            .chain(
+                SUFFIXES
+                    .iter()
+                    .map(|(s, codec)| (format!("{rel}{s}"), *codec)),
+            )
+            .collect(),
     };
     for (name, codec) in &candidates {
-        let path = super::dir::inside_archive(root, name)?;
+        let path = super::names::inside_archive(root, name)?;
         match std::fs::metadata(&path) {
             Ok(meta) if meta.is_file() => {
                 return Ok(DataFile {

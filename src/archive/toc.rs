@@ -12,12 +12,12 @@
 //! withOids or filename; dumpIds <= 0; non-numeric dependencies), and bytes after the last
 //! entry, which pg_dump never writes and which therefore mean damage.
 
-use std::borrow::Cow;
 use std::fmt;
 use std::path::Path;
 
-use super::codec::{Reader, Writer};
 use super::error::{Error, TocError, TocErrorKind};
+pub use super::primitive::TocStr;
+use super::primitive::{Reader, Writer};
 
 /// The version triple in the header. pgarc reads and writes 1.12 to 1.16.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -55,67 +55,6 @@ impl ArchiveVersion {
 impl fmt::Display for ArchiveVersion {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}.{}-{}", self.major, self.minor, self.rev)
-    }
-}
-
-/// A Str of `toc.dat`: raw bytes, or NULL (distinct from the empty string).
-#[derive(Clone, Default, PartialEq, Eq, Hash)]
-pub struct TocStr(Option<std::sync::Arc<[u8]>>);
-
-impl TocStr {
-    pub const NULL: TocStr = TocStr(None);
-
-    pub fn new(bytes: impl Into<Vec<u8>>) -> Self {
-        TocStr(Some(std::sync::Arc::from(bytes.into())))
-    }
-
-    pub(crate) fn shared(bytes: std::sync::Arc<[u8]>) -> Self {
-        TocStr(Some(bytes))
-    }
-
-    pub fn is_null(&self) -> bool {
-        self.0.is_none()
-    }
-
-    pub fn as_bytes(&self) -> Option<&[u8]> {
-        self.0.as_deref()
-    }
-
-    /// True when the string is not NULL and equals `s`.
-    pub fn is(&self, s: &str) -> bool {
-        self.as_bytes() == Some(s.as_bytes())
-    }
-
-    /// True when the string is not NULL and starts with `prefix`.
-    pub fn starts_with(&self, prefix: &str) -> bool {
-        self.as_bytes()
-            .is_some_and(|b| b.starts_with(prefix.as_bytes()))
-    }
-
-    /// The bytes as a carrier string (`pg::carrier`): lossless, for building SQL.
-    pub fn carrier(&self) -> Option<String> {
-        self.as_bytes()
-            .map(|b| b.iter().map(|&c| char::from(c)).collect())
-    }
-
-    /// The text for display; invalid UTF-8 is replaced. None for NULL.
-    pub fn to_str_lossy(&self) -> Option<Cow<'_, str>> {
-        self.as_bytes().map(String::from_utf8_lossy)
-    }
-}
-
-impl From<&str> for TocStr {
-    fn from(s: &str) -> Self {
-        TocStr::new(s.as_bytes())
-    }
-}
-
-impl fmt::Debug for TocStr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.to_str_lossy() {
-            None => f.write_str("NULL"),
-            Some(s) => write!(f, "{s:?}"),
-        }
     }
 }
 
@@ -320,7 +259,30 @@ pub struct Toc {
 /// Smallest possible encoded entry with intSize 1: 2 Ints + 15 Strs, all 2 bytes.
 const MIN_ENTRY_BYTES: usize = 2 * 17;
 
+/// An ENCODING entry whose definition names no encoding.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid ENCODING entry {0:?}")]
+pub struct BadEncodingEntry(pub String);
+
 impl Toc {
+    /// The archive's encoding, as pg_restore reads it from the ENCODING entry
+    /// (`SET client_encoding = 'LATIN1';`): the text between its first pair of quotes.
+    /// `None` without an ENCODING entry (archives that old are read as UTF8).
+    pub fn encoding(&self) -> Result<Option<String>, BadEncodingEntry> {
+        let Some(defn) = self
+            .entries
+            .iter()
+            .find(|e| e.desc.is("ENCODING"))
+            .and_then(|e| e.defn.carrier())
+        else {
+            return Ok(None);
+        };
+        match defn.split('\'').nth(1) {
+            Some(name) if !name.is_empty() => Ok(Some(name.to_string())),
+            _ => Err(BadEncodingEntry(defn)),
+        }
+    }
+
     /// Decodes `toc.dat` bytes.
     pub fn parse(bytes: &[u8]) -> Result<Toc, TocError> {
         Toc::parse_from(Reader::new(bytes))

@@ -14,7 +14,7 @@
 
 pub mod plan;
 pub mod schema;
-pub mod select;
+pub mod scope;
 pub mod worker;
 
 use std::fmt;
@@ -31,9 +31,7 @@ use crate::archive::manifest::{
 use crate::archive::writer::ArchiveWriter;
 use crate::pg::conn::ConnParams;
 use crate::pg::session::ConnectFailed;
-use crate::pg::session::{
-    catalog_tables, open_worker, query_text, relations_with_data, SnapshotHolder,
-};
+use crate::pg::session::{catalog_tables, open_worker, relations_with_data, SnapshotHolder};
 use crate::pg::tools::find_pg_dump;
 
 /// The default bound on the data per ctid-range chunk. Measured on this project's 2-core
@@ -57,7 +55,7 @@ pub struct DumpOptions {
     /// `--pg-dump` or `PGARC_PG_DUMP`, with the name of where it came from.
     pub pg_dump: Option<(PathBuf, &'static str)>,
     /// pg_dump's selection and content options.
-    pub selection: select::DumpSelection,
+    pub selection: scope::DumpSelection,
     /// `--report FILE`: the JSON report, written once the archive is complete.
     pub report: Option<PathBuf>,
 }
@@ -313,19 +311,14 @@ async fn plan_dump(holder: &SnapshotHolder, opts: &DumpOptions) -> Result<Planne
     let info = &holder.info;
     let client = &holder.session.client;
     let catalog = catalog_tables(client).await?;
-    let chosen = select::resolve(client, &opts.selection, &info.database, &catalog).await?;
+    let chosen = scope::resolve(client, &opts.selection, &info.database, &catalog).await?;
     let names: Vec<&str> = chosen.dumped.iter().map(|t| t.qualified.as_str()).collect();
     holder.lock(&names).await?;
     // A table rewritten (TRUNCATE, VACUUM FULL, ...) between the snapshot and the lock looks
     // empty under the snapshot: refuse rather than vouch for it.
     let oids: Vec<u32> = chosen.data.iter().map(|t| t.oid).collect();
     refuse_rewritten(&chosen.data, &holder.rewritten_since_snapshot(&oids).await?)?;
-    let block_size: u64 = query_text(client, "SELECT current_setting('block_size')")
-        .await?
-        .pop()
-        .and_then(|r| r.into_iter().next().flatten())
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(8192);
+    let block_size = info.block_size;
     let copied: std::collections::HashSet<u32> = oids.into_iter().collect();
     let keep: Vec<(String, String)> = relations_with_data(client)
         .await?
@@ -528,41 +521,24 @@ impl Finish<'_> {
             .await
             .context("the manifest task failed")??;
         let report = opts.report.as_ref().map(|_| {
-            let phase = |name: &str, d: Duration| crate::report::Phase {
-                name: name.into(),
-                seconds: crate::report::secs(d),
-                entries: None,
-            };
-            crate::report::Report {
-                report_format: crate::report::REPORT_FORMAT,
-                command: "dump",
-                pgarc_version: env!("CARGO_PKG_VERSION").to_string(),
-                started: rfc3339_utc(times.started_at),
-                finished: created_end,
-                status: "ok",
-                archive: opts.out.display().to_string(),
-                database: info.database.clone(),
-                server_version: Some(info.version.clone()),
-                jobs: opts.jobs,
-                compression: Some(codec.to_string()),
-                snapshot_id: Some(snapshot_id.clone()),
-                phases: vec![
-                    phase("plan", times.plan),
-                    phase("copy", times.copy),
-                    phase("schema capture", times.schema),
-                    phase("assemble", assembled_in),
-                    phase("manifest", manifest_started.elapsed()),
-                ],
-                totals: crate::report::Totals {
-                    tables,
-                    rows: assembled.rows,
-                    raw_bytes: assembled.raw_bytes,
-                    stored_bytes: assembled.stored_bytes,
-                    seconds: crate::report::secs(times.started.elapsed()),
-                    errors: 0,
-                },
-                tables: assembled.report.clone(),
-            }
+            let mut r = crate::report::Report::new(
+                "dump",
+                times.started_at,
+                &opts.out,
+                &info.database,
+                opts.jobs,
+            )
+            .phase("plan", times.plan, None)
+            .phase("copy", times.copy, None)
+            .phase("schema capture", times.schema, None)
+            .phase("assemble", assembled_in, None)
+            .phase("manifest", manifest_started.elapsed(), None)
+            .tables(assembled.report.clone(), times.started.elapsed(), 0);
+            r.finished = created_end;
+            r.server_version = Some(info.version.clone());
+            r.compression = Some(codec.to_string());
+            r.snapshot_id = Some(snapshot_id.clone());
+            r
         });
         let summary = DumpSummary {
             out: opts.out.clone(),
@@ -606,13 +582,8 @@ fn assemble(
     table_entries: bool,
 ) -> Result<Assembled> {
     let (mut toc, mut files) = archive.adopt_schema()?;
-    let recorded = toc
-        .entries
-        .iter()
-        .find(|e| e.desc.is("ENCODING"))
-        .and_then(|e| e.defn.to_str_lossy().map(|s| s.into_owned()))
-        .unwrap_or_default();
-    if !recorded.contains(&format!("'{encoding}'")) {
+    let recorded = toc.encoding()?;
+    if recorded.as_deref() != Some(encoding) {
         bail!("pg_dump recorded encoding {recorded:?} but the data was copied in {encoding}");
     }
     let ids = plan::add_table_data(&mut toc, &shared.tables, table_entries)?;

@@ -14,7 +14,7 @@ use tokio::io::AsyncBufReadExt;
 use tokio::process::Command;
 
 use super::plan::exclude_data_patterns;
-use super::select::DumpSelection;
+use super::scope::DumpSelection;
 use crate::archive::frame::Codec;
 use crate::pg::conn::ConnParams;
 use crate::pg::session::CatalogTable;

@@ -460,6 +460,8 @@ pub struct ServerInfo {
     pub database: String,
     pub encoding: String,
     pub in_recovery: bool,
+    /// `block_size`: the page size ctid ranges are counted in.
+    pub block_size: u64,
 }
 
 impl ServerInfo {
@@ -520,7 +522,8 @@ impl SnapshotHolder {
             c,
             "SELECT current_setting('server_version'), current_setting('server_version_num'),
                     pg_catalog.encode(pg_catalog.convert_to(current_database()::text, pg_catalog.getdatabaseencoding()), 'hex'),
-                    pg_encoding_to_char(d.encoding), pg_is_in_recovery()::text
+                    pg_encoding_to_char(d.encoding), pg_is_in_recovery()::text,
+                    current_setting('block_size')
              FROM pg_database d WHERE d.datname = current_database()",
         )
         .await?
@@ -533,6 +536,9 @@ impl SnapshotHolder {
             database: super::carrier::display(&carrier_from_hex(&col(2))?),
             encoding: col(3),
             in_recovery: col(4) == "true",
+            block_size: col(5)
+                .parse()
+                .context("cannot read the server's block_size")?,
         };
         if info.version_num < 120000 {
             bail!(

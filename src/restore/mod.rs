@@ -290,15 +290,10 @@ pub fn prepare(opts: RestoreOptions) -> Result<Ctx> {
             .find(|e| e.desc.is(desc))
             .and_then(|e| e.defn.carrier())
     };
-    let encoding = match special("ENCODING") {
-        Some(defn) => defn.split('\'').nth(1).map(str::to_string).ok_or_else(|| {
-            anyhow!(
-                "{}: invalid ENCODING entry {defn:?}",
-                dir.toc_path().display()
-            )
-        })?,
-        None => "UTF8".to_string(),
-    };
+    let encoding = toc
+        .encoding()
+        .with_context(|| dir.toc_path().display().to_string())?
+        .unwrap_or_else(|| "UTF8".to_string());
     let std_strings = special("STDSTRINGS").is_none_or(|d| !d.contains("'off'"));
     let search_path = special("SEARCHPATH");
 
@@ -622,44 +617,26 @@ fn write_report(
     started_at: std::time::SystemTime,
     path: &std::path::Path,
 ) -> Result<()> {
-    use crate::archive::manifest::rfc3339_utc;
-    use crate::report::{secs, Phase, Report, Totals, REPORT_FORMAT};
-    let phase = |name: &str, p: &PhaseStats| Phase {
-        name: name.into(),
-        seconds: secs(p.elapsed),
-        entries: Some(p.entries),
+    let phase = |r: crate::report::Report, name: &str, p: &PhaseStats| {
+        r.phase(name, p.elapsed, Some(p.entries))
     };
-    let mut tables = summary.table_reports.clone();
-    tables.sort_by(|a, b| (&a.schema, &a.name).cmp(&(&b.schema, &b.name)));
-    let report = Report {
-        report_format: REPORT_FORMAT,
-        command: "restore",
-        pgarc_version: env!("CARGO_PKG_VERSION").to_string(),
-        started: rfc3339_utc(started_at),
-        finished: rfc3339_utc(std::time::SystemTime::now()),
-        status: if summary.errors > 0 { "errors" } else { "ok" },
-        archive: summary.archive.display().to_string(),
-        database: summary.database.clone(),
-        server_version: Some(ctx.server_version_num().to_string()),
-        jobs: summary.jobs,
-        compression: None,
-        snapshot_id: None,
-        phases: vec![
-            phase("pre-data", &summary.pre_data),
-            phase("data", &summary.data),
-            phase("post-data", &summary.post_data),
-            phase("acl and after", &summary.acl),
-        ],
-        totals: Totals {
-            tables: tables.len(),
-            rows: tables.iter().map(|t| t.rows).sum(),
-            raw_bytes: tables.iter().map(|t| t.raw_bytes).sum(),
-            stored_bytes: tables.iter().map(|t| t.stored_bytes).sum(),
-            seconds: secs(summary.elapsed),
-            errors: summary.errors,
-        },
-        tables,
-    };
+    let mut report = crate::report::Report::new(
+        "restore",
+        started_at,
+        &summary.archive,
+        &summary.database,
+        summary.jobs,
+    );
+    report = phase(report, "pre-data", &summary.pre_data);
+    report = phase(report, "data", &summary.data);
+    report = phase(report, "post-data", &summary.post_data);
+    report = phase(report, "acl and after", &summary.acl);
+    report = report.tables(
+        summary.table_reports.clone(),
+        summary.elapsed,
+        summary.errors,
+    );
+    report.server_version = Some(ctx.server_version_num().to_string());
     report.write(path)
 }
 
@@ -773,7 +750,7 @@ async fn check_target(ctx: &Ctx, leader: &Conn) -> Result<()> {
             client,
             &format!(
                 "SELECT 1 FROM pg_catalog.pg_database WHERE datname = {}",
-                sql::literal(&db)
+                crate::pg::session::literal(&db)
             ),
         )
         .await?;

@@ -27,10 +27,7 @@ pub fn entry_table(entry: &TocEntry) -> String {
     )
 }
 
-/// A SQL string literal (standard_conforming_strings on).
-pub fn literal(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
-}
+use crate::pg::session::literal;
 
 /// TOC text as a carrier (`pg::carrier`): the archive's bytes, whatever its encoding.
 fn text(s: &TocStr) -> Option<String> {

@@ -96,7 +96,7 @@ impl Conn {
     }
 }
 
-enum Chunk {
+enum FromReader {
     Rows(Bytes),
     Done(u64),
     Failed(ReadError),
@@ -407,7 +407,7 @@ impl Conn {
             .iter()
             .map(|&i| {
                 let q = sql::entry_table(&self.ctx.toc.entries[i]);
-                format!("({i}, {})", sql::literal(&q))
+                format!("({i}, {})", crate::pg::session::literal(&q))
             })
             .collect();
         let query = format!(
@@ -443,7 +443,7 @@ impl Conn {
     ) -> Result<(u64, u64), CopyError> {
         // One chunk waits while the reader decompresses and checks the next: enough to keep
         // the session busy, and memory per worker stays at a few frames (issue 6: -j 8).
-        let (tx, mut rx) = mpsc::channel::<Chunk>(1);
+        let (tx, mut rx) = mpsc::channel::<FromReader>(1);
         let reader = tokio::task::spawn_blocking(move || produce(source, range, tx));
         let sink = self
             .session
@@ -455,7 +455,7 @@ impl Conn {
         let mut raw = 0u64;
         let result = loop {
             match rx.recv().await {
-                Some(Chunk::Rows(mut b)) => {
+                Some(FromReader::Rows(mut b)) => {
                     raw += b.len() as u64;
                     crate::progress::add(b.len() as u64);
                     // Sent in slices of the same buffer (no copy): the connection copies each
@@ -473,7 +473,7 @@ impl Conn {
                         break Err(msg);
                     }
                 }
-                Some(Chunk::Done(rows)) => match sink.as_mut().finish().await {
+                Some(FromReader::Done(rows)) => match sink.as_mut().finish().await {
                     Ok(n) if n == rows => break Ok((n, raw)),
                     Ok(n) => {
                         break Err(CopyError::Count {
@@ -483,7 +483,7 @@ impl Conn {
                     }
                     Err(e) => break Err(CopyError::Server(describe(&e))),
                 },
-                Some(Chunk::Failed(error)) => break Err(CopyError::Archive(error)),
+                Some(FromReader::Failed(error)) => break Err(CopyError::Archive(error)),
                 None => break Err(CopyError::ReaderStopped),
             }
         };
@@ -598,8 +598,8 @@ fn read_blob(
 }
 
 /// The reader thread of one COPY: decompresses, checks and passes on rows.
-fn produce(source: Arc<TableData>, range: Option<Range<usize>>, tx: mpsc::Sender<Chunk>) {
-    let mut sink = ChunkSink {
+fn produce(source: Arc<TableData>, range: Option<Range<usize>>, tx: mpsc::Sender<FromReader>) {
+    let mut sink = RowBatches {
         tx: &tx,
         buf: Vec::with_capacity(CHUNK_BYTES + 4096),
         gone: false,
@@ -610,34 +610,38 @@ fn produce(source: Arc<TableData>, range: Option<Range<usize>>, tx: mpsc::Sender
             if sink.gone {
                 return;
             }
-            Chunk::Done(rows)
+            FromReader::Done(rows)
         }
         Ok(None) => return,
-        Err(error) => Chunk::Failed(error),
+        Err(error) => FromReader::Failed(error),
     };
     let _ = tx.blocking_send(last);
 }
 
 /// Rows on their way to the session, in chunks of about [`CHUNK_BYTES`].
-struct ChunkSink<'a> {
-    tx: &'a mpsc::Sender<Chunk>,
+struct RowBatches<'a> {
+    tx: &'a mpsc::Sender<FromReader>,
     buf: Vec<u8>,
     gone: bool,
 }
 
-impl ChunkSink<'_> {
+impl RowBatches<'_> {
     fn send(&mut self) {
         if self.buf.is_empty() || self.gone {
             return;
         }
         let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK_BYTES + 4096));
-        if self.tx.blocking_send(Chunk::Rows(chunk.into())).is_err() {
+        if self
+            .tx
+            .blocking_send(FromReader::Rows(chunk.into()))
+            .is_err()
+        {
             self.gone = true;
         }
     }
 }
 
-impl RowSink for ChunkSink<'_> {
+impl RowSink for RowBatches<'_> {
     fn put(&mut self, bytes: &[u8]) {
         if self.gone {
             return;

@@ -32,7 +32,7 @@ pub struct VerifyOptions {
 
 /// The result: the problems, and what was checked.
 #[derive(Debug)]
-pub struct Report {
+pub struct Verdict {
     pub archive: PathBuf,
     pub kind: Kind,
     pub quick: bool,
@@ -47,7 +47,7 @@ pub struct Report {
     pub readers: Option<(String, crate::archive::compat::Readers)>,
 }
 
-impl Report {
+impl Verdict {
     /// Intact as far as this check can tell.
     pub fn intact(&self) -> bool {
         self.problems.is_empty()
@@ -56,7 +56,7 @@ impl Report {
 
 /// Verifies an archive. `Err` only when the check could not run at all (not a directory,
 /// nothing that looks like an archive).
-pub fn run(opts: &VerifyOptions) -> Result<Report> {
+pub fn run(opts: &VerifyOptions) -> Result<Verdict> {
     let started = Instant::now();
     let dir = ArchiveDir::open(&opts.archive)?;
     let plan = plan::plan(&dir, opts.quick);
@@ -69,7 +69,7 @@ pub fn run(opts: &VerifyOptions) -> Result<Report> {
         (&a.file, a.frame, &a.what, &a.table).cmp(&(&b.file, b.frame, &b.what, &b.table))
     });
     problems.dedup_by(|b, a| a.file == b.file && a.frame == b.frame && a.what == b.what);
-    Ok(Report {
+    Ok(Verdict {
         archive: opts.archive.clone(),
         kind: plan.kind,
         quick: opts.quick,
@@ -84,7 +84,7 @@ pub fn run(opts: &VerifyOptions) -> Result<Report> {
     })
 }
 
-impl fmt::Display for Report {
+impl fmt::Display for Verdict {
     /// One line per problem, then the verdict.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for p in &self.problems {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use crate::archive::data::{DataProblem, Layout, Located, TableData};
 use crate::archive::frame::FrameIndexEntry;
 use crate::archive::manifest::{Manifest, ManifestIndex, MANIFEST_FILE};
-use crate::archive::reader::{blobs_toc_name, DataFile, Decode};
+use crate::archive::reader::{blobs_toc_name, Decode};
 use crate::archive::toc::Toc;
 use crate::archive::{ArchiveDir, ManifestState, TOC_FILE};
 
@@ -60,14 +60,12 @@ impl fmt::Display for Problem {
 #[derive(Debug)]
 pub enum Unit {
     /// Frames of a pgarc data file, each checked against its frame index line.
+    /// (`data.size_ok` false: the file's size differs from the manifest's, so frames after
+    /// the first bad one are not checked: they would all be shifted.)
     Frames {
-        file: DataFile,
-        index: Arc<[FrameIndexEntry]>,
+        data: Arc<TableData>,
         range: Range<usize>,
         table: String,
-        /// Whether the file has the manifest's size; if not, frames after the first bad one
-        /// are not checked (they would all be shifted).
-        size_ok: bool,
     },
     /// A whole file: hashed (against the manifest, when there is one) and decoded as asked.
     Whole {
@@ -83,9 +81,9 @@ impl Unit {
     /// Bytes to read, for scheduling largest first.
     pub fn weight(&self) -> u64 {
         match self {
-            Unit::Frames { index, range, .. } => {
+            Unit::Frames { data, range, .. } => data.frames().map_or(0, |index| {
                 index[range.clone()].iter().map(|f| f.stored).sum()
-            }
+            }),
             Unit::Whole { expect, path, .. } => expect
                 .as_ref()
                 .map(|e| e.0)
@@ -303,6 +301,7 @@ impl<'a> ManifestCheck<'a> {
                     Layout::Frames(index) => {
                         self.hashed.insert(data.file.rel.clone());
                         let index = index.clone();
+                        let data = Arc::new(data);
                         p.units
                             .extend(frame_units(&data, &index, &table, self.quick));
                     }
@@ -368,7 +367,7 @@ impl<'a> ManifestCheck<'a> {
 /// [`UNIT_BYTES`], or for `--quick` the first and the last. The manifest vouches for the
 /// index, the index for every frame: checking each frame's SHA-256 covers every byte.
 fn frame_units(
-    data: &TableData,
+    data: &Arc<TableData>,
     index: &Arc<[FrameIndexEntry]>,
     table: &str,
     quick: bool,
@@ -387,11 +386,9 @@ fn frame_units(
     ranges
         .into_iter()
         .map(|range| Unit::Frames {
-            file: data.file.clone(),
-            index: index.clone(),
+            data: data.clone(),
             range,
             table: table.to_string(),
-            size_ok: data.size_ok,
         })
         .collect()
 }

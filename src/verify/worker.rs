@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use crate::archive::reader::{read_whole, CountSink, FrameCheckError, FrameReader};
+use crate::archive::reader::{read_whole, CountSink, FrameCheckError};
 
 use super::plan::{Problem, Unit};
 
@@ -45,20 +45,16 @@ pub fn run(mut units: Vec<Unit>, jobs: usize) -> Found {
 
 fn check(unit: &Unit, out: &mut Found) {
     match unit {
-        Unit::Frames {
-            file,
-            index,
-            range,
-            table,
-            size_ok,
-        } => {
+        Unit::Frames { data, range, table } => {
             let problem = |frame: Option<(usize, u64, u64)>, what: String| Problem {
-                file: file.rel.clone(),
+                file: data.file.rel.clone(),
                 frame,
                 table: Some(table.clone()),
                 what,
             };
-            let mut reader = match FrameReader::open(file, index, range.clone()) {
+            let index = data.frames().map_or(&[][..], |i| &i[..]);
+            let size_ok = data.size_ok;
+            let mut reader = match data.frame_reader(range.clone()) {
                 Ok(r) => r,
                 Err(e) => {
                     out.problems.push(problem(None, e.to_string()));
