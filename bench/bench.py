@@ -9,6 +9,7 @@ says which are met.
 
 import argparse
 import os
+import shlex
 import platform
 import shutil
 import signal
@@ -317,6 +318,16 @@ class Bench:
     def pg_restore(self, db, path, jobs):
         return [self.c.bin("pg_restore"), "-d", db, "-j", str(jobs), "--exit-on-error", path]
 
+    def pgarc_ready(self, db, path, jobs):
+        """Restored and analyzed: pgarc restore --analyze."""
+        return self.pgarc_restore(db, path, jobs) + ["--analyze"]
+
+    def pg_ready(self, db, path, jobs):
+        """Restored and analyzed the stock way: pg_restore, then vacuumdb --analyze-only."""
+        restore = " ".join(shlex.quote(a) for a in self.pg_restore(db, path, jobs))
+        vacuumdb = [self.c.bin("vacuumdb"), "--analyze-only", "-j", str(jobs), "-d", db]
+        return restore + " && " + " ".join(shlex.quote(a) for a in vacuumdb)
+
     def dump_pair(self, name, db, extra=()):
         """One round of pgarc dump and pg_dump; returns the archives' paths."""
         j = self.args.jobs
@@ -331,12 +342,18 @@ class Bench:
         return a, b
 
     def restore_pair(self, name, a, b, keep=True):
-        """One round of pgarc restore and pg_restore, each into a new database. With `keep`
-        False (pgbench: 9 GB per copy), each is dropped right after its run."""
+        """One round of pgarc restore and pg_restore, each into a new database, then of the
+        two ways to a database that is restored and analyzed ("ready"). With `keep` False
+        (pgbench: 9 GB per copy), each is dropped right after its run."""
         j = self.args.jobs
         for key, label, cmd, archive in (
                 (f"{name}/restore/pgarc", f"{name}: pgarc restore -j {j}", self.pgarc_restore, a),
-                (f"{name}/restore/pg_restore", f"{name}: pg_restore -j {j}", self.pg_restore, b)):
+                (f"{name}/restore/pg_restore", f"{name}: pg_restore -j {j}", self.pg_restore, b),
+                (f"{name}/ready/pgarc", f"{name}: pgarc restore --analyze -j {j}",
+                 self.pgarc_ready, a),
+                (f"{name}/ready/pg_restore",
+                 f"{name}: pg_restore -j {j} + vacuumdb --analyze-only -j {j}",
+                 self.pg_ready, b)):
             db = self.new_db()
             self.timed(key, label, cmd(db, archive, j))
             if not keep:
@@ -456,6 +473,11 @@ def report(b, args, versions, started):
     r("skewed/dump/pgarc", "skewed/dump/floor", "skewed: pgarc dump / zstd floor", 1.25)
     r("skewed/restore/pgarc", "skewed/restore/pg_restore",
       "skewed: pgarc restore / pg_restore -j 2", 0.80)
+    r("skewed/ready/pgarc", "skewed/ready/pg_restore",
+      "skewed: time to ready, pgarc restore --analyze / (pg_restore + vacuumdb --analyze-only)",
+      0.50)
+    r("pgbench/ready/pgarc", "pgbench/ready/pg_restore",
+      "pgbench: time to ready, pgarc restore --analyze / (pg_restore + vacuumdb)", 0.50)
     r("many/dump/pgarc", "many/dump/pg_dump", "many: pgarc dump / pg_dump", 1.00)
     r("many/restore/pgarc", "many/restore/pg_restore", "many: pgarc restore / pg_restore", 1.00)
     for what in ("dump", "restore"):

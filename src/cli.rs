@@ -243,6 +243,12 @@ pub struct RestoreArgs {
     /// Restore in one transaction: all or nothing (one session; not with -j > 1).
     #[arg(short = '1', long = "single-transaction")]
     pub single_transaction: bool,
+    /// ANALYZE each table as soon as its data and indexes are in, beside the rest of the
+    /// restore, so the database has planner statistics when the restore ends (tables whose
+    /// statistics the archive restores are left alone). What `vacuumdb --analyze-only` does
+    /// after pg_restore, without the wait.
+    #[arg(long = "analyze")]
+    pub analyze: bool,
     #[command(flatten)]
     pub output: OutputArgs,
     /// Print help (-h is the host, as in pg_restore).

@@ -217,6 +217,7 @@ fn restore_options(args: RestoreArgs, connect: bool) -> anyhow::Result<RestoreOp
     opts.use_list = args.use_list;
     opts.disable_triggers = args.disable_triggers;
     opts.single_transaction = args.single_transaction;
+    opts.analyze = args.analyze;
     opts.verbose = args.output.verbose;
     opts.report = args.output.report;
     opts.validate()?;

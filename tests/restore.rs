@@ -394,3 +394,94 @@ fn data_pg_dump_wrote_itself_is_read_as_a_stream_the_manifest_checks() {
         "{out}"
     );
 }
+
+/// `--analyze` (issue 18): every table the restore loads has planner statistics when it
+/// ends, expression indexes included, and the database equals the source; a table whose
+/// statistics the archive restores (PostgreSQL 18) is not analyzed again; without
+/// `--analyze` nothing is.
+#[test]
+fn analyze_gives_every_loaded_table_statistics_as_it_is_ready() {
+    let cluster = Cluster::start_in_with(&newest_bindir(), "-c autovacuum=off");
+    for db in ["src", "plain", "with_stats", "without_stats"] {
+        cluster.create_db(db);
+    }
+    cluster.psql(
+        "src",
+        "CREATE TABLE a AS SELECT i AS id, md5(i::text) AS v FROM generate_series(1, 20000) i;
+         CREATE INDEX a_lower ON a (lower(v));
+         ALTER TABLE a ADD PRIMARY KEY (id);
+         CREATE TABLE b AS SELECT i AS id FROM generate_series(1, 5000) i;
+         CREATE TABLE c (x int);
+         CREATE TABLE stats AS SELECT i AS id FROM generate_series(1, 100) i;
+         ANALYZE stats;",
+    );
+    let expected = cluster.db_state("src");
+    let work = tempfile::tempdir().unwrap();
+    let archive = work.path().join("a");
+    cluster.pgarc_dump("src", &archive, &["--frame-size", "64kB"]);
+    // pg_dump 18's statistics: column statistics for `stats` only (the others were never
+    // analyzed), relation statistics for all.
+    let with_stats = work.path().join("stock");
+    run_ok(
+        cluster
+            .client("pg_dump")
+            .args(["-Fd", "--statistics", "-d", "src", "-f"])
+            .arg(&with_stats),
+    );
+    let analyzed = |db: &str| {
+        cluster
+            .psql(
+                db,
+                "SELECT string_agg(relname || '=' || analyze_count, ' ' ORDER BY relname) \
+                 FROM pg_stat_user_tables",
+            )
+            .trim()
+            .to_string()
+    };
+    let has_stats = |db: &str, rel: &str| {
+        cluster
+            .psql(
+                db,
+                &format!("SELECT count(*) > 0 FROM pg_stats WHERE tablename = '{rel}'"),
+            )
+            .trim()
+            == "t"
+    };
+
+    restore_ok(&cluster, &archive, &["-d", "plain", "-j", "2"]);
+    assert_eq!(
+        analyzed("plain"),
+        "a=0 b=0 c=0 stats=0",
+        "no --analyze, no ANALYZE"
+    );
+
+    // The archive restores the column statistics of `stats`: that table is left alone.
+    let stderr = restore_ok(
+        &cluster,
+        &with_stats,
+        &["-d", "with_stats", "-j", "2", "--analyze"],
+    );
+    cluster.assert_same_db(&expected, "with_stats");
+    assert_eq!(analyzed("with_stats"), "a=1 b=1 c=1 stats=0", "{stderr}");
+    assert!(stderr.contains("analyzed       3 tables"), "{stderr}");
+    for rel in ["a", "a_lower", "b", "stats"] {
+        assert!(has_stats("with_stats", rel), "{rel} has statistics");
+    }
+
+    let stderr = restore_ok(
+        &cluster,
+        &with_stats,
+        &[
+            "-d",
+            "without_stats",
+            "-j",
+            "3",
+            "--analyze",
+            "--no-statistics",
+        ],
+    );
+    assert_eq!(analyzed("without_stats"), "a=1 b=1 c=1 stats=1", "{stderr}");
+    for rel in ["a", "a_lower", "b", "stats"] {
+        assert!(has_stats("without_stats", rel), "{rel} has statistics");
+    }
+}

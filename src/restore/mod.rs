@@ -15,6 +15,7 @@
 //!    them (or stop the restore with `--exit-on-error`).
 
 pub mod account;
+pub mod analyze;
 pub mod plan;
 pub mod sql;
 pub mod worker;
@@ -39,6 +40,7 @@ use crate::pg::conn::ConnParams;
 use crate::pg::session::ConnectFailed;
 use crate::pg::session::{describe, query_text};
 use account::{Next, PartOutcome, TableLoad};
+use analyze::Analyzer;
 use plan::{Pass, Plan, Scheduler};
 use worker::{label, Conn, Gang, Outcome};
 
@@ -74,6 +76,8 @@ pub struct RestoreOptions {
     pub verbose: bool,
     /// `--report FILE`.
     pub report: Option<PathBuf>,
+    /// `--analyze`: ANALYZE each loaded table once its data and indexes are in.
+    pub analyze: bool,
 }
 
 /// Options that cannot go together.
@@ -125,6 +129,7 @@ impl RestoreOptions {
             single_transaction: false,
             verbose: false,
             report: None,
+            analyze: false,
         }
     }
 }
@@ -410,6 +415,8 @@ pub struct RestoreSummary {
     /// Per table, for `--report`.
     pub table_reports: Vec<crate::report::TableReport>,
     pub server_version: Option<String>,
+    /// Tables analyzed (`--analyze`).
+    pub analyzed: usize,
 }
 
 impl fmt::Display for RestoreSummary {
@@ -449,6 +456,13 @@ impl fmt::Display for RestoreSummary {
         )?;
         line(f, "post-data", &self.post_data, String::new())?;
         line(f, "acl+after", &self.acl, String::new())?;
+        if self.analyzed > 0 {
+            writeln!(
+                f,
+                "  analyzed {:>7} tables as they were ready",
+                self.analyzed
+            )?;
+        }
         for (name, workers, frames) in &self.split {
             writeln!(
                 f,
@@ -476,6 +490,10 @@ enum Job {
     Undo {
         idx: usize,
     },
+    /// `ANALYZE` the table a loaded TABLE DATA entry filled (`--analyze`).
+    Analyze {
+        idx: usize,
+    },
 }
 
 struct Done {
@@ -483,6 +501,8 @@ struct Done {
     idx: usize,
     outcome: Outcome,
     undo: bool,
+    /// An `ANALYZE` (`--analyze`), not an entry.
+    analyze: bool,
     /// The worker's session ended and it could not open a new one.
     gone: bool,
 }
@@ -903,10 +923,14 @@ fn spawn_worker(
     let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
     let task = tokio::spawn(async move {
         while let Some(job) = rx.recv().await {
-            let (Job::Entry { idx, .. } | Job::Part { idx, .. } | Job::Undo { idx }) = &job;
+            let (Job::Entry { idx, .. }
+            | Job::Part { idx, .. }
+            | Job::Undo { idx }
+            | Job::Analyze { idx }) = &job;
             let idx = *idx;
             crate::progress::worker(w + 1, Some(label(&conn.ctx.toc.entries[idx])));
             let undo = matches!(job, Job::Undo { .. });
+            let analyze = matches!(job, Job::Analyze { .. });
             let mut outcome = match job {
                 Job::Entry { idx, truncate } => conn.restore_entry(idx, truncate).await,
                 Job::Part { idx, range, gang } => {
@@ -916,6 +940,7 @@ fn spawn_worker(
                     out
                 }
                 Job::Undo { idx } => conn.undo_load(idx).await,
+                Job::Analyze { idx } => conn.analyze(idx).await,
             };
             crate::progress::worker(w + 1, None);
             outcome.lost = conn.lost();
@@ -941,6 +966,7 @@ fn spawn_worker(
                 idx,
                 outcome,
                 undo,
+                analyze,
                 gone,
             };
             if done_tx.send(done).is_err() || gone {
@@ -979,9 +1005,65 @@ struct Dispatcher<'a> {
     failed: HashSet<usize>,
     main_started: Instant,
     pass_started: Instant,
+    /// `--analyze`: the tables to analyze as they become ready.
+    analyze: Option<Analyzer>,
+    /// Every pass has ended (what is left is `--analyze`'s last tables).
+    passes_done: bool,
 }
 
 impl Dispatcher<'_> {
+    fn analyze_ready(&self) -> bool {
+        self.analyze.as_ref().is_some_and(Analyzer::has_ready)
+    }
+
+    /// After the last pass: queues the loaded tables whose indexes never all finished.
+    fn flush_analyze(&mut self) -> bool {
+        match self.analyze.as_mut() {
+            Some(a) => {
+                a.flush();
+                a.has_ready()
+            }
+            None => false,
+        }
+    }
+
+    /// Handles a finished `ANALYZE`: its error, if any, costs nothing else.
+    fn analyzed(
+        &mut self,
+        done: Done,
+        summary: &mut RestoreSummary,
+        errors: &mut Errors,
+    ) -> Result<()> {
+        let Done {
+            worker,
+            idx,
+            mut outcome,
+            gone,
+            ..
+        } = done;
+        let e = &self.ctx.toc.entries[idx];
+        if let Some(reason) = &outcome.lost {
+            outcome.errors = vec![format!(
+                "ANALYZE of {}: the session of worker {} ended ({reason}); the table's data is \
+                 in, its statistics are not",
+                crate::pg::carrier::display(&e.qualified_name()),
+                worker + 1
+            )];
+        }
+        if gone {
+            errors.add(outcome.errors)?;
+            bail!(
+                "the connection to the server was lost and no new session could be opened: the \
+                 restore stopped; {}; restore again with --clean, or into a new database",
+                progress_report(self.ctx, &self.loaded, &self.failed)
+            );
+        }
+        if outcome.errors.is_empty() {
+            summary.analyzed += 1;
+        }
+        errors.add(outcome.errors)
+    }
+
     fn is_data(&self, i: usize) -> bool {
         self.ctx.toc.entries[i].had_dumper && self.ctx.plan.items[i].reqs.data
     }
@@ -999,7 +1081,15 @@ impl Dispatcher<'_> {
             }
             let busy: Vec<usize> = self.running.iter().flatten().copied().collect();
             let Some(idx) = self.sched.next(plan, &busy) else {
-                break;
+                // Nothing else ready for this worker: a table's statistics.
+                match self.analyze.as_mut().and_then(Analyzer::take_ready) {
+                    Some(table) => {
+                        self.running[idle[0]] = Some(table);
+                        let _ = self.jobs[idle[0]].send(Job::Analyze { idx: table });
+                        continue;
+                    }
+                    None => break,
+                }
             };
             let e = &ctx.toc.entries[idx];
             let truncate = self.created.contains(&idx) && !sql::loads_via_partition_root(e);
@@ -1064,14 +1154,18 @@ impl Dispatcher<'_> {
         errors: &mut Errors,
     ) -> Result<()> {
         let ctx = self.ctx;
+        self.running[done.worker] = None;
+        if done.analyze {
+            return self.analyzed(done, summary, errors);
+        }
         let Done {
             worker,
             idx,
             mut outcome,
             undo,
             gone,
+            ..
         } = done;
-        self.running[worker] = None;
         if let Some(reason) = &outcome.lost {
             let e = &ctx.toc.entries[idx];
             let fate = if outcome.committed || !self.is_data(idx) {
@@ -1170,7 +1264,12 @@ impl Dispatcher<'_> {
             } else {
                 self.loaded.insert(idx);
                 summary.tables += 1;
+                if let Some(a) = self.analyze.as_mut() {
+                    a.table_loaded(idx);
+                }
             }
+        } else if let Some(a) = self.analyze.as_mut() {
+            a.entry_done(&ctx.plan, idx);
         }
         summary.rows += rows;
         summary.raw_bytes += raw;
@@ -1344,14 +1443,22 @@ async fn parallel(
         failed: HashSet::new(),
         main_started: Instant::now(),
         pass_started: Instant::now(),
+        analyze: ctx.opts.analyze.then(|| Analyzer::new(&ctx.toc, plan)),
+        passes_done: false,
     };
     loop {
         d.dispatch(summary);
-        if d.running.iter().all(Option::is_none) && !d.sched.has_ready() {
-            if !d.end_pass(summary) {
-                break;
+        if d.running.iter().all(Option::is_none) && !d.sched.has_ready() && !d.analyze_ready() {
+            if !d.passes_done {
+                if d.end_pass(summary) {
+                    continue;
+                }
+                d.passes_done = true;
             }
-            continue;
+            if d.flush_analyze() {
+                continue;
+            }
+            break;
         }
         let step = tokio::select! {
             done = done_rx.recv() => match done {

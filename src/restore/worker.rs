@@ -395,6 +395,16 @@ impl Conn {
         out
     }
 
+    /// `ANALYZE` of the table whose data TABLE DATA entry `idx` loaded (`--analyze`).
+    pub async fn analyze(&mut self, idx: usize) -> Outcome {
+        let ctx = self.ctx.clone();
+        let e = &ctx.toc.entries[idx];
+        let mut out = Outcome::default();
+        let q = sql::entry_table(e);
+        self.exec(e, &format!("ANALYZE {q}"), &mut out).await;
+        out
+    }
+
     /// Among `candidates` (TABLE DATA entries of tables created in this run), those that
     /// can be loaded in parts committed separately: no trigger, rule, row security or
     /// constraint that can see other rows (unique, primary key, exclusion, foreign key,
