@@ -118,35 +118,10 @@ fn has_column_stats(e: &crate::archive::toc::TocEntry) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::super::plan::tests::{e, toc};
     use super::*;
     use crate::archive::select::Selection;
-    use crate::archive::toc::{
-        ArchiveVersion, CompressionAlgorithm, CreateTime, Header, HeaderCompression, TocEntry,
-        TocStr,
-    };
-
-    fn e(id: i32, desc: &str, section: Section, deps: &[i32], had_dumper: bool) -> TocEntry {
-        TocEntry {
-            dump_id: id,
-            had_dumper,
-            table_oid: TocStr::new("0"),
-            oid: TocStr::new("0"),
-            tag: TocStr::new(format!("t{id}")),
-            desc: TocStr::new(desc),
-            section: section.code(),
-            defn: TocStr::new("SELECT 1;"),
-            drop_stmt: TocStr::NULL,
-            copy_stmt: TocStr::NULL,
-            namespace: TocStr::new("public"),
-            tablespace: TocStr::NULL,
-            tableam: TocStr::NULL,
-            relkind: 0,
-            owner: TocStr::NULL,
-            with_oids: TocStr::new("false"),
-            deps: deps.to_vec(),
-            filename: TocStr::new(""),
-        }
-    }
+    use crate::archive::toc::{TocEntry, TocStr};
 
     fn stats_entry(id: i32, deps: &[i32]) -> TocEntry {
         let mut s = e(id, "STATISTICS DATA", Section::PostData, deps, false);
@@ -160,28 +135,15 @@ mod tests {
     /// Two tables (TOC positions 0 and 1) with data at 2 and 3; an index of the first (4), a
     /// foreign key between them (5), statistics of the second (6).
     fn sample(stats: bool) -> (Toc, Plan) {
-        let toc = Toc {
-            header: Header {
-                version: ArchiveVersion::V1_16,
-                int_size: 4,
-                off_size: 8,
-                format: 3,
-                compression: HeaderCompression::Algorithm(CompressionAlgorithm::None),
-                created: CreateTime::default(),
-                dbname: TocStr::new("db"),
-                server_version: TocStr::new("18"),
-                pgdump_version: TocStr::new("18"),
-            },
-            entries: vec![
-                e(1, "TABLE", Section::PreData, &[], false),
-                e(2, "TABLE", Section::PreData, &[], false),
-                e(3, "TABLE DATA", Section::Data, &[1], true),
-                e(4, "TABLE DATA", Section::Data, &[2], true),
-                e(5, "INDEX", Section::PostData, &[1], false),
-                e(6, "FK CONSTRAINT", Section::PostData, &[1, 2], false),
-                stats_entry(7, &[2]),
-            ],
-        };
+        let toc = toc(vec![
+            e(1, "TABLE", Section::PreData, &[], false),
+            e(2, "TABLE", Section::PreData, &[], false),
+            e(3, "TABLE DATA", Section::Data, &[1], true),
+            e(4, "TABLE DATA", Section::Data, &[2], true),
+            e(5, "INDEX", Section::PostData, &[1], false),
+            e(6, "FK CONSTRAINT", Section::PostData, &[1, 2], false),
+            stats_entry(7, &[2]),
+        ]);
         let sel = Selection {
             statistics: stats,
             ..Selection::default()

@@ -264,13 +264,20 @@ fn lock_conflict(plan: &Plan, a: usize, b: usize) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::archive::toc::{
         ArchiveVersion, CompressionAlgorithm, CreateTime, Header, HeaderCompression, TocStr,
     };
 
-    fn e(id: i32, desc: &str, section: Section, deps: &[i32], had_dumper: bool) -> TocEntry {
+    /// A TOC entry for planner tests (also used by `restore::analyze`'s).
+    pub(crate) fn e(
+        id: i32,
+        desc: &str,
+        section: Section,
+        deps: &[i32],
+        had_dumper: bool,
+    ) -> TocEntry {
         TocEntry {
             dump_id: id,
             had_dumper,
@@ -297,7 +304,8 @@ mod tests {
         }
     }
 
-    fn toc(entries: Vec<TocEntry>) -> Toc {
+    /// A 1.16 TOC of `entries`.
+    pub(crate) fn toc(entries: Vec<TocEntry>) -> Toc {
         let header = Header {
             version: ArchiveVersion::V1_16,
             int_size: 4,
