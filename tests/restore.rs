@@ -485,3 +485,46 @@ fn analyze_gives_every_loaded_table_statistics_as_it_is_ready() {
         assert!(has_stats("without_stats", rel), "{rel} has statistics");
     }
 }
+
+/// Issue 18: simple PRIMARY KEY and UNIQUE constraints of plain tables are built as their
+/// index and `ADD CONSTRAINT ... USING INDEX`, beside the table's other index builds; the
+/// schema pg_dump reads back is the source's, for every form of key constraint (deferrable,
+/// quoted names, and the forms that keep pg_dump's statement: INCLUDE, storage parameters,
+/// NULLS NOT DISTINCT, a partitioned table's key), and foreign keys over them still hold.
+#[test]
+fn key_constraints_built_through_their_index_leave_the_sources_catalog() {
+    let cluster = Cluster::start_in(&newest_bindir());
+    cluster.create_db("src");
+    cluster.create_db("dst");
+    cluster.psql(
+        "src",
+        r#"CREATE TABLE k (id int NOT NULL, "Odd Col" text NOT NULL, v int, w int);
+           INSERT INTO k SELECT i, 'x' || i, i % 7, i FROM generate_series(1, 20000) i;
+           ALTER TABLE k ADD CONSTRAINT k_pkey PRIMARY KEY (id);
+           ALTER TABLE k ADD CONSTRAINT "k ""odd"" uq" UNIQUE ("Odd Col", id) DEFERRABLE INITIALLY DEFERRED;
+           ALTER TABLE k ADD CONSTRAINT k_w_inc UNIQUE (w) INCLUDE (v);
+           ALTER TABLE k ADD CONSTRAINT k_v_ff UNIQUE (v, id) WITH (fillfactor = 70);
+           ALTER TABLE k ADD CONSTRAINT k_nnd UNIQUE NULLS NOT DISTINCT (w, v);
+           CREATE INDEX k_v ON k (v);
+           CREATE INDEX k_lower ON k (lower("Odd Col"));
+           CREATE TABLE r (id int PRIMARY KEY, k_id int REFERENCES k (id));
+           INSERT INTO r SELECT i, i FROM generate_series(1, 100) i;
+           CREATE TABLE p (id int, part int, PRIMARY KEY (id, part)) PARTITION BY LIST (part);
+           CREATE TABLE p1 PARTITION OF p FOR VALUES IN (1);
+           INSERT INTO p SELECT i, 1 FROM generate_series(1, 100) i;"#,
+    );
+    let expected = cluster.db_state("src");
+    let work = tempfile::tempdir().unwrap();
+    let archive = work.path().join("a");
+    cluster.pgarc_dump("src", &archive, &[]);
+    restore_ok(&cluster, &archive, &["-d", "dst", "-j", "3"]);
+    cluster.assert_same_db(&expected, "dst");
+    let constraints = "SELECT string_agg(conname || ' ' || contype::text || ' ' || condeferrable || \
+                       ' ' || pg_get_constraintdef(oid), E'\\n' ORDER BY conname) \
+                       FROM pg_constraint WHERE connamespace = 'public'::regnamespace";
+    assert_eq!(cluster.psql("dst", constraints), cluster.psql("src", constraints));
+    let indexes = "SELECT string_agg(indexrelid::regclass || ' ' || indisprimary || ' ' || \
+                   indisunique || ' ' || pg_get_indexdef(indexrelid), E'\\n' ORDER BY indexrelid::regclass::text) \
+                   FROM pg_index WHERE indrelid::regclass::text IN ('k', 'r', 'p', 'p1')";
+    assert_eq!(cluster.psql("dst", indexes), cluster.psql("src", indexes));
+}

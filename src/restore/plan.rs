@@ -50,6 +50,12 @@ pub struct Item {
     pub lock_deps: Vec<usize>,
     /// For ordering: the data file's size, inherited by post-data entries from their tables.
     pub data_len: u64,
+    /// An INDEX entry (SHARE lock: runs beside the table's other index builds).
+    pub is_index: bool,
+    /// A PRIMARY KEY or UNIQUE constraint of a plain table built through its index
+    /// (`sql::index_backed`): runs beside the table's INDEX entries, not beside another such
+    /// constraint (both would end waiting for the other's lock).
+    pub index_backed: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -87,6 +93,8 @@ impl Plan {
                 rev_deps: Vec::new(),
                 lock_deps: Vec::new(),
                 data_len: if e.had_dumper { data_len(e) } else { 0 },
+                is_index: e.desc.is("INDEX"),
+                index_backed: index_backed(entries, &by_id, e),
             })
             .collect();
         // Dependencies, repointed from tables to their data for post-data entries.
@@ -257,10 +265,27 @@ impl Scheduler {
 }
 
 fn lock_conflict(plan: &Plan, a: usize, b: usize) -> bool {
-    plan.items[a]
-        .lock_deps
-        .iter()
-        .any(|l| plan.items[b].deps.contains(l))
+    let (ia, ib) = (&plan.items[a], &plan.items[b]);
+    if ia.index_backed && ib.is_index {
+        return false;
+    }
+    ia.lock_deps.iter().any(|l| ib.deps.contains(l))
+}
+
+/// Whether a CONSTRAINT entry is a simple PRIMARY KEY or UNIQUE of a plain table (the TABLE
+/// entry's relkind, archive version 1.16 and later, says `r`), built through its index.
+fn index_backed(entries: &[TocEntry], by_id: &HashMap<i32, usize>, e: &TocEntry) -> bool {
+    const PLAIN_TABLE: i32 = b'r' as i32;
+    e.desc.is("CONSTRAINT")
+        && e.section == Section::PostData.code()
+        && e.deps.iter().any(|d| {
+            by_id
+                .get(d)
+                .is_some_and(|&t| entries[t].desc.is("TABLE") && entries[t].relkind == PLAIN_TABLE)
+        })
+        && e.defn
+            .carrier()
+            .is_some_and(|d| super::sql::index_backed(&d).is_some())
 }
 
 #[cfg(test)]

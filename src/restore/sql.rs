@@ -211,6 +211,77 @@ pub enum EntrySqlError {
     UnknownOwnerKind(String),
 }
 
+/// A PRIMARY KEY or UNIQUE constraint as pg_dump writes it for a plain table
+/// (`ALTER TABLE ONLY t\n    ADD CONSTRAINT c PRIMARY KEY (a, b);\n`, optionally
+/// DEFERRABLE), rebuilt as its index and `ADD CONSTRAINT ... USING INDEX` (pgcopydb's way):
+/// the index build takes a SHARE lock, so it runs beside the table's other index builds, and
+/// the catalog ends as the original statement leaves it. `None` for every other form
+/// (INCLUDE, WITH, USING INDEX TABLESPACE, NULLS NOT DISTINCT, WITHOUT OVERLAPS, ...), which
+/// is then run as it is.
+pub fn index_backed(defn: &str) -> Option<[String; 2]> {
+    let rest = defn.strip_prefix("ALTER TABLE ONLY ")?;
+    let (table, rest) = rest.split_once("\n    ADD CONSTRAINT ")?;
+    if table.contains('\n') {
+        return None;
+    }
+    let (name, rest) = split_identifier(rest)?;
+    let (kind, rest) = if let Some(r) = rest.strip_prefix(" PRIMARY KEY (") {
+        ("PRIMARY KEY", r)
+    } else if let Some(r) = rest.strip_prefix(" UNIQUE (") {
+        ("UNIQUE", r)
+    } else {
+        return None;
+    };
+    let (columns, tail) = split_columns(rest)?;
+    let tail = tail
+        .strip_suffix(";\n")
+        .or_else(|| tail.strip_suffix(';'))?;
+    if !matches!(tail, "" | " DEFERRABLE" | " DEFERRABLE INITIALLY DEFERRED") {
+        return None;
+    }
+    Some([
+        format!("CREATE UNIQUE INDEX {name} ON {table} USING btree ({columns})"),
+        format!("ALTER TABLE ONLY {table} ADD CONSTRAINT {name} {kind} USING INDEX {name}{tail}"),
+    ])
+}
+
+/// A leading SQL identifier (plain lower-case, or double-quoted with `""` inside) and the rest.
+fn split_identifier(s: &str) -> Option<(&str, &str)> {
+    if let Some(quoted) = s.strip_prefix('"') {
+        let mut i = 0;
+        let b = quoted.as_bytes();
+        while i < b.len() {
+            if b[i] == b'"' {
+                if b.get(i + 1) == Some(&b'"') {
+                    i += 2;
+                    continue;
+                }
+                return Some(s.split_at(i + 2));
+            }
+            i += 1;
+        }
+        return None;
+    }
+    let end = s
+        .find(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '$'))
+        .unwrap_or(s.len());
+    (end > 0).then(|| s.split_at(end))
+}
+
+/// A column list `a, "B c"` up to its closing parenthesis: the list and what follows it.
+/// Only plain identifiers separated by `, `: anything else is not pg_dump's simple form.
+fn split_columns(s: &str) -> Option<(&str, &str)> {
+    let mut rest = s;
+    loop {
+        let (_, after) = split_identifier(rest)?;
+        if let Some(tail) = after.strip_prefix(')') {
+            let len = s.len() - after.len();
+            return Some((&s[..len], tail));
+        }
+        rest = after.strip_prefix(", ")?;
+    }
+}
+
 /// The statements that create an entry's object (its schema part), without ownership.
 /// `blob_metadata` finds the BLOB METADATA entry a `LARGE OBJECTS` ACL applies to.
 pub fn definition<'a>(
@@ -483,6 +554,40 @@ mod tests {
             with_oids: "false".into(),
             deps: vec![],
             filename: "".into(),
+        }
+    }
+
+    #[test]
+    fn simple_key_constraints_are_built_through_their_index() {
+        let pk = "ALTER TABLE ONLY public.big\n    ADD CONSTRAINT big_pkey PRIMARY KEY (id);\n";
+        assert_eq!(
+            index_backed(pk).unwrap(),
+            [
+                "CREATE UNIQUE INDEX big_pkey ON public.big USING btree (id)".to_string(),
+                "ALTER TABLE ONLY public.big ADD CONSTRAINT big_pkey PRIMARY KEY USING INDEX \
+                 big_pkey"
+                    .to_string()
+            ]
+        );
+        let uq = "ALTER TABLE ONLY \"S\".\"T x\"\n    ADD CONSTRAINT \"u \"\"q\"\"\" UNIQUE \
+                  (a, \"B c\") DEFERRABLE INITIALLY DEFERRED;\n";
+        let [create, alter] = index_backed(uq).unwrap();
+        assert_eq!(
+            create,
+            "CREATE UNIQUE INDEX \"u \"\"q\"\"\" ON \"S\".\"T x\" USING btree (a, \"B c\")"
+        );
+        assert!(alter.ends_with("UNIQUE USING INDEX \"u \"\"q\"\"\" DEFERRABLE INITIALLY DEFERRED"));
+        for other in [
+            "ALTER TABLE ONLY t\n    ADD CONSTRAINT c PRIMARY KEY (id) INCLUDE (v);\n",
+            "ALTER TABLE ONLY t\n    ADD CONSTRAINT c PRIMARY KEY (id) WITH (fillfactor='50');\n",
+            "ALTER TABLE ONLY t\n    ADD CONSTRAINT c UNIQUE NULLS NOT DISTINCT (id);\n",
+            "ALTER TABLE ONLY t\n    ADD CONSTRAINT c PRIMARY KEY (id, p WITHOUT OVERLAPS);\n",
+            "ALTER TABLE ONLY t\n    ADD CONSTRAINT c PRIMARY KEY (id) USING INDEX TABLESPACE x;\n",
+            "ALTER TABLE ONLY t\n    ADD CONSTRAINT c EXCLUDE USING gist (r WITH &&);\n",
+            "ALTER TABLE ONLY t\n    ADD CONSTRAINT c CHECK ((x > 0));\n",
+            "ALTER TABLE t\n    ADD CONSTRAINT c PRIMARY KEY (id);\n",
+        ] {
+            assert_eq!(index_backed(other), None, "{other}");
         }
     }
 

@@ -194,7 +194,14 @@ impl Conn {
             self.exec(e, &stmt, out).await;
         }
         let by_id = |id: i32| ctx.entry_by_id(id);
-        match sql::definition(e, ctx.opts.no_owner, by_id) {
+        let built = if ctx.plan.items[idx].index_backed {
+            // One message, one transaction: the index, then the constraint over it.
+            let defn = e.defn.carrier().unwrap_or_default();
+            sql::index_backed(&defn).map(|stmts| Ok(vec![stmts.join(";\n")]))
+        } else {
+            None
+        };
+        match built.unwrap_or_else(|| sql::definition(e, ctx.opts.no_owner, by_id)) {
             Ok(stmts) => {
                 for stmt in stmts {
                     self.exec(e, &stmt, out).await;
