@@ -519,10 +519,14 @@ fn key_constraints_built_through_their_index_leave_the_sources_catalog() {
     cluster.pgarc_dump("src", &archive, &[]);
     restore_ok(&cluster, &archive, &["-d", "dst", "-j", "3"]);
     cluster.assert_same_db(&expected, "dst");
-    let constraints = "SELECT string_agg(conname || ' ' || contype::text || ' ' || condeferrable || \
+    let constraints =
+        "SELECT string_agg(conname || ' ' || contype::text || ' ' || condeferrable || \
                        ' ' || pg_get_constraintdef(oid), E'\\n' ORDER BY conname) \
                        FROM pg_constraint WHERE connamespace = 'public'::regnamespace";
-    assert_eq!(cluster.psql("dst", constraints), cluster.psql("src", constraints));
+    assert_eq!(
+        cluster.psql("dst", constraints),
+        cluster.psql("src", constraints)
+    );
     let indexes = "SELECT string_agg(indexrelid::regclass || ' ' || indisprimary || ' ' || \
                    indisunique || ' ' || pg_get_indexdef(indexrelid), E'\\n' ORDER BY indexrelid::regclass::text) \
                    FROM pg_index WHERE indrelid::regclass::text IN ('k', 'r', 'p', 'p1')";
