@@ -26,7 +26,7 @@ use super::manifest::{ListedFile, ManifestIndex, TableFiles};
 use super::names::safe_relative_name;
 use super::reader::{
     blobs_toc_name, find_data_file, open_stream, parse_blobs_toc, BlobListError, CopyScanner,
-    DataFile, FileCodec, FrameCheckError, FrameReader, HashingReader, RowSink, ScanError, SUFFIXES,
+    DataFile, FrameCheckError, FrameReader, RowSink, ScanError, SharedHash, SUFFIXES,
 };
 use super::toc::{Toc, TocEntry};
 use super::TOC_FILE;
@@ -630,30 +630,9 @@ impl LargeObject {
 pub struct CheckedStream {
     file: DataFile,
     listed: Option<ListedFile>,
-    hashed: Option<Arc<std::sync::Mutex<HashingState>>>,
+    hashed: Option<SharedHash>,
     inner: Box<dyn Read + Send>,
     checked: bool,
-}
-
-#[derive(Default)]
-struct HashingState {
-    hasher: sha2::Sha256,
-    read: u64,
-}
-
-struct SharedHashing<R> {
-    inner: R,
-    state: Arc<std::sync::Mutex<HashingState>>,
-}
-
-impl<R: Read> Read for SharedHashing<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        let mut s = self.state.lock().expect("not poisoned");
-        sha2::Digest::update(&mut s.hasher, &buf[..n]);
-        s.read += n as u64;
-        Ok(n)
-    }
 }
 
 /// The error a [`CheckedStream`] returns when the file is not what the manifest lists.
@@ -677,21 +656,18 @@ impl CheckedStream {
             action: "could not open",
             error,
         })?;
-        let state = Arc::new(std::sync::Mutex::new(HashingState::default()));
-        let stored = SharedHashing {
-            inner: f,
-            state: state.clone(),
-        };
-        let inner =
-            super::reader::decode_stream(file.codec, stored).map_err(|error| Error::Io {
+        let hash = SharedHash::default();
+        let inner = super::reader::decode_stream(file.codec, hash.reader(f)).map_err(|error| {
+            Error::Io {
                 path: file.path.clone(),
                 action: "could not start decompression of",
                 error,
-            })?;
+            }
+        })?;
         Ok(CheckedStream {
             file: file.clone(),
             listed: Some(listed.clone()),
-            hashed: Some(state),
+            hashed: Some(hash),
             inner,
             checked: false,
         })
@@ -704,19 +680,10 @@ impl CheckedStream {
             return Ok(());
         }
         self.checked = true;
-        let (Some(state), Some(listed)) = (&self.hashed, &self.listed) else {
+        let (Some(hash), Some(listed)) = (&self.hashed, &self.listed) else {
             return Ok(());
         };
-        let (hasher, read) = {
-            let s = state.lock().expect("not poisoned");
-            (s.hasher.clone(), s.read)
-        };
-        // A decoder may stop before the end of the stored bytes (a trailer): hash the rest.
-        let mut rest = std::fs::File::open(&self.file.path).map_err(Err)?;
-        io::Seek::seek(&mut rest, io::SeekFrom::Start(read)).map_err(Err)?;
-        let mut hashing = HashingReader::continuing(rest, hasher, read);
-        io::copy(&mut hashing, &mut io::sink()).map_err(Err)?;
-        let (digest, size) = hashing.finish();
+        let (digest, size) = hash.finish_file(&self.file.path).map_err(Err)?;
         match listed_problem(listed, size, &digest) {
             Some(problem) => Err(Ok(problem)),
             None => Ok(()),
@@ -738,16 +705,6 @@ impl CheckedStream {
                 error,
             },
         }
-    }
-
-    /// The file this stream reads.
-    pub fn file(&self) -> &DataFile {
-        &self.file
-    }
-
-    /// The codec of the stored bytes.
-    pub fn codec(&self) -> FileCodec {
-        self.file.codec
     }
 }
 

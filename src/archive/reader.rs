@@ -397,25 +397,8 @@ pub enum Decode {
 /// Reads a file once, hashing its stored bytes and, if asked, decompressing and checking its
 /// contents on the way. Only an I/O error opening or reading it is an `Err`.
 pub fn read_whole(path: &Path, decode: Decode) -> io::Result<WholeFile> {
-    struct Hashing<R> {
-        inner: R,
-        hasher: std::sync::Arc<std::sync::Mutex<(Sha256, u64)>>,
-    }
-    impl<R: Read> Read for Hashing<R> {
-        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-            let n = self.inner.read(buf)?;
-            let mut h = self.hasher.lock().expect("not poisoned");
-            h.0.update(&buf[..n]);
-            h.1 += n as u64;
-            Ok(n)
-        }
-    }
-    let hasher = std::sync::Arc::new(std::sync::Mutex::new((Sha256::new(), 0u64)));
-    let file = File::open(path)?;
-    let stored = Hashing {
-        inner: file,
-        hasher: hasher.clone(),
-    };
+    let hash = SharedHash::default();
+    let stored = hash.reader(File::open(path)?);
     let mut buf = vec![0u8; 256 << 10];
     let decoded = match decode {
         Decode::No => {
@@ -456,29 +439,58 @@ pub fn read_whole(path: &Path, decode: Decode) -> io::Result<WholeFile> {
             }))
         }
     };
-    let file = File::open(path)?;
-    let (size, sha256) = {
-        let h = hasher.lock().expect("not poisoned");
-        (h.1, h.0.clone())
-    };
-    // A decoder may stop before the end of the stored bytes: hash the rest too.
-    let mut rest = file;
-    rest.seek(SeekFrom::Start(size))?;
-    let mut sha = sha256;
-    let mut total = size;
-    loop {
-        let n = rest.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        sha.update(&buf[..n]);
-        total += n as u64;
-    }
+    // A decoder may stop before the end of the stored bytes: the rest is hashed too.
+    let (digest, size) = hash.finish_file(path)?;
     Ok(WholeFile {
-        size: total,
-        sha256: hex(&sha.finalize()),
+        size,
+        sha256: hex(&digest),
         decoded,
     })
+}
+
+/// The SHA-256 and length of a file's stored bytes as a decoder reads them through
+/// [`SharedHash::reader`] (the decoder owns the reader, so the hash is shared with it).
+#[derive(Clone, Default)]
+pub(crate) struct SharedHash(std::sync::Arc<std::sync::Mutex<(Sha256, u64)>>);
+
+/// A reader that adds what it reads to a [`SharedHash`].
+pub(crate) struct SharedHashing<R> {
+    inner: R,
+    hash: SharedHash,
+}
+
+impl<R: Read> Read for SharedHashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let mut h = self.hash.0.lock().expect("not poisoned");
+        h.0.update(&buf[..n]);
+        h.1 += n as u64;
+        Ok(n)
+    }
+}
+
+impl SharedHash {
+    pub(crate) fn reader<R>(&self, inner: R) -> SharedHashing<R> {
+        SharedHashing {
+            inner,
+            hash: self.clone(),
+        }
+    }
+
+    /// The digest and size of the whole file at `path`: what was read through the reader,
+    /// then the rest of the file (a decoder may stop before the end: a trailer, an error).
+    pub(crate) fn finish_file(&self, path: &Path) -> io::Result<([u8; 32], u64)> {
+        let (hasher, read) = self.0.lock().expect("not poisoned").clone();
+        let mut rest = File::open(path)?;
+        rest.seek(SeekFrom::Start(read))?;
+        let mut hashing = HashingReader {
+            inner: rest,
+            hasher,
+            read,
+        };
+        io::copy(&mut hashing, &mut io::sink())?;
+        Ok(hashing.finish())
+    }
 }
 
 /// Why a frame of a pgarc data file is refused.
@@ -709,15 +721,6 @@ impl<R: Read> HashingReader<R> {
             inner,
             hasher: Sha256::new(),
             read: 0,
-        }
-    }
-
-    /// Goes on hashing after `read` bytes already hashed into `hasher`.
-    pub(crate) fn continuing(inner: R, hasher: Sha256, read: u64) -> Self {
-        HashingReader {
-            inner,
-            hasher,
-            read,
         }
     }
 

@@ -33,10 +33,13 @@ impl Analyzer {
         for (i, e) in toc.entries.iter().enumerate() {
             let item = &plan.items[i];
             if e.desc.is("STATISTICS DATA") && item.reqs.stats && has_column_stats(e) {
-                // Its dependency is the relation's entry; for a table, its data's entry.
-                for d in &item.deps {
-                    let td = plan.table_data_of.get(d).copied().or(Some(*d));
-                    a.skip.extend(td.filter(|&td| is_data(td)));
+                // Its dependency is the table's entry (statistics in the data section) or,
+                // repointed by the planner (post-data), the table's data entry.
+                for &d in &item.deps {
+                    let td = plan.table_data_of.get(&d).copied().unwrap_or(d);
+                    if is_data(td) {
+                        a.skip.insert(td);
+                    }
                 }
                 continue;
             }
