@@ -249,6 +249,15 @@ pub struct RestoreArgs {
     /// after pg_restore, without the wait.
     #[arg(long = "analyze")]
     pub analyze: bool,
+    /// Load tables created by this restore without COPY's FREEZE option. By default a table
+    /// of more than 256 KiB of rows, created by this run and loaded whole, is loaded
+    /// with COPY FREEZE after TRUNCATE in the same transaction: its rows are written frozen
+    /// and its pages all-visible, so no later scan writes hint bits and no anti-wraparound
+    /// vacuum rewrites it. As PostgreSQL documents for FREEZE, the rows are then visible to
+    /// every other session's snapshot as soon as the load commits, even one taken before:
+    /// use --no-freeze when other sessions read the target database during the restore.
+    #[arg(long = "no-freeze")]
+    pub no_freeze: bool,
     #[command(flatten)]
     pub output: OutputArgs,
     /// Print help (-h is the host, as in pg_restore).

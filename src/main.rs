@@ -218,6 +218,7 @@ fn restore_options(args: RestoreArgs, connect: bool) -> anyhow::Result<RestoreOp
     opts.disable_triggers = args.disable_triggers;
     opts.single_transaction = args.single_transaction;
     opts.analyze = args.analyze;
+    opts.freeze = !args.no_freeze;
     opts.verbose = args.output.verbose;
     opts.report = args.output.report;
     opts.validate()?;

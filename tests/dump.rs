@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use pgarc::archive::frame::{parse_frame_index, Codec};
+use pgarc::archive::frame::Codec;
 use pgarc::archive::manifest::Manifest;
 use pgarc::archive::toc::{Toc, TocEntry};
 
@@ -31,9 +31,13 @@ fn read_manifest(archive: &Path) -> Manifest {
 }
 
 /// The decompressed content of a pgarc data file, frame by frame through its index.
-fn pgarc_data(archive: &Path, codec: Codec, file: &str, index: &str) -> Vec<u8> {
-    let bytes = std::fs::read(archive.join(file)).unwrap();
-    let frames = parse_frame_index(&std::fs::read(archive.join(index)).unwrap()).unwrap();
+fn pgarc_data(
+    archive: &Path,
+    codec: Codec,
+    record: &pgarc::archive::manifest::TableRecord,
+) -> Vec<u8> {
+    let bytes = std::fs::read(archive.join(&record.file)).unwrap();
+    let frames = crate::util::frame_index_of(archive, record);
     let mut out = Vec::new();
     for f in frames {
         let stored = &bytes[f.offset as usize..(f.offset + f.stored) as usize];
@@ -118,7 +122,7 @@ fn fixtures_round_trip(cluster: &Cluster, compress: Option<&str>) {
             .iter()
             .find(|t| t.dump_id == our_entry.dump_id)
             .expect("every TABLE DATA entry is in the manifest");
-        let our_data = pgarc_data(&archive, codec, &record.file, &record.frame_index);
+        let our_data = pgarc_data(&archive, codec, record);
         let their_file = their_entry.filename.to_str_lossy().unwrap().into_owned();
         let their_data = std::fs::read(stock.join(their_file)).unwrap();
         assert_eq!(

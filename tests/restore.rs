@@ -219,10 +219,7 @@ fn ownership_privilege_clean_and_create_options_match_pg_restore() {
 fn damage_frame(archive: &Path, table: &str, frame: usize) -> String {
     let m = crate::util::read_manifest(archive);
     let t = m.tables.iter().find(|t| t.name == table).unwrap();
-    let index = pgarc::archive::frame::parse_frame_index(
-        &std::fs::read(archive.join(&t.frame_index)).unwrap(),
-    )
-    .unwrap();
+    let index = crate::util::frame_index_of(archive, t);
     let f = &index[frame - 1];
     let path = archive.join(&t.file);
     let mut bytes = std::fs::read(&path).unwrap();
@@ -349,10 +346,7 @@ fn data_pg_dump_wrote_itself_is_read_as_a_stream_the_manifest_checks() {
     // What pg_dump's own entry looks like: no [[table]], no frame index; the data file (a
     // zstd stream of frames, as pg_dump's own would be) stays listed.
     let mut m = crate::util::read_manifest(&archive);
-    let at = m.tables.iter().position(|t| t.name == "conf").unwrap();
-    let conf = m.tables.remove(at);
-    std::fs::remove_file(archive.join(&conf.frame_index)).unwrap();
-    m.files.retain(|f| f.path != conf.frame_index);
+    let conf = crate::util::drop_table_record(&archive, &mut m, "conf");
     crate::util::write_manifest(&archive, &m);
 
     let (code, out) = crate::verify::verify(&archive, &[]);
@@ -531,4 +525,54 @@ fn key_constraints_built_through_their_index_leave_the_sources_catalog() {
                    indisunique || ' ' || pg_get_indexdef(indexrelid), E'\\n' ORDER BY indexrelid::regclass::text) \
                    FROM pg_index WHERE indrelid::regclass::text IN ('k', 'r', 'p', 'p1')";
     assert_eq!(cluster.psql("dst", indexes), cluster.psql("src", indexes));
+}
+
+/// COPY FREEZE (tool.md §7): a table created by the restore and big enough is loaded frozen
+/// (its pages all-visible, which ANALYZE counts in relallvisible); a small one and every
+/// table under --no-freeze are loaded as pg_restore loads them; the data is equal either way.
+#[test]
+fn big_tables_created_by_the_restore_load_frozen_unless_no_freeze() {
+    let cluster = Cluster::start_in(&newest_bindir());
+    cluster.create_db("src");
+    cluster.psql(
+        "src",
+        "CREATE TABLE big (id int PRIMARY KEY, h text);
+         INSERT INTO big SELECT i, md5(i::text) || md5((i * 7)::text) FROM generate_series(1, 30000) i;
+         CREATE TABLE heap_only (id int, h text);
+         INSERT INTO heap_only SELECT i, md5(i::text) FROM generate_series(1, 30000) i;
+         CREATE TABLE small (id int PRIMARY KEY, h text);
+         INSERT INTO small SELECT i, md5(i::text) FROM generate_series(1, 50) i;
+         CREATE TABLE p (id int, part int) PARTITION BY LIST (part);
+         CREATE TABLE p1 PARTITION OF p FOR VALUES IN (1);
+         INSERT INTO p SELECT i, 1 FROM generate_series(1, 60000) i;",
+    );
+    let expected = cluster.db_state("src");
+    let work = tempfile::tempdir().unwrap();
+    let archive = work.path().join("a");
+    cluster.pgarc_dump("src", &archive, &[]);
+    // COPY FREEZE marks the pages it fills all-visible (not quite all: 371 of 416 here).
+    let visible = "SELECT string_agg(relname || ' ' || (relpages > 0 AND relallvisible > relpages / 2)::text, \
+                   ', ' ORDER BY relname) FROM pg_class \
+                   WHERE relname IN ('big', 'heap_only', 'small', 'p1')";
+    for (db, extra, frozen) in [
+        (
+            "d_freeze",
+            None,
+            "big true, heap_only true, p1 true, small false",
+        ),
+        (
+            "d_plain",
+            Some("--no-freeze"),
+            "big false, heap_only false, p1 false, small false",
+        ),
+    ] {
+        cluster.create_db(db);
+        // -j 1: no table is split into parts (parts are never frozen: each is its own
+        // transaction, and only one could truncate the table).
+        let mut args = vec!["-d", db, "-j", "1", "--analyze"];
+        args.extend(extra);
+        restore_ok(&cluster, &archive, &args);
+        cluster.assert_same_db(&expected, db);
+        assert_eq!(cluster.psql(db, visible).trim(), frozen, "{db}");
+    }
 }

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use pgarc::archive::frame::{write_frame_index, Codec, FrameIndexEntry};
+use pgarc::archive::frame::{Codec, FrameIndexEntry};
 
 use crate::util::{
     all_cmdlines, newest_bindir, optional_bindir, run_ok, sorted_byte_lines, Cluster,
@@ -654,17 +654,16 @@ fn bomb_frames(len: u64, one_row: bool, n: usize) -> (Vec<u8>, Vec<FrameIndexEnt
 /// manifest that agrees: a consistent archive, as a hostile writer would make it.
 fn replace_table_data(archive: &Path, name: &str, bytes: &[u8], index: &[FrameIndexEntry]) {
     let mut m = crate::util::read_manifest(archive);
-    let t = m.tables.iter_mut().find(|t| t.name == name).unwrap();
-    let tsv = write_frame_index(index);
-    std::fs::write(archive.join(&t.file), bytes).unwrap();
-    std::fs::write(archive.join(&t.frame_index), &tsv).unwrap();
-    t.rows = index.iter().map(|f| f.rows).sum();
-    t.raw_bytes = index.iter().map(|f| f.raw).sum();
-    t.stored_bytes = bytes.len() as u64;
-    t.frames = index.len() as u64;
-    let (file, frame_index) = (t.file.clone(), t.frame_index.clone());
+    let file = m
+        .tables
+        .iter()
+        .find(|t| t.name == name)
+        .unwrap()
+        .file
+        .clone();
+    std::fs::write(archive.join(&file), bytes).unwrap();
+    crate::util::put_frame_index(archive, &mut m, name, index);
     crate::util::relist_file(archive, &mut m, &file);
-    crate::util::relist_file(archive, &mut m, &frame_index);
     crate::util::write_manifest(archive, &m);
 }
 

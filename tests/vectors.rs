@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use pgarc::archive::frame::{parse_frame_index, write_frame_index, Codec, Frame};
+use pgarc::archive::frame::{Codec, Frame};
 use pgarc::archive::manifest::{checked_body_len, with_checksum, Manifest};
 use pgarc::archive::toc::{Toc, TocStr};
 
@@ -187,7 +187,61 @@ fn cases() -> Vec<(
             "-",
             "intact",
             Box::new(|d: &Path| {
+                crate::util::externalize_frame_indexes(d);
                 edit_manifest_text(d, |t| t.replacen("format = \"1.9\"", "format = 1", 1))
+            }),
+        ),
+        (
+            "valid-format-1.9",
+            "pgarc",
+            "valid",
+            "-",
+            "intact",
+            Box::new(|d: &Path| crate::util::externalize_frame_indexes(d)),
+        ),
+        (
+            "frame-list-in-format-1",
+            "pgarc",
+            "damaged",
+            "manifest.toml",
+            "unknown key \"frame_list\"",
+            Box::new(|d: &Path| {
+                edit_manifest_text(d, |t| t.replacen("format = \"2.0\"", "format = \"1.9\"", 1))
+            }),
+        ),
+        (
+            "frame-list-and-file",
+            "pgarc",
+            "damaged",
+            "manifest.toml",
+            "both frame_index and frame_list",
+            Box::new(|d: &Path| {
+                edit_manifest_text(d, |t| {
+                    t.replacen(
+                        "frame_list = ",
+                        "frame_index = \"pgarc/frames/1.tsv\"\nframe_list = ",
+                        1,
+                    )
+                })
+            }),
+        ),
+        (
+            "frame-list-disagrees",
+            "pgarc",
+            "damaged",
+            "manifest.toml",
+            "rows, the manifest says",
+            Box::new(|d: &Path| {
+                let mut m = read_manifest(d);
+                let t = m.tables.iter_mut().find(|t| t.name == "beta").unwrap();
+                let list = t.frame_list.clone().expect("beta's index is inline");
+                // The first frame's rows, one more: the list no longer adds up to the record.
+                let mut lines: Vec<String> = list.lines().map(str::to_string).collect();
+                let mut f: Vec<String> = lines[1].split('\t').map(str::to_string).collect();
+                f[3] = (f[3].parse::<u64>().unwrap() + 1).to_string();
+                lines[1] = f.join("\t");
+                t.frame_list = Some(lines.join("\n") + "\n");
+                write_manifest(d, &m);
             }),
         ),
         (
@@ -197,6 +251,7 @@ fn cases() -> Vec<(
             "-",
             "not checked: a [[table]]: digest",
             Box::new(|d: &Path| {
+                crate::util::externalize_frame_indexes(d);
                 edit_manifest_text(d, |t| {
                     t.replacen("format = \"1.9\"", "format = \"1.42\"", 1)
                         .replace("[[table]]\n", "[[table]]\ndigest = \"later\"\n")
@@ -211,11 +266,7 @@ fn cases() -> Vec<(
             "intact",
             Box::new(|d: &Path| {
                 let mut m = read_manifest(d);
-                let t = m
-                    .tables
-                    .remove(m.tables.iter().position(|t| t.name == "beta").unwrap());
-                std::fs::remove_file(d.join(&t.frame_index)).unwrap();
-                m.files.retain(|f| f.path != t.frame_index);
+                crate::util::drop_table_record(d, &mut m, "beta");
                 write_manifest(d, &m);
             }),
         ),
@@ -224,9 +275,9 @@ fn cases() -> Vec<(
             "pgarc",
             "damaged",
             "manifest.toml",
-            "archive format 2.0 is not known",
+            "archive format 3.0 is not known",
             Box::new(|d: &Path| {
-                edit_manifest_text(d, |t| t.replacen("format = \"1.9\"", "format = \"2.0\"", 1))
+                edit_manifest_text(d, |t| t.replacen("format = \"2.0\"", "format = \"3.0\"", 1))
             }),
         ),
         (
@@ -559,7 +610,9 @@ fn table_file(dir: &Path, what: &str) -> String {
             let m = read_manifest(dir);
             let t = m.tables.iter().find(|t| t.name == table).unwrap();
             if index {
-                t.frame_index.clone()
+                t.frame_index
+                    .clone()
+                    .unwrap_or_else(|| "manifest.toml".into())
             } else {
                 t.file.clone()
             }
@@ -570,8 +623,7 @@ fn table_file(dir: &Path, what: &str) -> String {
 fn frames(dir: &Path, table: &str) -> (String, Vec<pgarc::archive::frame::FrameIndexEntry>) {
     let m = read_manifest(dir);
     let t = m.tables.iter().find(|t| t.name == table).unwrap();
-    let index = parse_frame_index(&std::fs::read(dir.join(&t.frame_index)).unwrap()).unwrap();
-    (t.file.clone(), index)
+    (t.file.clone(), crate::util::frame_index_of(dir, t))
 }
 
 /// Rewrites the manifest's text (format line included) and its checksum.
@@ -608,15 +660,15 @@ fn edit_index_text(dir: &Path, table: &str, edit: impl Fn(&mut Vec<String>)) {
 /// Writes a table's frame index and makes its `[[table]]` and `[[file]]` records agree.
 fn rewrite_index(dir: &Path, table: &str, index: &[pgarc::archive::frame::FrameIndexEntry]) {
     let mut m: Manifest = read_manifest(dir);
-    let t = m.tables.iter_mut().find(|t| t.name == table).unwrap();
-    std::fs::write(dir.join(&t.frame_index), write_frame_index(index)).unwrap();
-    t.rows = index.iter().map(|f| f.rows).sum();
-    t.raw_bytes = index.iter().map(|f| f.raw).sum();
-    t.stored_bytes = index.iter().map(|f| f.stored).sum();
-    t.frames = index.len() as u64;
-    let (file, frame_index) = (t.file.clone(), t.frame_index.clone());
+    let file = m
+        .tables
+        .iter()
+        .find(|t| t.name == table)
+        .unwrap()
+        .file
+        .clone();
+    crate::util::put_frame_index(dir, &mut m, table, index);
     relist_file(dir, &mut m, &file);
-    relist_file(dir, &mut m, &frame_index);
     write_manifest(dir, &m);
 }
 

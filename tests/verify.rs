@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use pgarc::archive::frame::{hex, parse_frame_index, FrameIndexEntry};
+use pgarc::archive::frame::{hex, FrameIndexEntry};
 use pgarc::archive::manifest::Manifest;
 use pgarc::archive::toc::{Toc, TocStr};
 use sha2::{Digest, Sha256};
@@ -44,7 +44,7 @@ fn manifest(archive: &Path) -> Manifest {
 fn frames(archive: &Path, table: &str) -> (String, Vec<FrameIndexEntry>) {
     let m = manifest(archive);
     let t = m.tables.iter().find(|t| t.name == table).unwrap();
-    let index = parse_frame_index(&std::fs::read(archive.join(&t.frame_index)).unwrap()).unwrap();
+    let index = crate::util::frame_index_of(archive, t);
     (t.file.clone(), index)
 }
 

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use super::dir::ArchiveDir;
 use super::error::Error;
 use super::frame::{hex, parse_frame_index, FrameIndexEntry};
-use super::manifest::{ListedFile, ManifestIndex, TableFiles};
+use super::manifest::{IndexAt, ListedFile, ManifestIndex, TableFiles};
 use super::names::safe_relative_name;
 use super::reader::{
     blobs_toc_name, find_data_file, open_stream, parse_blobs_toc, BlobListError, CopyScanner,
@@ -311,14 +311,17 @@ impl ArchiveDir {
             ));
             return None;
         };
-        let index = match self.read_listed(m, &record.frame_index, "frame index") {
+        let index_at = record.frame_index.location();
+        let text = match &record.frame_index {
+            IndexAt::File(path) => self.read_listed(m, path, "frame index"),
+            // Vouched for by the manifest's own checksum.
+            IndexAt::Inline(text) => Ok(text.as_bytes().to_vec()),
+        };
+        let index = match text {
             Ok(bytes) => match parse_frame_index(&bytes) {
                 Ok(index) => Some(index),
                 Err(err) => {
-                    push(at(
-                        &record.frame_index,
-                        DataProblem::BadIndex(err.to_string()),
-                    ));
+                    push(at(index_at, DataProblem::BadIndex(err.to_string())));
                     None
                 }
             },
@@ -355,10 +358,7 @@ impl ArchiveDir {
             || disagreement.rows.0 != disagreement.rows.1
             || disagreement.raw_bytes.0 != disagreement.raw_bytes.1
         {
-            push(at(
-                &record.frame_index,
-                DataProblem::IndexDisagrees(disagreement),
-            ));
+            push(at(index_at, DataProblem::IndexDisagrees(disagreement)));
             return None;
         }
         Some(TableData {
@@ -514,6 +514,11 @@ pub fn strip_codec_suffix(name: &str) -> &str {
 
 impl TableData {
     /// The frame index, for a pgarc frame-indexed file.
+    /// The rows' decompressed size, when a frame index gives it.
+    pub fn raw_len(&self) -> Option<u64> {
+        self.frames().map(|f| f.iter().map(|x| x.raw).sum())
+    }
+
     pub fn frames(&self) -> Option<&Arc<[FrameIndexEntry]>> {
         match &self.layout {
             Layout::Frames(index) => Some(index),

@@ -10,8 +10,12 @@ use super::frame::hex;
 
 /// The manifest's file name, in the archive's root directory.
 pub const MANIFEST_FILE: &str = "manifest.toml";
-/// The archive format version this code writes (format-spec: the spec's own version).
-pub const FORMAT: FormatVersion = FormatVersion { major: 1, minor: 9 };
+/// The newest archive format version this code reads and writes (format-spec: the spec's
+/// own version). It writes [`FORMAT_1`] when every frame index is a file of its own (the
+/// lowest version that carries the archive, §9).
+pub const FORMAT: FormatVersion = FormatVersion { major: 2, minor: 0 };
+/// The last version of major 1: every frame index a file under `pgarc/frames/`.
+pub const FORMAT_1: FormatVersion = FormatVersion { major: 1, minor: 9 };
 /// What `format = 1`, the integer that versions before 1.9 wrote, stands for: their
 /// manifests read as 1.8 (format-spec §9).
 pub const LEGACY_FORMAT: FormatVersion = FormatVersion { major: 1, minor: 8 };
@@ -23,6 +27,13 @@ pub const LEGACY_FORMAT: FormatVersion = FormatVersion { major: 1, minor: 8 };
 pub struct FormatVersion {
     pub major: u32,
     pub minor: u32,
+}
+
+impl FormatVersion {
+    /// The minor version of `major` this code implements; None for a major it does not read.
+    pub fn implemented(major: u32) -> Option<FormatVersion> {
+        [FORMAT_1, FORMAT].into_iter().find(|v| v.major == major)
+    }
 }
 
 impl std::fmt::Display for FormatVersion {
@@ -105,11 +116,30 @@ pub struct ListedFile {
     pub sha256: Option<[u8; 32]>,
 }
 
+/// Where a table's frame index is (format-spec §5.2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IndexAt {
+    /// A file of the archive, `pgarc/frames/<dumpId>.tsv`.
+    File(String),
+    /// In the manifest, as `frame_list` (format 2): the text the file would hold.
+    Inline(String),
+}
+
+impl IndexAt {
+    /// The archive file that holds the index: its own file, or the manifest.
+    pub fn location(&self) -> &str {
+        match self {
+            IndexAt::File(path) => path,
+            IndexAt::Inline(_) => MANIFEST_FILE,
+        }
+    }
+}
+
 /// A table's data file and frame index, as the manifest names them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableFiles {
     pub file: String,
-    pub frame_index: String,
+    pub frame_index: IndexAt,
     pub rows: u64,
     pub raw_bytes: u64,
     pub frames: u64,
@@ -135,7 +165,7 @@ impl ManifestIndex {
                 .map(|t| {
                     let files = TableFiles {
                         file: t.file.clone(),
-                        frame_index: t.frame_index.clone(),
+                        frame_index: t.index_at(),
                         rows: t.rows,
                         raw_bytes: t.raw_bytes,
                         frames: t.frames,
@@ -187,14 +217,29 @@ pub struct TableRecord {
     pub dump_id: i32,
     pub schema: String,
     pub name: String,
-    /// The data file and its frame index, relative paths.
+    /// The data file and its frame index, relative paths; or, in format 2, the frame index
+    /// itself in `frame_list` instead of a file (exactly one of the two).
     pub file: String,
-    pub frame_index: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frame_index: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frame_list: Option<String>,
     pub rows: u64,
     pub raw_bytes: u64,
     pub stored_bytes: u64,
     /// Number of frames, the end frame included.
     pub frames: u64,
+}
+
+impl TableRecord {
+    /// Where the table's frame index is.
+    pub fn index_at(&self) -> IndexAt {
+        match (&self.frame_index, &self.frame_list) {
+            (_, Some(list)) => IndexAt::Inline(list.clone()),
+            (Some(path), None) => IndexAt::File(path.clone()),
+            (None, None) => IndexAt::File(String::new()),
+        }
+    }
 }
 
 /// Why a manifest could not be read.
@@ -212,7 +257,7 @@ pub enum ManifestError {
         line: Option<usize>,
         problem: LayoutError,
     },
-    #[error("archive format {0} is not known to this pgarc (it reads format {major}.x up to {FORMAT}); use the pgarc that wrote it", major = FORMAT.major)]
+    #[error("archive format {0} is not known to this pgarc (it reads formats 1.x up to {FORMAT_1} and 2.x up to {FORMAT}); use the pgarc that wrote it")]
     UnknownFormat(FormatVersion),
 }
 
@@ -268,7 +313,12 @@ impl Manifest {
             kv(&mut t, "schema", Value::Str(&r.schema));
             kv(&mut t, "name", Value::Str(&r.name));
             kv(&mut t, "file", Value::Str(&r.file));
-            kv(&mut t, "frame_index", Value::Str(&r.frame_index));
+            if let Some(path) = &r.frame_index {
+                kv(&mut t, "frame_index", Value::Str(path));
+            }
+            if let Some(list) = &r.frame_list {
+                kv(&mut t, "frame_list", Value::Str(list));
+            }
             kv(&mut t, "rows", Value::Int(r.rows.into()));
             kv(&mut t, "raw_bytes", Value::Int(r.raw_bytes.into()));
             kv(&mut t, "stored_bytes", Value::Int(r.stored_bytes.into()));
@@ -460,6 +510,8 @@ pub enum LayoutError {
     Missing { key: String, what: String },
     #[error("no [options]")]
     NoOptions,
+    #[error("{what} has both frame_index and frame_list")]
+    TwoIndexes { what: String },
     #[error("format {0:?} is not MAJOR.MINOR")]
     BadFormat(String),
     #[error("format must be the first key")]
@@ -515,6 +567,14 @@ impl Fields {
         }
     }
 
+    /// An optional string key.
+    fn opt_str(&mut self, key: &str, what: &str) -> Result<Option<String>, LayoutError> {
+        match self.values.contains_key(key) {
+            true => self.str(key, what).map(Some),
+            false => Ok(None),
+        }
+    }
+
     fn int<T: TryFrom<i128>>(&mut self, key: &str, what: &str) -> Result<T, LayoutError> {
         match self.take(key, what)? {
             Parsed::Int(i) => T::try_from(i).map_err(|_| LayoutError::OutOfRange {
@@ -553,12 +613,25 @@ const OPTION_KEYS: &[&str] = &[
     "snapshot_imported",
 ];
 const FILE_KEYS: &[&str] = &["path", "size", "sha256"];
+/// A `[[table]]`'s keys in format 1: its frame index is always a file.
+const TABLE_KEYS_1: &[&str] = &[
+    "dump_id",
+    "schema",
+    "name",
+    "file",
+    "frame_index",
+    "rows",
+    "raw_bytes",
+    "stored_bytes",
+    "frames",
+];
 const TABLE_KEYS: &[&str] = &[
     "dump_id",
     "schema",
     "name",
     "file",
     "frame_index",
+    "frame_list",
     "rows",
     "raw_bytes",
     "stored_bytes",
@@ -599,12 +672,24 @@ impl Records {
                     schema: f.str("schema", &what)?,
                     name: f.str("name", &what)?,
                     file: f.str("file", &what)?,
-                    frame_index: f.str("frame_index", &what)?,
+                    frame_index: f.opt_str("frame_index", &what)?,
+                    frame_list: f.opt_str("frame_list", &what)?,
                     rows: f.int("rows", &what)?,
                     raw_bytes: f.int("raw_bytes", &what)?,
                     stored_bytes: f.int("stored_bytes", &what)?,
                     frames: f.int("frames", &what)?,
                 });
+                let t = self.tables.last().expect("just pushed");
+                match (&t.frame_index, &t.frame_list) {
+                    (Some(_), Some(_)) => return Err(LayoutError::TwoIndexes { what }),
+                    (None, None) => {
+                        return Err(LayoutError::Missing {
+                            key: "frame_index".into(),
+                            what,
+                        })
+                    }
+                    _ => {}
+                }
             }
             Block::Top | Block::Options => {}
         }
@@ -625,6 +710,7 @@ fn parse_body(text: &str) -> Result<Manifest, ManifestError> {
     let mut rest = text;
     let mut version: Option<FormatVersion> = None;
     let mut newer = false;
+    let mut table_keys = TABLE_KEYS;
     let mut ignored: Vec<String> = Vec::new();
     // The line number of what `rest` starts with, counted only for an error message.
     let line_of = |rest: &str| text[..text.len() - rest.len()].matches('\n').count() + 1;
@@ -677,10 +763,15 @@ fn parse_body(text: &str) -> Result<Manifest, ManifestError> {
         rest = &tail[tail_end..];
         if block == Block::Top && key == "format" {
             let v = format_version(&value).map_err(|e| syntax(n, e))?;
-            if v.major != FORMAT.major {
+            let Some(implemented) = FormatVersion::implemented(v.major) else {
                 return Err(ManifestError::UnknownFormat(v));
-            }
-            newer = v > FORMAT;
+            };
+            newer = v > implemented;
+            table_keys = if v.major == 1 {
+                TABLE_KEYS_1
+            } else {
+                TABLE_KEYS
+            };
             version = Some(v);
             continue;
         }
@@ -691,7 +782,7 @@ fn parse_body(text: &str) -> Result<Manifest, ManifestError> {
             Block::Top => (&mut top, TOP_KEYS, "the manifest"),
             Block::Options => (&mut current, OPTION_KEYS, "[options]"),
             Block::File => (&mut current, FILE_KEYS, "a [[file]]"),
-            Block::Table => (&mut current, TABLE_KEYS, "a [[table]]"),
+            Block::Table => (&mut current, table_keys, "a [[table]]"),
         };
         if newer && !allowed.contains(&key) {
             // A newer minor's key: ignored, as format-spec §9 says, and named for verify.
@@ -838,7 +929,7 @@ mod tests {
 
     fn sample() -> Manifest {
         Manifest {
-            format: FORMAT,
+            format: FORMAT_1,
             pgarc_version: "0.1.0".into(),
             created_start: "2026-11-23T21:18:01Z".into(),
             created_end: "2026-11-23T21:20:44Z".into(),
@@ -865,7 +956,8 @@ mod tests {
                 schema: "public".into(),
                 name: "child\ttab".into(),
                 file: "3380.dat.zst".into(),
-                frame_index: "pgarc/frames/3380.tsv".into(),
+                frame_index: Some("pgarc/frames/3380.tsv".into()),
+                frame_list: None,
                 rows: 1000,
                 raw_bytes: 5000,
                 stored_bytes: 900,
@@ -1017,9 +1109,55 @@ mod tests {
     }
 
     #[test]
+    fn a_frame_index_is_a_file_or_inline_in_format_2_and_never_both() {
+        let list = "offset\tstored\traw\trows\tsha256\n".to_string();
+        let mut m = sample();
+        m.format = FORMAT;
+        m.tables[0].frame_index = None;
+        m.tables[0].frame_list = Some(list.clone());
+        let parsed = Manifest::parse(&m.to_bytes()).unwrap();
+        assert_eq!(parsed.tables[0].frame_list.as_deref(), Some(list.as_str()));
+        assert_eq!(parsed.tables[0].index_at(), IndexAt::Inline(list.clone()));
+        assert_eq!(
+            ManifestIndex::new(&parsed)
+                .table(3380)
+                .unwrap()
+                .frame_index
+                .location(),
+            MANIFEST_FILE
+        );
+        // Format 1 has no frame_list.
+        m.format = FORMAT_1;
+        assert!(matches!(
+            Manifest::parse(&m.to_bytes()),
+            Err(ManifestError::Syntax { problem: LayoutError::UnknownKey { key, .. }, .. }) if key == "frame_list"
+        ));
+        // Both, or neither.
+        m.format = FORMAT;
+        m.tables[0].frame_index = Some("pgarc/frames/3380.tsv".into());
+        assert!(matches!(
+            Manifest::parse(&m.to_bytes()),
+            Err(ManifestError::Syntax {
+                problem: LayoutError::TwoIndexes { .. },
+                ..
+            })
+        ));
+        m.tables[0].frame_index = None;
+        m.tables[0].frame_list = None;
+        assert!(matches!(
+            Manifest::parse(&m.to_bytes()),
+            Err(ManifestError::Syntax { problem: LayoutError::Missing { key, .. }, .. }) if key == "frame_index"
+        ));
+        // Format 1 archives still read.
+        let mut old = sample();
+        old.format = FORMAT_1;
+        assert_eq!(Manifest::parse(&old.to_bytes()).unwrap().format, FORMAT_1);
+    }
+
+    #[test]
     fn unknown_formats_are_refused_by_name() {
         let mut m = sample();
-        m.format = FormatVersion { major: 2, minor: 0 };
+        m.format = FormatVersion { major: 3, minor: 0 };
         assert_eq!(
             Manifest::parse(&m.to_bytes()),
             Err(ManifestError::UnknownFormat(m.format))

@@ -191,13 +191,15 @@ impl ArchiveWriter {
     }
 
     /// Moves a finished data file to its final name, `<dump_id>.dat` plus the codec's suffix
-    /// (the TOC's filename field stays `<dump_id>.dat`, as pg_dump writes it), and writes its
-    /// frame index `pgarc/frames/<dump_id>.tsv`. Returns the records of both files.
+    /// (the TOC's filename field stays `<dump_id>.dat`, as pg_dump writes it), and places its
+    /// frame index: in the manifest when it has at most [`INLINE_FRAMES`] frames (format 2,
+    /// §5.2: one file less per small table), else in `pgarc/frames/<dump_id>.tsv`. Returns
+    /// the data file's record and where the index went.
     pub fn place_data_file(
         &self,
         done: &FinishedDataFile,
         dump_id: i32,
-    ) -> Result<(FileRecord, FileRecord), Error> {
+    ) -> Result<(FileRecord, PlacedIndex), Error> {
         let rel = format!("{dump_id}.dat{}", done.codec.suffix());
         let target = self.root.join(&rel);
         if target.exists() {
@@ -207,10 +209,13 @@ impl ArchiveWriter {
             });
         }
         std::fs::rename(&done.staged, &target).map_err(io_err(&target, "could not move"))?;
-        let index = self.write_file(
-            &format!("{FRAMES_DIR}/{dump_id}.tsv"),
-            &write_frame_index(&done.index),
-        )?;
+        let text = write_frame_index(&done.index);
+        let index = if done.index.len() <= INLINE_FRAMES {
+            // The index is ASCII (format-spec §5.2).
+            PlacedIndex::Inline(String::from_utf8_lossy(&text).into_owned())
+        } else {
+            PlacedIndex::File(self.write_file(&format!("{FRAMES_DIR}/{dump_id}.tsv"), &text)?)
+        };
         let file = FileRecord {
             path: rel,
             size: done.size,
@@ -271,6 +276,19 @@ fn private_file(path: &Path) -> Result<File, Error> {
         .mode(0o600)
         .open(path)
         .map_err(io_err(path, "could not create"))
+}
+
+/// Frame indexes of at most this many frames (one frame of rows and the end frame) are
+/// written into the manifest rather than a file of their own.
+pub const INLINE_FRAMES: usize = 2;
+
+/// Where [`ArchiveWriter::place_data_file`] put a frame index.
+#[derive(Debug, Clone)]
+pub enum PlacedIndex {
+    /// Its own file, with that file's record.
+    File(FileRecord),
+    /// The index's text, for the manifest's `frame_list`.
+    Inline(String),
 }
 
 /// How many threads fsync an archive's files at once.

@@ -26,9 +26,10 @@ use anyhow::{anyhow, bail, Context, Result};
 
 use crate::archive::frame::Codec;
 use crate::archive::manifest::{
-    rfc3339_utc, DumpOptionsRecord, FileRecord, Manifest, TableRecord, FORMAT, MANIFEST_FILE,
+    rfc3339_utc, DumpOptionsRecord, FileRecord, Manifest, TableRecord, FORMAT, FORMAT_1,
+    MANIFEST_FILE,
 };
-use crate::archive::writer::ArchiveWriter;
+use crate::archive::writer::{ArchiveWriter, PlacedIndex};
 use crate::pg::conn::ConnParams;
 use crate::pg::session::ConnectFailed;
 use crate::pg::session::{catalog_tables, open_worker, relations_with_data, SnapshotHolder};
@@ -491,7 +492,13 @@ impl Finish<'_> {
         let imported = holder.imported;
         holder.finish().await?;
         let manifest = Manifest {
-            format: FORMAT,
+            // The lowest version that carries the archive (format-spec §9): 1.9 when every
+            // frame index is a file.
+            format: if assembled.tables.iter().any(|t| t.frame_list.is_some()) {
+                FORMAT
+            } else {
+                FORMAT_1
+            },
             pgarc_version: env!("CARGO_PKG_VERSION").to_string(),
             created_start: rfc3339_utc(times.started_at),
             created_end: rfc3339_utc(SystemTime::now()),
@@ -632,14 +639,23 @@ fn assemble(
             schema: crate::pg::carrier::display(&t.schema),
             name: crate::pg::carrier::display(&t.name),
             file: file.path.clone(),
-            frame_index: index.path.clone(),
+            frame_index: match &index {
+                PlacedIndex::File(f) => Some(f.path.clone()),
+                PlacedIndex::Inline(_) => None,
+            },
+            frame_list: match &index {
+                PlacedIndex::Inline(text) => Some(text.clone()),
+                PlacedIndex::File(_) => None,
+            },
             rows: r.finished.rows,
             raw_bytes: r.finished.raw_bytes,
             stored_bytes: file.size,
             frames: r.finished.index.len() as u64,
         });
         files.push(file);
-        files.push(index);
+        if let PlacedIndex::File(index) = index {
+            files.push(index);
+        }
     }
     archive.finish_staging()?;
     files.push(archive.write_toc(&toc)?);

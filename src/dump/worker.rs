@@ -209,10 +209,9 @@ pub async fn run(n: usize, session: Arc<Session>, shared: Arc<Shared>) -> Result
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .take();
-            let shared = shared.clone();
-            let finished = tokio::task::spawn_blocking(move || writer.finish(&shared.end))
-                .await
-                .context("a file writer task failed")??;
+            // The end frame is a few bytes and the hash is finished in memory: done here,
+            // without a hand-off to a blocking thread (thousands of small tables).
+            let finished = writer.finish(&shared.end)?;
             *state.finished.lock().unwrap_or_else(|p| p.into_inner()) = Some(finished);
         }
     }
@@ -239,6 +238,9 @@ fn lock_error(e: &tokio_postgres::Error, table: &CatalogTable) -> anyhow::Error 
 
 /// A frame being compressed and appended off the async threads; it gives back the encoder and
 /// the batch's buffer.
+/// The largest last batch of rows compressed on the worker's own task (see `copy_chunk`).
+const SMALL_BATCH: usize = 64 << 10;
+
 type Pending = JoinHandle<(Encoder, Vec<u8>, Result<(), crate::archive::Error>)>;
 
 async fn copy_chunk(
@@ -291,6 +293,7 @@ async fn copy_chunk(
             (encoder, batch, result)
         })
     };
+
     while let Some(row) = stream.next().await {
         let row = match row {
             Ok(row) => row,
@@ -302,8 +305,17 @@ async fn copy_chunk(
         }
     }
     if let Some(batch) = batcher.finish() {
-        let encoder = ready(&mut pending, &mut idle, &mut batcher).await?;
-        pending = Some(submit(encoder, batch));
+        let mut encoder = ready(&mut pending, &mut idle, &mut batcher).await?;
+        // A table whose rows fit in one small batch (most tables of a database with
+        // thousands of them) is compressed and written on this task: a hand-off to a
+        // blocking thread and back costs more than compressing a few kilobytes.
+        if batch.len() <= SMALL_BATCH {
+            crate::progress::add(batch.len() as u64);
+            writer.append_rows(&batch, &mut encoder)?;
+            idle = Some(encoder);
+        } else {
+            pending = Some(submit(encoder, batch));
+        }
     }
     *encoder = Some(ready(&mut pending, &mut idle, &mut batcher).await?);
     Ok(())

@@ -78,6 +78,8 @@ pub struct RestoreOptions {
     pub report: Option<PathBuf>,
     /// `--analyze`: ANALYZE each loaded table once its data and indexes are in.
     pub analyze: bool,
+    /// COPY FREEZE for big tables created by this run (off with `--no-freeze`).
+    pub freeze: bool,
 }
 
 /// Options that cannot go together.
@@ -130,6 +132,7 @@ impl RestoreOptions {
             verbose: false,
             report: None,
             analyze: false,
+            freeze: true,
         }
     }
 }

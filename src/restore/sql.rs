@@ -492,6 +492,27 @@ pub fn partitioned_table_am(entry: &TocEntry) -> Option<String> {
 
 /// Whether a TABLE DATA entry loads through its partition root (then no TRUNCATE may precede
 /// it): the mark pg_dump leaves in defn, or a copyStmt that names another table.
+/// `COPY ... FROM stdin;` (pg_dump's copy statement, a carrier) with `WITH (FREEZE)`; None
+/// when the statement is not of that form.
+pub fn copy_with_freeze(copy: &str) -> Option<String> {
+    let body = copy.trim_end().strip_suffix(';')?;
+    body.ends_with(" FROM stdin")
+        .then(|| format!("{body} WITH (FREEZE);\n"))
+}
+
+/// Whether TABLE DATA `entry` belongs to a plain table (a TABLE entry: not a foreign table,
+/// whose COPY FREEZE the server refuses).
+pub fn owner_is_plain_table<'a>(
+    entry: &TocEntry,
+    by_id: impl Fn(i32) -> Option<&'a TocEntry>,
+) -> bool {
+    entry
+        .deps
+        .first()
+        .and_then(|&id| by_id(id))
+        .is_some_and(|t| t.desc.is("TABLE"))
+}
+
 pub fn loads_via_partition_root(entry: &TocEntry) -> bool {
     if entry.defn.starts_with("-- load via partition root ") {
         return true;

@@ -127,6 +127,10 @@ enum BlobError {
 }
 
 const CHUNK_BYTES: usize = 1 << 20;
+/// Tables created in this run with at least this many bytes of rows (decompressed, as the
+/// frame index says; a stream's stored size otherwise) are truncated in their load's
+/// transaction and loaded with COPY FREEZE (unless `--no-freeze`): about 32 pages.
+pub const FREEZE_MIN_BYTES: u64 = 256 << 10;
 /// The largest CopyData message a restore sends.
 const SEND_BYTES: usize = 256 << 10;
 
@@ -281,7 +285,7 @@ impl Conn {
             ));
             return;
         };
-        let copy = e.copy_stmt.carrier().unwrap_or_default();
+        let mut copy = e.copy_stmt.carrier().unwrap_or_default();
         if copy.trim().is_empty() {
             out.errors.push(format!(
                 "{}: the data is stored as INSERT statements (pg_dump --inserts), which pgarc \
@@ -300,13 +304,29 @@ impl Conn {
         // fails at commit must be seen, or the rows would be counted while the server
         // rolled them back.
         let in_txn = !single;
+        // A whole table created in this run. pg_restore truncates it in the load's
+        // transaction (with wal_level=minimal the COPY then skips WAL); pgarc does so for
+        // tables big enough to gain, and loads them with FREEZE, which needs that TRUNCATE
+        // (tool.md §7). A small table is loaded without: its TRUNCATE would only replace
+        // its files with new ones, three file creations for a few rows.
+        let fresh = truncate && part.is_none() && !single;
+        let big = source.raw_len().unwrap_or(ctx.plan.items[idx].data_len) >= FREEZE_MIN_BYTES;
+        let freeze = fresh
+            && big
+            && ctx.opts.freeze
+            && sql::owner_is_plain_table(e, |id| ctx.entry_by_id(id));
+        if freeze {
+            if let Some(frozen) = sql::copy_with_freeze(&copy) {
+                copy = frozen;
+            }
+        }
         // BEGIN and TRUNCATE go in one message, pipelined with the COPY statement's Parse:
         // one round trip instead of three (2,000 small tables: this is most of the time).
         let mut prelude = Vec::new();
         if in_txn {
             prelude.push("BEGIN".to_string());
         }
-        if truncate && part.is_none() && !single {
+        if fresh && big {
             prelude.push(format!("TRUNCATE TABLE ONLY {qualified}"));
         }
         if triggers {

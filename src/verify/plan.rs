@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use crate::archive::data::{DataProblem, Layout, Located, TableData};
 use crate::archive::frame::FrameIndexEntry;
-use crate::archive::manifest::{Manifest, ManifestIndex, MANIFEST_FILE};
+use crate::archive::manifest::{IndexAt, Manifest, ManifestIndex, MANIFEST_FILE};
 use crate::archive::reader::{blobs_toc_name, Decode};
 use crate::archive::toc::Toc;
 use crate::archive::{ArchiveDir, ManifestState, TOC_FILE};
@@ -291,7 +291,9 @@ impl<'a> ManifestCheck<'a> {
             if e.desc.is("TABLE DATA") {
                 p.tables += 1;
                 if let Some(t) = self.index.table(e.dump_id) {
-                    self.hashed.insert(t.frame_index.clone());
+                    if let IndexAt::File(path) = &t.frame_index {
+                        self.hashed.insert(path.clone());
+                    }
                 }
                 let Some(data) = self.dir.table_data(Some(&self.index), e, &mut problems) else {
                     continue;

@@ -685,3 +685,86 @@ pub fn relist_file(archive: &Path, m: &mut pgarc::archive::manifest::Manifest, r
     f.size = bytes.len() as u64;
     f.sha256 = pgarc::archive::frame::hex(&sha2::Sha256::digest(&bytes));
 }
+
+/// A table's frame index, wherever the manifest keeps it: its own file, or (format 2) the
+/// `[[table]]`'s `frame_list`.
+pub fn frame_index_of(
+    archive: &Path,
+    t: &pgarc::archive::manifest::TableRecord,
+) -> Vec<pgarc::archive::frame::FrameIndexEntry> {
+    let text = match (&t.frame_index, &t.frame_list) {
+        (_, Some(list)) => list.as_bytes().to_vec(),
+        (Some(path), None) => std::fs::read(archive.join(path)).unwrap(),
+        (None, None) => panic!("table {} has no frame index", t.name),
+    };
+    pgarc::archive::frame::parse_frame_index(&text).unwrap()
+}
+
+/// Puts `index` in place of table `name`'s frame index where the manifest keeps it (writing
+/// and relisting its file, or its `frame_list`), and makes the `[[table]]` agree. The caller
+/// writes the manifest.
+pub fn put_frame_index(
+    archive: &Path,
+    m: &mut pgarc::archive::manifest::Manifest,
+    name: &str,
+    index: &[pgarc::archive::frame::FrameIndexEntry],
+) {
+    let text = pgarc::archive::frame::write_frame_index(index);
+    let t = m.tables.iter_mut().find(|t| t.name == name).unwrap();
+    t.rows = index.iter().map(|f| f.rows).sum();
+    t.raw_bytes = index.iter().map(|f| f.raw).sum();
+    t.stored_bytes = index.iter().map(|f| f.stored).sum();
+    t.frames = index.len() as u64;
+    match t.frame_index.clone() {
+        Some(path) => {
+            std::fs::write(archive.join(&path), &text).unwrap();
+            relist_file(archive, m, &path);
+        }
+        None => t.frame_list = Some(String::from_utf8(text).unwrap()),
+    }
+}
+
+/// Removes table `name`'s `[[table]]` and, when it has one, its frame index file (and that
+/// file's listing): the table's data file then reads as pg_dump's own. The caller writes
+/// the manifest.
+pub fn drop_table_record(
+    archive: &Path,
+    m: &mut pgarc::archive::manifest::Manifest,
+    name: &str,
+) -> pgarc::archive::manifest::TableRecord {
+    let at = m.tables.iter().position(|t| t.name == name).unwrap();
+    let t = m.tables.remove(at);
+    if let Some(path) = &t.frame_index {
+        std::fs::remove_file(archive.join(path)).unwrap();
+        m.files.retain(|f| &f.path != path);
+    }
+    t
+}
+
+/// Rewrites an archive in format 1's layout: every inline frame index moved into its own
+/// file `pgarc/frames/<dumpId>.tsv`, listed, and the manifest's format 1.9 (what a pgarc of
+/// format 1 wrote).
+pub fn externalize_frame_indexes(archive: &Path) {
+    let mut m = read_manifest(archive);
+    let mut new_files = Vec::new();
+    for t in &mut m.tables {
+        if let Some(list) = t.frame_list.take() {
+            let rel = format!("pgarc/frames/{}.tsv", t.dump_id);
+            std::fs::write(archive.join(&rel), list.as_bytes()).unwrap();
+            new_files.push(pgarc::archive::manifest::FileRecord {
+                path: rel.clone(),
+                size: 0,
+                sha256: String::new(),
+            });
+            t.frame_index = Some(rel);
+        }
+    }
+    let paths: Vec<String> = new_files.iter().map(|f| f.path.clone()).collect();
+    m.files.extend(new_files);
+    for p in &paths {
+        relist_file(archive, &mut m, p);
+    }
+    m.files.sort_by(|a, b| a.path.cmp(&b.path));
+    m.format = pgarc::archive::manifest::FORMAT_1;
+    write_manifest(archive, &m);
+}
