@@ -32,6 +32,9 @@ SERVER_SETTINGS = {
     "checkpoint_timeout": "1h",
     "maintenance_work_mem": "256MB",
     "max_connections": "100",
+    # pg_dump (and pgarc) lock every table in one transaction: 20,000 tables need more than
+    # the default 64 x max_connections lock slots.
+    "max_locks_per_transaction": "512",
     # Off: a restored database gets vacuumed and analyzed by autovacuum soon after, and that
     # work would land on whichever run comes next (it made restores 30 % slower at random).
     "autovacuum": "off",
@@ -394,12 +397,7 @@ class Bench:
         for r in range(a.rounds):
             log(f"skewed restore, round {r + 1} of {a.rounds}")
             self.restore_pair("skewed", pa, pb)
-        log("skewed at -j 8 (peak RSS)")
-        big = self.fresh("skewed-j8")
-        self.timed("skewed/dump/pgarc-j8", "skewed: pgarc dump -j 8",
-                   self.pgarc_dump("skewed", big, 8), big)
-        self.timed("skewed/restore/pgarc-j8", "skewed: pgarc restore -j 8",
-                   self.pgarc_restore(self.new_db(), big, 8))
+        self.at_j8("skewed", "skewed")
         self.clean()
 
     def linear(self):
@@ -428,8 +426,22 @@ class Bench:
         for r in range(a.rounds):
             log(f"{name} restore, round {r + 1} of {a.rounds}")
             self.restore_pair(name, pa, pb, keep)
+        self.at_j8(name, name, keep)
         self.c.psql("postgres", f'DROP DATABASE "{name}"')
         self.clean()
+
+    def at_j8(self, name, db, keep=True):
+        """One pgarc dump and restore at -j 8, for their peak RSS."""
+        log(f"{name} at -j 8 (peak RSS)")
+        path = self.fresh(f"{name}-j8")
+        self.timed(f"{name}/dump/pgarc-j8", f"{name}: pgarc dump -j 8",
+                   self.pgarc_dump(db, path, 8), path)
+        target = self.new_db()
+        self.timed(f"{name}/restore/pgarc-j8", f"{name}: pgarc restore -j 8",
+                   self.pgarc_restore(target, path, 8))
+        if not keep:
+            self.c.psql("postgres", f'DROP DATABASE "{target}"')
+            self.dbs.remove(target)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -499,11 +511,15 @@ def report(b, args, versions, started):
             "<= 1.00", f"{v:.3f} ({S['skewed/dump/pgarc'].size / 2**20:.0f} / "
             f"{S['skewed/dump/pg_dump'].size / 2**20:.0f} MiB)", v <= 1.0)
         rss2 = max(S[k].peak_rss_mib for k in ("skewed/dump/pgarc", "skewed/restore/pgarc"))
-        rss8 = max(S[k].peak_rss_mib for k in ("skewed/dump/pgarc-j8", "skewed/restore/pgarc-j8"))
         row("skewed: peak RSS of pgarc dump and restore at -j 2", "<= 128 MiB",
             f"{rss2:.0f}", rss2 <= 128, " MiB")
-        row("skewed: peak RSS of pgarc dump and restore at -j 8", "<= 256 MiB",
-            f"{rss8:.0f}", rss8 <= 256, " MiB")
+    j8 = {k: s for k, s in S.items() if k.endswith("/pgarc-j8")}
+    if j8:
+        worst = max(j8, key=lambda k: j8[k].peak_rss_mib)
+        rss8 = j8[worst].peak_rss_mib
+        names = sorted({k.split("/")[0] for k in j8})
+        row(f"peak RSS of pgarc dump and restore at -j 8, any dataset ({', '.join(names)}; "
+            f"most: {j8[worst].label})", "<= 256 MiB", f"{rss8:.0f}", rss8 <= 256, " MiB")
     if "x4/dump/pgarc" in S:
         v = ratio(S["x4/dump/pgarc"], S["x1/dump/pgarc"])
         row("skewed x4: pgarc dump time / time at x1", "<= 4.40", f"{v:.2f}", v <= 4.4)
