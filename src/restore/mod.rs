@@ -551,8 +551,13 @@ pub async fn run(opts: RestoreOptions) -> Result<RestoreSummary> {
         clean(&ctx, &mut leader, &mut errors).await?;
     }
 
-    // Pre-data on the leader, in TOC order.
+    // Pre-data on the leader, in TOC order; schema statements commit without waiting for
+    // their WAL, flushed before the restore ends (tool.md §8).
     let t = Instant::now();
+    let async_schema = !ctx.opts.single_transaction;
+    if async_schema {
+        leader.async_commits(true).await?;
+    }
     let mut created: HashSet<usize> = HashSet::new();
     for idx in 0..ctx.toc.entries.len() {
         if !ctx.plan.items[idx].prefork || !ctx.plan.items[idx].reqs.selected() {
@@ -594,6 +599,9 @@ pub async fn run(opts: RestoreOptions) -> Result<RestoreSummary> {
         if let Some(db) = reconnect {
             ctx.conn.write().expect("not poisoned").dbname = db;
             leader = Conn::open(ctx.clone(), "pgarc restore leader").await?;
+            if async_schema {
+                leader.async_commits(true).await?;
+            }
         }
     }
     summary.pre_data.elapsed = t.elapsed();
@@ -1420,7 +1428,11 @@ async fn parallel(
     }))
     .await;
     for c in opened {
-        conns.push(c?);
+        let mut c = c?;
+        if !ctx.opts.single_transaction {
+            c.async_commits(true).await?;
+        }
+        conns.push(c);
     }
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
     let (job_txs, tasks): (Vec<_>, Vec<_>) = conns
@@ -1510,6 +1522,12 @@ async fn parallel(
                 .map_err(|e| {
                     anyhow!("the restore's transaction did not commit: {}", describe(&e))
                 })?;
+        } else {
+            // Every schema statement's commit, of every session, reaches disk before the
+            // restore says it is done.
+            conn.async_commits(false).await.map_err(|e| {
+                anyhow!("the restore's work is committed, but flushing it failed: {e:#}")
+            })?;
         }
     }
     crate::progress::say(&format!(

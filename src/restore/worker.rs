@@ -127,6 +127,10 @@ enum BlobError {
 }
 
 const CHUNK_BYTES: usize = 1 << 20;
+/// Makes the transaction's commit wait for its WAL as the session's own setting says, in a
+/// session whose other commits do not (tool.md §8): every transaction whose commit the
+/// restore reports (rows loaded, large objects, rows removed) runs it.
+const DURABLE_COMMIT: &str = "SET LOCAL synchronous_commit TO DEFAULT";
 /// Tables created in this run with at least this many bytes of rows (decompressed, as the
 /// frame index says; a stream's stored size otherwise) are truncated in their load's
 /// transaction and loaded with COPY FREEZE (unless `--no-freeze`): about 32 pages.
@@ -167,6 +171,32 @@ impl Conn {
             self.session
                 .client
                 .batch_execute(&stmt)
+                .await
+                .map_err(|e| anyhow::anyhow!("{stmt}: {}", describe(&e)))?;
+        }
+        Ok(())
+    }
+
+    /// Schema statements' commits (tool.md §8): `on`, this session's commits stop waiting for
+    /// their WAL to reach disk (`SET synchronous_commit = off`, this session only; loads
+    /// still wait, [`DURABLE_COMMIT`]); off, the session's own setting is back (`RESET`) and
+    /// one commit that waits flushes the WAL of every earlier commit of every session, before
+    /// the restore reports its end.
+    pub async fn async_commits(&mut self, on: bool) -> anyhow::Result<()> {
+        let stmts: &[&str] = if on {
+            &["SET synchronous_commit = off"]
+        } else {
+            // txid_current() gives the transaction an ID, so its commit is written and
+            // flushed (with everything before it in the WAL).
+            &[
+                "RESET synchronous_commit",
+                "SELECT pg_catalog.txid_current()",
+            ]
+        };
+        for stmt in stmts {
+            self.session
+                .client
+                .batch_execute(stmt)
                 .await
                 .map_err(|e| anyhow::anyhow!("{stmt}: {}", describe(&e)))?;
         }
@@ -325,6 +355,7 @@ impl Conn {
         let mut prelude = Vec::new();
         if in_txn {
             prelude.push("BEGIN".to_string());
+            prelude.push(DURABLE_COMMIT.to_string());
         }
         if fresh && big {
             prelude.push(format!("TRUNCATE TABLE ONLY {qualified}"));
@@ -409,10 +440,9 @@ impl Conn {
         let e = &ctx.toc.entries[idx];
         let mut out = Outcome::default();
         let q = sql::entry_table(e);
-        if !self
-            .exec(e, &format!("TRUNCATE TABLE ONLY {q}"), &mut out)
-            .await
-        {
+        let truncate = format!("BEGIN; {DURABLE_COMMIT}; TRUNCATE TABLE ONLY {q}");
+        if !(self.exec(e, &truncate, &mut out).await && self.exec(e, "COMMIT", &mut out).await) {
+            let _ = self.session.client.batch_execute("ROLLBACK").await;
             out.errors = vec![format!(
                 "{}: part of its rows committed and another part failed, and removing them \
                  failed too: the table holds part of its rows; TRUNCATE it and load it again",
@@ -539,7 +569,7 @@ impl Conn {
             self.exec(e, &stmt, out).await;
         }
         let single = ctx.opts.single_transaction;
-        if !single && !self.exec(e, "BEGIN", out).await {
+        if !single && !self.exec(e, &format!("BEGIN; {DURABLE_COMMIT}"), out).await {
             return;
         }
         let (tx, mut rx) = mpsc::channel::<Result<(u32, i64, Bytes), BlobError>>(4);
