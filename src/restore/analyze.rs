@@ -4,7 +4,9 @@
 //! on a worker that has nothing else ready, so the statistics are built in parallel with the
 //! rest of the restore and are there when it ends. Tables whose statistics the archive
 //! restores (PostgreSQL 18's STATISTICS DATA entries, unless `--no-statistics`) are left
-//! alone, as are tables whose load failed. Pure bookkeeping: the dispatcher runs the jobs.
+//! alone, as are tables whose load failed. A partitioned table (which has no data of its own,
+//! and which autovacuum never analyzes) is analyzed at the end, once every loaded table is,
+//! when a partition under it was loaded. Pure bookkeeping: the dispatcher runs the jobs.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
@@ -19,8 +21,13 @@ pub struct Analyzer {
     indexes: HashSet<usize>,
     /// Loaded tables that still wait for an index.
     loaded: HashSet<usize>,
-    /// Tables whose statistics the archive restores.
+    /// Tables whose statistics the archive restores (TABLE DATA entries, and the TABLE
+    /// entries of partitioned tables).
     skip: HashSet<usize>,
+    /// TABLE DATA entry → the TABLE entries of the partitioned tables above its table.
+    ancestors: HashMap<usize, Vec<usize>>,
+    /// Partitioned tables (TABLE entries) under which a partition was loaded.
+    parents: std::collections::BTreeSet<usize>,
     queue: VecDeque<usize>,
     /// Tables queued so far.
     pub queued: usize,
@@ -30,6 +37,12 @@ impl Analyzer {
     pub fn new(toc: &Toc, plan: &Plan) -> Analyzer {
         let mut a = Analyzer::default();
         let is_data = |d: usize| toc.entries[d].desc.is("TABLE DATA");
+        let by_id: HashMap<i32, usize> = toc
+            .entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.dump_id, i))
+            .collect();
         for (i, e) in toc.entries.iter().enumerate() {
             let item = &plan.items[i];
             if e.desc.is("STATISTICS DATA") && item.reqs.stats && has_column_stats(e) {
@@ -37,11 +50,17 @@ impl Analyzer {
                 // repointed by the planner (post-data), the table's data entry.
                 for &d in &item.deps {
                     let td = plan.table_data_of.get(&d).copied().unwrap_or(d);
-                    if is_data(td) {
+                    if is_data(td) || is_partitioned(&toc.entries[td]) {
                         a.skip.insert(td);
                     }
                 }
                 continue;
+            }
+            if e.desc.is("TABLE DATA") {
+                let up = partitioned_ancestors(toc, &by_id, e);
+                if !up.is_empty() {
+                    a.ancestors.insert(i, up);
+                }
             }
             let builds_index = e.desc.is("INDEX") || e.desc.is("CONSTRAINT");
             if builds_index && e.section == Section::PostData.code() && item.reqs.schema {
@@ -56,6 +75,10 @@ impl Analyzer {
 
     /// TABLE DATA entry `idx` committed all of its rows.
     pub fn table_loaded(&mut self, idx: usize) {
+        if let Some(up) = self.ancestors.get(&idx) {
+            self.parents
+                .extend(up.iter().filter(|p| !self.skip.contains(p)));
+        }
         if self.skip.contains(&idx) {
             return;
         }
@@ -98,15 +121,63 @@ impl Analyzer {
         !self.queue.is_empty()
     }
 
-    /// Tables loaded whose indexes never all finished (a dependency cycle, or a restore that
-    /// stopped): analyzed at the end all the same.
+    /// At the end, called until it queues nothing: first the tables loaded whose indexes
+    /// never all finished (a dependency cycle, or a restore that stopped), analyzed all the
+    /// same; then, once those are done, the partitioned tables above loaded partitions.
     pub fn flush(&mut self) {
-        let mut left: Vec<usize> = self.loaded.drain().collect();
-        left.sort_unstable();
-        for idx in left {
+        if !self.loaded.is_empty() {
+            let mut left: Vec<usize> = self.loaded.drain().collect();
+            left.sort_unstable();
+            for idx in left {
+                self.push(idx);
+            }
+            return;
+        }
+        for idx in std::mem::take(&mut self.parents) {
             self.push(idx);
         }
     }
+}
+
+/// Whether `e` is the TABLE entry of a partitioned table (pg_dump writes its `PARTITION BY`
+/// clause on a line of its own after the column list).
+pub fn is_partitioned(e: &crate::archive::toc::TocEntry) -> bool {
+    const CLAUSE: &[u8] = b"\nPARTITION BY ";
+    e.desc.is("TABLE")
+        && e.defn
+            .as_bytes()
+            .is_some_and(|d| d.windows(CLAUSE.len()).any(|w| w == CLAUSE))
+}
+
+/// The TABLE entries of the partitioned tables above TABLE DATA entry `e`'s table: pg_dump
+/// makes a partition's TABLE entry depend on its parent's.
+fn partitioned_ancestors(
+    toc: &Toc,
+    by_id: &HashMap<i32, usize>,
+    e: &crate::archive::toc::TocEntry,
+) -> Vec<usize> {
+    let by_id = |id: i32| by_id.get(&id).copied();
+    let mut out = Vec::new();
+    let mut todo: Vec<usize> = e
+        .deps
+        .first()
+        .and_then(|&id| by_id(id))
+        .into_iter()
+        .collect();
+    let mut seen = HashSet::new();
+    while let Some(t) = todo.pop() {
+        if !seen.insert(t) {
+            continue;
+        }
+        for &id in &toc.entries[t].deps {
+            if let Some(p) = by_id(id).filter(|&p| is_partitioned(&toc.entries[p])) {
+                out.push(p);
+                todo.push(p);
+            }
+        }
+    }
+    out.sort_unstable();
+    out
 }
 
 /// Whether a STATISTICS DATA entry restores column statistics (`pg_restore_attribute_stats`),

@@ -458,7 +458,12 @@ impl Conn {
         let e = &ctx.toc.entries[idx];
         let mut out = Outcome::default();
         let q = sql::entry_table(e);
-        self.exec(e, &format!("ANALYZE {q}"), &mut out).await;
+        // A partitioned table: from PostgreSQL 18 ONLY collects its own statistics without
+        // analyzing every partition again (they were, as they were loaded); before 18 there
+        // is no ONLY and ANALYZE of the parent analyzes its partitions too.
+        let only = super::analyze::is_partitioned(e) && ctx.server_version_num() >= 180000;
+        let stmt = format!("ANALYZE {}{q}", if only { "ONLY " } else { "" });
+        self.exec(e, &stmt, &mut out).await;
         out
     }
 
