@@ -554,8 +554,8 @@ def main():
                     help="comma-separated: skewed, pgbench, many, tiny, linear (skewed x1 vs x4)")
     ap.add_argument("--scale", type=float, default=1.0,
                     help="skewed scale: 1 = 5 million rows, about 1.2 GB")
-    ap.add_argument("--pgbench-scale", type=int, default=600,
-                    help="pgbench -s (600: pg_dump -Fd -j 2 takes about 30 s on 2 cores)")
+    ap.add_argument("--pgbench-scale", type=int, default=200,
+                    help="pgbench -s (200: 20 million accounts, 2.6 GB, the issue's scale)")
     ap.add_argument("--many-tables", type=int, default=2000)
     ap.add_argument("--many-rows", type=int, default=12000,
                     help="rows per table of the many dataset (12000: about 2.5 GB)")
