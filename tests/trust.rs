@@ -654,15 +654,8 @@ fn bomb_frames(len: u64, one_row: bool, n: usize) -> (Vec<u8>, Vec<FrameIndexEnt
 /// manifest that agrees: a consistent archive, as a hostile writer would make it.
 fn replace_table_data(archive: &Path, name: &str, bytes: &[u8], index: &[FrameIndexEntry]) {
     let mut m = crate::util::read_manifest(archive);
-    let file = m
-        .tables
-        .iter()
-        .find(|t| t.name == name)
-        .unwrap()
-        .file
-        .clone();
+    let file = crate::util::put_frame_index(archive, &mut m, name, index);
     std::fs::write(archive.join(&file), bytes).unwrap();
-    crate::util::put_frame_index(archive, &mut m, name, index);
     crate::util::relist_file(archive, &mut m, &file);
     crate::util::write_manifest(archive, &m);
 }

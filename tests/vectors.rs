@@ -660,14 +660,7 @@ fn edit_index_text(dir: &Path, table: &str, edit: impl Fn(&mut Vec<String>)) {
 /// Writes a table's frame index and makes its `[[table]]` and `[[file]]` records agree.
 fn rewrite_index(dir: &Path, table: &str, index: &[pgarc::archive::frame::FrameIndexEntry]) {
     let mut m: Manifest = read_manifest(dir);
-    let file = m
-        .tables
-        .iter()
-        .find(|t| t.name == table)
-        .unwrap()
-        .file
-        .clone();
-    crate::util::put_frame_index(dir, &mut m, table, index);
+    let file = crate::util::put_frame_index(dir, &mut m, table, index);
     relist_file(dir, &mut m, &file);
     write_manifest(dir, &m);
 }

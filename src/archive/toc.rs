@@ -265,6 +265,15 @@ const MIN_ENTRY_BYTES: usize = 2 * 17;
 pub struct BadEncodingEntry(pub String);
 
 impl Toc {
+    /// Each entry's position in `entries`, by dumpId.
+    pub fn positions_by_dump_id(&self) -> std::collections::HashMap<i32, usize> {
+        self.entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.dump_id, i))
+            .collect()
+    }
+
     /// The archive's encoding, as pg_restore reads it from the ENCODING entry
     /// (`SET client_encoding = 'LATIN1';`): the text between its first pair of quotes.
     /// `None` without an ENCODING entry (archives that old are read as UTF8).

@@ -37,12 +37,7 @@ impl Analyzer {
     pub fn new(toc: &Toc, plan: &Plan) -> Analyzer {
         let mut a = Analyzer::default();
         let is_data = |d: usize| toc.entries[d].desc.is("TABLE DATA");
-        let by_id: HashMap<i32, usize> = toc
-            .entries
-            .iter()
-            .enumerate()
-            .map(|(i, e)| (e.dump_id, i))
-            .collect();
+        let by_id = toc.positions_by_dump_id();
         for (i, e) in toc.entries.iter().enumerate() {
             let item = &plan.items[i];
             if e.desc.is("STATISTICS DATA") && item.reqs.stats && has_column_stats(e) {

@@ -217,12 +217,7 @@ pub fn selection(opts: &RestoreOptions, toc: &mut Toc) -> Result<Selection> {
             .with_context(|| format!("cannot read the list file {}", path.display()))?;
         let (ids, warnings) = parse_list(&String::from_utf8_lossy(&text));
         let max = toc.entries.iter().map(|e| e.dump_id).max().unwrap_or(0);
-        let mut at: HashMap<i32, usize> = toc
-            .entries
-            .iter()
-            .enumerate()
-            .map(|(i, e)| (e.dump_id, i))
-            .collect();
+        let mut at = toc.positions_by_dump_id();
         for w in warnings {
             crate::progress::say(&format!("pgarc: warning: {}: {w}", path.display()));
         }
@@ -286,12 +281,7 @@ pub fn prepare(opts: RestoreOptions) -> Result<Ctx> {
     };
     let mut toc = toc;
     let sel = selection(&opts, &mut toc)?;
-    let by_id: HashMap<i32, usize> = toc
-        .entries
-        .iter()
-        .enumerate()
-        .map(|(i, e)| (e.dump_id, i))
-        .collect();
+    let by_id = toc.positions_by_dump_id();
     let special = |desc: &str| {
         toc.entries
             .iter()

@@ -69,11 +69,7 @@ impl Plan {
     /// Plans `toc` under `sel`; `data_len` sizes the entries that have data files.
     pub fn build(toc: &Toc, sel: &Selection, data_len: impl Fn(&TocEntry) -> u64) -> Plan {
         let entries = &toc.entries;
-        let by_id: HashMap<i32, usize> = entries
-            .iter()
-            .enumerate()
-            .map(|(i, e)| (e.dump_id, i))
-            .collect();
+        let by_id = toc.positions_by_dump_id();
         let mut table_data_of = HashMap::new();
         for (i, e) in entries.iter().enumerate() {
             if e.desc.is("TABLE DATA") {

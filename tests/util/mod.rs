@@ -701,20 +701,21 @@ pub fn frame_index_of(
 }
 
 /// Puts `index` in place of table `name`'s frame index where the manifest keeps it (writing
-/// and relisting its file, or its `frame_list`), and makes the `[[table]]` agree. The caller
-/// writes the manifest.
+/// and relisting its file, or its `frame_list`), and makes the `[[table]]` agree. Returns the
+/// table's data file. The caller writes the manifest.
 pub fn put_frame_index(
     archive: &Path,
     m: &mut pgarc::archive::manifest::Manifest,
     name: &str,
     index: &[pgarc::archive::frame::FrameIndexEntry],
-) {
+) -> String {
     let text = pgarc::archive::frame::write_frame_index(index);
     let t = m.tables.iter_mut().find(|t| t.name == name).unwrap();
     t.rows = index.iter().map(|f| f.rows).sum();
     t.raw_bytes = index.iter().map(|f| f.raw).sum();
     t.stored_bytes = index.iter().map(|f| f.stored).sum();
     t.frames = index.len() as u64;
+    let file = t.file.clone();
     match t.frame_index.clone() {
         Some(path) => {
             std::fs::write(archive.join(&path), &text).unwrap();
@@ -722,6 +723,7 @@ pub fn put_frame_index(
         }
         None => t.frame_list = Some(String::from_utf8(text).unwrap()),
     }
+    file
 }
 
 /// Removes table `name`'s `[[table]]` and, when it has one, its frame index file (and that
