@@ -1,0 +1,195 @@
+//! A table's content digest (issue 19, not yet written into archives): an order-independent
+//! hash of the table's rows as COPY text, additive so that the digests of frames, chunks and
+//! workers combine into the table's whatever the split.
+//!
+//! Definition (the one format-spec will carry when archives record it):
+//! - a **row line** is the bytes of one COPY text row without its terminating `\n` (in COPY
+//!   text a raw `\n` byte only ends a row; the end-of-data marker `\.` is not a row);
+//! - a row's **hash** is SHA-256 of its row line, read as an unsigned 256-bit big-endian
+//!   integer;
+//! - the **sum** is the sum of the rows' hashes modulo 2^256, written as 64 lower-case hex
+//!   digits (big-endian); an empty table's sum is 0;
+//! - **rows** is the number of row lines, **bytes** the sum of their lengths plus one per row
+//!   (the `\n`s): the COPY text's size without the end-of-data marker.
+//!
+//! A sum, not XOR: under XOR a duplicated row would cancel itself out. Reordering rows never
+//! changes the digest; any change to a row's bytes, a row more or a row less does, except
+//! with the probability of a SHA-256 collision of the sums.
+
+use sha2::{Digest as _, Sha256};
+
+/// The digest of a set of rows: their hashes' sum modulo 2^256, rows and bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RowsDigest {
+    /// Little-endian 64-bit limbs of the sum.
+    sum: [u64; 4],
+    pub rows: u64,
+    pub bytes: u64,
+}
+
+impl RowsDigest {
+    /// Adds one row line (without its `\n`).
+    pub fn add_row(&mut self, line: &[u8]) {
+        let h = Sha256::digest(line);
+        let mut limbs = [0u64; 4];
+        for (i, limb) in limbs.iter_mut().enumerate() {
+            // Big-endian hash: its last 8 bytes are the lowest limb.
+            let start = 32 - 8 * (i + 1);
+            *limb = u64::from_be_bytes(h[start..start + 8].try_into().expect("8 bytes"));
+        }
+        self.add_sum(&limbs);
+        self.rows += 1;
+        self.bytes += line.len() as u64 + 1;
+    }
+
+    /// Adds every row of `text`, COPY text of whole rows each ending in `\n` (a last line
+    /// without one counts as a row too).
+    pub fn add_copy_text(&mut self, text: &[u8]) {
+        let body = text.strip_suffix(b"\n").unwrap_or(text);
+        if text.is_empty() {
+            return;
+        }
+        for line in body.split(|&b| b == b'\n') {
+            self.add_row(line);
+        }
+    }
+
+    /// The digest of the rows of `self` and of `other` together.
+    pub fn combine(&mut self, other: &RowsDigest) {
+        self.add_sum(&other.sum);
+        self.rows += other.rows;
+        self.bytes += other.bytes;
+    }
+
+    fn add_sum(&mut self, limbs: &[u64; 4]) {
+        let mut carry = false;
+        for (a, &b) in self.sum.iter_mut().zip(limbs) {
+            let (s1, c1) = a.overflowing_add(b);
+            let (s2, c2) = s1.overflowing_add(u64::from(carry));
+            *a = s2;
+            carry = c1 || c2;
+        }
+        // The carry out of the top limb is dropped: modulo 2^256.
+    }
+
+    /// The sum as 64 lower-case hex digits, big-endian.
+    pub fn sum_hex(&self) -> String {
+        self.sum
+            .iter()
+            .rev()
+            .map(|limb| format!("{limb:016x}"))
+            .collect()
+    }
+
+    /// Reads a sum written by [`Self::sum_hex`] (exactly 64 lower-case hex digits).
+    pub fn from_parts(sum_hex: &str, rows: u64, bytes: u64) -> Option<RowsDigest> {
+        let ok = sum_hex.len() == 64
+            && sum_hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if !ok {
+            return None;
+        }
+        let mut sum = [0u64; 4];
+        for (i, limb) in sum.iter_mut().enumerate() {
+            let start = 64 - 16 * (i + 1);
+            *limb = u64::from_str_radix(&sum_hex[start..start + 16], 16).ok()?;
+        }
+        Some(RowsDigest { sum, rows, bytes })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn of(rows: &[&[u8]]) -> RowsDigest {
+        let mut d = RowsDigest::default();
+        for r in rows {
+            d.add_row(r);
+        }
+        d
+    }
+
+    #[test]
+    fn an_empty_table_is_zero_and_one_row_is_its_hash() {
+        let d = RowsDigest::default();
+        assert_eq!(d.sum_hex(), "0".repeat(64));
+        let one = of(&[b"abc"]);
+        // SHA-256("abc").
+        assert_eq!(
+            one.sum_hex(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!((one.rows, one.bytes), (1, 4));
+        assert_eq!(
+            RowsDigest::from_parts(&one.sum_hex(), 1, 4),
+            Some(one),
+            "round trip"
+        );
+        assert_eq!(RowsDigest::from_parts(&"A".repeat(64), 0, 0), None);
+        assert_eq!(RowsDigest::from_parts("00", 0, 0), None);
+    }
+
+    #[test]
+    fn the_sum_wraps_modulo_2_256() {
+        let mut d = RowsDigest::from_parts(&"f".repeat(64), 0, 0).unwrap();
+        d.combine(&RowsDigest::from_parts(&format!("{}2", "0".repeat(63)), 0, 0).unwrap());
+        assert_eq!(d.sum_hex(), format!("{}1", "0".repeat(63)));
+    }
+
+    #[test]
+    fn the_classes_of_change_issue_19_names_change_the_digest() {
+        let base = of(&[b"1\tab\t\\N", b"2\tcd\tx", b"3\tef\ty"]);
+        for changed in [
+            of(&[b"1\tab\t\\N", b"2\tcd\tz", b"3\tef\ty"]), // a value
+            of(&[b"1\tab\t\\N", b"2\tcd\tx"]),              // a row deleted
+            of(&[b"1\tab\t\\N", b"2\tcd\tx", b"3\tef\ty", b"3\tef\ty"]), // duplicated
+            of(&[b"1\t\\N\tab", b"2\tcd\tx", b"3\tef\ty"]), // values swapped
+            of(&[b"1\tab\t", b"2\tcd\tx", b"3\tef\ty"]),    // NULL -> ''
+            of(&[b"1\tab \t\\N", b"2\tcd\tx", b"3\tef\ty"]), // trailing space
+        ] {
+            assert_ne!(changed, base);
+        }
+        // A row duplicated twice more is not the row alone (no XOR cancelling).
+        assert_ne!(of(&[b"a", b"a", b"a"]), of(&[b"a"]));
+        assert_ne!(of(&[b"a", b"a"]).sum_hex(), RowsDigest::default().sum_hex());
+    }
+
+    proptest! {
+        /// Any order and any split into parts give the same digest.
+        #[test]
+        fn order_and_split_do_not_matter(
+            rows in proptest::collection::vec(proptest::collection::vec(any::<u8>().prop_filter("no newline", |b| *b != b'\n'), 0..40), 0..60),
+            cut in 0usize..60,
+            seed in any::<u64>(),
+        ) {
+            let refs: Vec<&[u8]> = rows.iter().map(|r| r.as_slice()).collect();
+            let whole = of(&refs);
+            let cut = cut.min(refs.len());
+            let mut parts = of(&refs[..cut]);
+            parts.combine(&of(&refs[cut..]));
+            prop_assert_eq!(parts, whole);
+            let mut shuffled = refs.clone();
+            let n = shuffled.len();
+            if n > 1 {
+                let mut s = seed;
+                for i in (1..n).rev() {
+                    s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    shuffled.swap(i, (s >> 33) as usize % (i + 1));
+                }
+            }
+            prop_assert_eq!(of(&shuffled), whole);
+            let mut text = Vec::new();
+            for r in &refs {
+                text.extend_from_slice(r);
+                text.push(b'\n');
+            }
+            let mut from_text = RowsDigest::default();
+            from_text.add_copy_text(&text);
+            prop_assert_eq!(from_text, whole);
+            prop_assert_eq!(whole.bytes, text.len() as u64);
+        }
+    }
+}
