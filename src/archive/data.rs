@@ -312,19 +312,19 @@ impl ArchiveDir {
             return None;
         };
         let index_at = record.frame_index.location();
-        let text = match &record.frame_index {
-            IndexAt::File(path) => self.read_listed(m, path, "frame index"),
+        let parsed = match &record.frame_index {
+            IndexAt::File(path) => self
+                .read_listed(m, path, "frame index")
+                .map(|bytes| parse_frame_index(&bytes)),
             // Vouched for by the manifest's own checksum.
-            IndexAt::Inline(text) => Ok(text.as_bytes().to_vec()),
+            IndexAt::Inline(text) => Ok(parse_frame_index(text.as_bytes())),
         };
-        let index = match text {
-            Ok(bytes) => match parse_frame_index(&bytes) {
-                Ok(index) => Some(index),
-                Err(err) => {
-                    push(at(index_at, DataProblem::BadIndex(err.to_string())));
-                    None
-                }
-            },
+        let index = match parsed {
+            Ok(Ok(index)) => Some(index),
+            Ok(Err(err)) => {
+                push(at(index_at, DataProblem::BadIndex(err.to_string())));
+                None
+            }
             Err(problem) => {
                 push(problem);
                 None

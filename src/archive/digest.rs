@@ -45,10 +45,10 @@ impl RowsDigest {
     /// Adds every row of `text`, COPY text of whole rows each ending in `\n` (a last line
     /// without one counts as a row too).
     pub fn add_copy_text(&mut self, text: &[u8]) {
-        let body = text.strip_suffix(b"\n").unwrap_or(text);
         if text.is_empty() {
             return;
         }
+        let body = text.strip_suffix(b"\n").unwrap_or(text);
         for line in body.split(|&b| b == b'\n') {
             self.add_row(line);
         }

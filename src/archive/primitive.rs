@@ -39,6 +39,12 @@ impl TocStr {
     }
 
     /// True when the string is not NULL and starts with `prefix`.
+    /// Whether the bytes hold `needle` anywhere (false for NULL).
+    pub fn contains(&self, needle: &str) -> bool {
+        self.as_bytes()
+            .is_some_and(|b| memchr::memmem::find(b, needle.as_bytes()).is_some())
+    }
+
     pub fn starts_with(&self, prefix: &str) -> bool {
         self.as_bytes()
             .is_some_and(|b| b.starts_with(prefix.as_bytes()))

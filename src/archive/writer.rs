@@ -211,10 +211,10 @@ impl ArchiveWriter {
         std::fs::rename(&done.staged, &target).map_err(io_err(&target, "could not move"))?;
         let text = write_frame_index(&done.index);
         let index = if done.index.len() <= INLINE_FRAMES {
-            // The index is ASCII (format-spec §5.2).
-            PlacedIndex::Inline(String::from_utf8_lossy(&text).into_owned())
+            PlacedIndex::Inline(text)
         } else {
-            PlacedIndex::File(self.write_file(&format!("{FRAMES_DIR}/{dump_id}.tsv"), &text)?)
+            let rel = format!("{FRAMES_DIR}/{dump_id}.tsv");
+            PlacedIndex::File(self.write_file(&rel, text.as_bytes())?)
         };
         let file = FileRecord {
             path: rel,
@@ -289,6 +289,17 @@ pub enum PlacedIndex {
     File(FileRecord),
     /// The index's text, for the manifest's `frame_list`.
     Inline(String),
+}
+
+impl PlacedIndex {
+    /// The `[[table]]`'s `frame_index` and `frame_list` (exactly one is set), and the
+    /// index file's record to list, if it has one.
+    pub fn into_manifest(self) -> (Option<String>, Option<String>, Option<FileRecord>) {
+        match self {
+            PlacedIndex::File(f) => (Some(f.path.clone()), None, Some(f)),
+            PlacedIndex::Inline(text) => (None, Some(text), None),
+        }
+    }
 }
 
 /// How many threads fsync an archive's files at once.

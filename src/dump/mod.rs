@@ -29,7 +29,7 @@ use crate::archive::manifest::{
     rfc3339_utc, DumpOptionsRecord, FileRecord, Manifest, TableRecord, FORMAT, FORMAT_1,
     MANIFEST_FILE,
 };
-use crate::archive::writer::{ArchiveWriter, PlacedIndex};
+use crate::archive::writer::ArchiveWriter;
 use crate::pg::conn::ConnParams;
 use crate::pg::session::ConnectFailed;
 use crate::pg::session::{catalog_tables, open_worker, relations_with_data, SnapshotHolder};
@@ -617,6 +617,7 @@ fn assemble(
             continue;
         };
         let (file, index) = archive.place_data_file(&r.finished, id)?;
+        let (frame_index, frame_list, index_file) = index.into_manifest();
         out.rows += r.finished.rows;
         out.raw_bytes += r.finished.raw_bytes;
         out.stored_bytes += file.size;
@@ -639,23 +640,15 @@ fn assemble(
             schema: crate::pg::carrier::display(&t.schema),
             name: crate::pg::carrier::display(&t.name),
             file: file.path.clone(),
-            frame_index: match &index {
-                PlacedIndex::File(f) => Some(f.path.clone()),
-                PlacedIndex::Inline(_) => None,
-            },
-            frame_list: match &index {
-                PlacedIndex::Inline(text) => Some(text.clone()),
-                PlacedIndex::File(_) => None,
-            },
+            frame_index,
+            frame_list,
             rows: r.finished.rows,
             raw_bytes: r.finished.raw_bytes,
             stored_bytes: file.size,
             frames: r.finished.index.len() as u64,
         });
         files.push(file);
-        if let PlacedIndex::File(index) = index {
-            files.push(index);
-        }
+        files.extend(index_file);
     }
     archive.finish_staging()?;
     files.push(archive.write_toc(&toc)?);

@@ -137,11 +137,7 @@ impl Analyzer {
 /// Whether `e` is the TABLE entry of a partitioned table (pg_dump writes its `PARTITION BY`
 /// clause on a line of its own after the column list).
 pub fn is_partitioned(e: &crate::archive::toc::TocEntry) -> bool {
-    const CLAUSE: &[u8] = b"\nPARTITION BY ";
-    e.desc.is("TABLE")
-        && e.defn
-            .as_bytes()
-            .is_some_and(|d| d.windows(CLAUSE.len()).any(|w| w == CLAUSE))
+    e.desc.is("TABLE") && e.defn.contains("\nPARTITION BY ")
 }
 
 /// The TABLE entries of the partitioned tables above TABLE DATA entry `e`'s table: pg_dump
@@ -179,10 +175,7 @@ fn partitioned_ancestors(
 /// not only the relation's page and row counts, which pg_dump 18 writes for every table,
 /// analyzed or not: a table without column statistics in the archive is analyzed.
 fn has_column_stats(e: &crate::archive::toc::TocEntry) -> bool {
-    const CALL: &[u8] = b"pg_restore_attribute_stats";
-    e.defn
-        .as_bytes()
-        .is_some_and(|d| d.windows(CALL.len()).any(|w| w == CALL))
+    e.defn.contains("pg_restore_attribute_stats")
 }
 
 #[cfg(test)]

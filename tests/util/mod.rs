@@ -721,7 +721,7 @@ pub fn put_frame_index(
             std::fs::write(archive.join(&path), &text).unwrap();
             relist_file(archive, m, &path);
         }
-        None => t.frame_list = Some(String::from_utf8(text).unwrap()),
+        None => t.frame_list = Some(text),
     }
     file
 }
