@@ -154,6 +154,7 @@ fn dump_options(args: DumpArgs) -> anyhow::Result<DumpOptions> {
         snapshot: args.snapshot,
         split_size,
         frame_size: frame_size as usize,
+        digests: !args.no_digest,
         pg_dump,
         selection: DumpSelection {
             schemas: args.select.schema,

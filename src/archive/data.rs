@@ -19,6 +19,7 @@ use std::io::{self, Read};
 use std::ops::Range;
 use std::sync::Arc;
 
+use super::digest::RowsDigest;
 use super::dir::ArchiveDir;
 use super::error::Error;
 use super::frame::{hex, parse_frame_index, FrameIndexEntry};
@@ -77,7 +78,7 @@ pub enum DataProblem {
     #[error("{0}")]
     BadIndex(String),
     #[error("{}", .0)]
-    IndexDisagrees(IndexDisagreement),
+    IndexDisagrees(Box<IndexDisagreement>),
     #[error("{0}")]
     BlobList(BlobListError),
 }
@@ -90,6 +91,8 @@ pub struct IndexDisagreement {
     pub frames: (u64, u64),
     pub rows: (u64, u64),
     pub raw_bytes: (u64, u64),
+    /// The frames' digests added up, and the `[[table]]`'s `rows_sum` (format 3).
+    pub rows_sum: Option<(String, String)>,
 }
 
 impl fmt::Display for IndexDisagreement {
@@ -108,6 +111,13 @@ impl fmt::Display for IndexDisagreement {
         ] {
             if index != record {
                 parts.push(format!("{index} {name}, the manifest says {record}"));
+            }
+        }
+        if let Some((index, record)) = &self.rows_sum {
+            if index != record {
+                parts.push(format!(
+                    "the frames' rows_sum add up to {index}, the manifest says {record}"
+                ));
             }
         }
         f.write_str(&parts.join("; "))
@@ -315,9 +325,9 @@ impl ArchiveDir {
         let parsed = match &record.frame_index {
             IndexAt::File(path) => self
                 .read_listed(m, path, "frame index")
-                .map(|bytes| parse_frame_index(&bytes)),
+                .map(|bytes| parse_frame_index(&bytes, m.digests)),
             // Vouched for by the manifest's own checksum.
-            IndexAt::Inline(text) => Ok(parse_frame_index(text.as_bytes())),
+            IndexAt::Inline(text) => Ok(parse_frame_index(text.as_bytes(), m.digests)),
         };
         let index = match parsed {
             Ok(Ok(index)) => Some(index),
@@ -352,13 +362,23 @@ impl ArchiveDir {
             frames: (index.len() as u64, record.frames),
             rows: (sum(|f| f.rows), record.rows),
             raw_bytes: (sum(|f| f.raw), record.raw_bytes),
+            rows_sum: m.digests.then(|| {
+                let mut total = RowsDigest::default();
+                for f in index.iter() {
+                    let frame = RowsDigest::from_sum_bytes(&f.rows_sum.unwrap_or([0; 32]), 0, 0);
+                    total.combine(&frame);
+                }
+                let record = record.rows_sum.map_or_else(|| "none".into(), |s| hex(&s));
+                (total.sum_hex(), record)
+            }),
         };
         if disagreement.covers.0 != disagreement.covers.1
             || disagreement.frames.0 != disagreement.frames.1
             || disagreement.rows.0 != disagreement.rows.1
             || disagreement.raw_bytes.0 != disagreement.raw_bytes.1
+            || disagreement.rows_sum.as_ref().is_some_and(|(a, b)| a != b)
         {
-            push(at(index_at, DataProblem::IndexDisagrees(disagreement)));
+            push(at(index_at, DataProblem::IndexDisagrees(Box::new(disagreement))));
             return None;
         }
         Some(TableData {

@@ -1,8 +1,8 @@
-//! A table's content digest (issue 19, not yet written into archives): an order-independent
+//! A table's content digest (format-spec archive.md §5.3): an order-independent
 //! hash of the table's rows as COPY text, additive so that the digests of frames, chunks and
 //! workers combine into the table's whatever the split.
 //!
-//! Definition (the one format-spec will carry when archives record it):
+//! Definition (format-spec archive.md §5.3):
 //! - a **row line** is the bytes of one COPY text row without its terminating `\n` (in COPY
 //!   text a raw `\n` byte only ends a row; the end-of-data marker `\.` is not a row);
 //! - a row's **hash** is SHA-256 of its row line, read as an unsigned 256-bit big-endian
@@ -30,16 +30,14 @@ pub struct RowsDigest {
 impl RowsDigest {
     /// Adds one row line (without its `\n`).
     pub fn add_row(&mut self, line: &[u8]) {
-        let h = Sha256::digest(line);
-        let mut limbs = [0u64; 4];
-        for (i, limb) in limbs.iter_mut().enumerate() {
-            // Big-endian hash: its last 8 bytes are the lowest limb.
-            let start = 32 - 8 * (i + 1);
-            *limb = u64::from_be_bytes(h[start..start + 8].try_into().expect("8 bytes"));
-        }
-        self.add_sum(&limbs);
+        self.add_hashed(&Sha256::digest(line).into(), line.len() as u64);
+    }
+
+    /// Adds a row by its line's SHA-256 and length.
+    fn add_hashed(&mut self, h: &[u8; 32], len: u64) {
+        self.add_sum(&limbs_of(h));
         self.rows += 1;
-        self.bytes += line.len() as u64 + 1;
+        self.bytes += len + 1;
     }
 
     /// Adds every row of `text`, COPY text of whole rows each ending in `\n` (a last line
@@ -81,6 +79,29 @@ impl RowsDigest {
             .collect()
     }
 
+    /// The sum as 32 bytes, big-endian (what [`Self::sum_hex`] spells).
+    pub fn sum_bytes(&self) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        for (i, limb) in self.sum.iter().enumerate() {
+            out[32 - 8 * (i + 1)..32 - 8 * i].copy_from_slice(&limb.to_be_bytes());
+        }
+        out
+    }
+
+    /// A digest from its sum's 32 big-endian bytes and its counts.
+    pub fn from_sum_bytes(sum: &[u8; 32], rows: u64, bytes: u64) -> RowsDigest {
+        RowsDigest {
+            sum: limbs_of(sum),
+            rows,
+            bytes,
+        }
+    }
+
+    /// Whether two digests have the same sum and rows (bytes follow from the rows' lines).
+    pub fn same_rows(&self, other: &RowsDigest) -> bool {
+        self.sum == other.sum && self.rows == other.rows
+    }
+
     /// Reads a sum written by [`Self::sum_hex`] (exactly 64 lower-case hex digits).
     pub fn from_parts(sum_hex: &str, rows: u64, bytes: u64) -> Option<RowsDigest> {
         let ok = sum_hex.len() == 64
@@ -99,10 +120,91 @@ impl RowsDigest {
     }
 }
 
+/// A 256-bit big-endian number as little-endian 64-bit limbs.
+fn limbs_of(h: &[u8; 32]) -> [u64; 4] {
+    let mut limbs = [0u64; 4];
+    for (i, limb) in limbs.iter_mut().enumerate() {
+        // Big-endian: the last 8 bytes are the lowest limb.
+        let start = 32 - 8 * (i + 1);
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&h[start..start + 8]);
+        *limb = u64::from_be_bytes(b);
+    }
+    limbs
+}
+
+/// The digest of COPY text that arrives in pieces of any size (a row may span pieces, as
+/// rows do in a decompressed stream or a server's COPY messages), in bounded memory: a row
+/// being read is held as its running SHA-256, not as bytes.
+#[derive(Default)]
+pub struct StreamDigest {
+    done: RowsDigest,
+    /// The row line read so far, when the last piece ended inside it.
+    partial: Option<(Sha256, u64)>,
+}
+
+impl StreamDigest {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds the next piece of text.
+    pub fn feed(&mut self, mut text: &[u8]) {
+        while !text.is_empty() {
+            match memchr::memchr(b'\n', text) {
+                Some(p) => {
+                    let line = &text[..p];
+                    match self.partial.take() {
+                        Some((mut h, len)) => {
+                            h.update(line);
+                            self.done
+                                .add_hashed(&h.finalize().into(), len + line.len() as u64);
+                        }
+                        None => self.done.add_row(line),
+                    }
+                    text = &text[p + 1..];
+                }
+                None => {
+                    let (h, len) = self.partial.get_or_insert_with(|| (Sha256::new(), 0));
+                    h.update(text);
+                    *len += text.len() as u64;
+                    break;
+                }
+            }
+        }
+    }
+
+    /// The digest of the rows fed so far, whole rows only; and whether a row was left
+    /// without its line end.
+    pub fn finish(&self) -> (RowsDigest, bool) {
+        (self.done, self.partial.is_some())
+    }
+}
+
+impl super::reader::RowSink for StreamDigest {
+    fn put(&mut self, bytes: &[u8]) {
+        self.feed(bytes);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    fn hex_of(b: &[u8]) -> String {
+        b.iter().map(|x| format!("{x:02x}")).collect()
+    }
+
+    #[test]
+    fn a_stream_cut_inside_a_row_says_so() {
+        let mut s = StreamDigest::new();
+        s.feed(b"ab\ncd");
+        let (d, partial) = s.finish();
+        assert_eq!((d, partial), (of(&[b"ab"]), true));
+        s.feed(b"e\n");
+        assert_eq!(s.finish(), (of(&[b"ab", b"cde"]), false));
+    }
 
     fn of(rows: &[&[u8]]) -> RowsDigest {
         let mut d = RowsDigest::default();
@@ -190,6 +292,15 @@ mod tests {
             from_text.add_copy_text(&text);
             prop_assert_eq!(from_text, whole);
             prop_assert_eq!(whole.bytes, text.len() as u64);
+            // In pieces of any size, rows spanning them.
+            let piece = 1 + (seed as usize % 17);
+            let mut stream = StreamDigest::new();
+            for p in text.chunks(piece) {
+                stream.feed(p);
+            }
+            prop_assert_eq!(stream.finish(), (whole, false));
+            prop_assert_eq!(RowsDigest::from_sum_bytes(&whole.sum_bytes(), whole.rows, whole.bytes), whole);
+            prop_assert_eq!(hex_of(&whole.sum_bytes()), whole.sum_hex());
         }
     }
 }

@@ -239,6 +239,7 @@ impl EncodedFrame<'_> {
             raw: self.raw_len,
             rows: self.rows,
             sha256: self.sha256,
+            rows_sum: None,
         }
     }
 }
@@ -389,20 +390,39 @@ pub struct FrameIndexEntry {
     pub raw: u64,
     pub rows: u64,
     pub sha256: [u8; 32],
+    /// The digest of the frame's rows, as the sum's 32 big-endian bytes (format 3, §5.3).
+    pub rows_sum: Option<[u8; 32]>,
 }
 
 const INDEX_HEADER: &str = "offset\tstored\traw\trows\tsha256\n";
+/// The header of a frame index with the rows' digests (format 3).
+const INDEX_HEADER_3: &str = "offset\tstored\traw\trows\tsha256\trows_sum\n";
 
-/// Writes a frame index (format-spec §5.2).
+/// Writes a frame index (format-spec §5.2), with the `rows_sum` column when the entries
+/// have digests (all of them or none: a writer sets it for every frame of a file).
 pub fn write_frame_index(entries: &[FrameIndexEntry]) -> String {
-    let mut out = String::with_capacity(INDEX_HEADER.len() + entries.len() * 100);
-    out.push_str(INDEX_HEADER);
+    let digests = entries.iter().any(|e| e.rows_sum.is_some());
+    let mut out = String::with_capacity(INDEX_HEADER_3.len() + entries.len() * 170);
+    out.push_str(if digests {
+        INDEX_HEADER_3
+    } else {
+        INDEX_HEADER
+    });
     for e in entries {
         let _ = write!(out, "{}\t{}\t{}\t{}\t", e.offset, e.stored, e.raw, e.rows);
         push_hex(&mut out, &e.sha256);
+        if digests {
+            out.push('\t');
+            push_hex(&mut out, &e.rows_sum.unwrap_or([0; 32]));
+        }
         out.push('\n');
     }
     out
+}
+
+/// Whether a parsed frame index has the `rows_sum` column (format 3).
+pub fn index_has_digests(entries: &[FrameIndexEntry]) -> bool {
+    entries.first().is_some_and(|e| e.rows_sum.is_some())
 }
 
 /// A frame index that does not parse or does not tile its data file.
@@ -414,21 +434,44 @@ pub struct IndexError {
 }
 
 /// Parses a frame index and checks that its frames follow each other without gaps from 0.
-pub fn parse_frame_index(text: &[u8]) -> Result<Vec<FrameIndexEntry>, IndexError> {
+/// `digests`: whether the index must have the `rows_sum` column (format 3) or must not.
+pub fn parse_frame_index(text: &[u8], digests: bool) -> Result<Vec<FrameIndexEntry>, IndexError> {
     let err = |line: usize, problem: String| IndexError { line, problem };
     let text = std::str::from_utf8(text).map_err(|_| err(1, "not UTF-8".into()))?;
     let mut lines = text.split_terminator('\n');
-    if lines.next() != Some(INDEX_HEADER.trim_end()) {
-        return Err(err(1, "missing header line".into()));
+    let header = if digests {
+        INDEX_HEADER_3
+    } else {
+        INDEX_HEADER
+    };
+    match lines.next() {
+        Some(h) if h == header.trim_end() => {}
+        Some(h) if h == INDEX_HEADER.trim_end() || h == INDEX_HEADER_3.trim_end() => {
+            return Err(err(
+                1,
+                if digests {
+                    "no rows_sum column: format 3 requires it".into()
+                } else {
+                    "a rows_sum column: only format 3 has it".into()
+                },
+            ))
+        }
+        _ => return Err(err(1, "missing header line".into())),
     }
+    let columns = if digests { 6 } else { 5 };
     let mut entries = Vec::new();
     let mut next_offset = 0u64;
     for (i, line) in lines.enumerate() {
         let n = i + 2;
         let fields: Vec<&str> = line.split('\t').collect();
-        let [offset, stored, raw, rows, sha] = fields[..] else {
-            return Err(err(n, format!("{} fields instead of 5", fields.len())));
-        };
+        if fields.len() != columns {
+            return Err(err(
+                n,
+                format!("{} fields instead of {columns}", fields.len()),
+            ));
+        }
+        let (offset, stored, raw, rows, sha) =
+            (fields[0], fields[1], fields[2], fields[3], fields[4]);
         // Decimal digits without sign or leading zeros (format-spec §5.2).
         let num = |s: &str, what: &str| {
             let canonical = !s.is_empty()
@@ -445,6 +488,12 @@ pub fn parse_frame_index(text: &[u8]) -> Result<Vec<FrameIndexEntry>, IndexError
             raw: num(raw, "raw length")?,
             rows: num(rows, "row count")?,
             sha256: unhex(sha).ok_or_else(|| err(n, format!("bad sha256 {sha:?}")))?,
+            rows_sum: match fields.get(5) {
+                Some(sum) => {
+                    Some(unhex(sum).ok_or_else(|| err(n, format!("bad rows_sum {sum:?}")))?)
+                }
+                None => None,
+            },
         };
         if entry.offset != next_offset {
             return Err(err(
@@ -586,13 +635,44 @@ mod tests {
         let end = Frame::end(Codec::Zstd(1)).unwrap();
         let entries = [a.index_entry(0), end.index_entry(a.stored.len() as u64)];
         let text = write_frame_index(&entries);
-        assert_eq!(parse_frame_index(text.as_bytes()).unwrap(), entries);
+        assert_eq!(parse_frame_index(text.as_bytes(), false).unwrap(), entries);
         let gap = text.replacen(
             &format!("\n{}\t", a.stored.len()),
             &format!("\n{}\t", a.stored.len() + 1),
             1,
         );
-        assert_eq!(parse_frame_index(gap.as_bytes()).unwrap_err().line, 3);
-        assert!(parse_frame_index(b"offset\n").is_err());
+        assert_eq!(
+            parse_frame_index(gap.as_bytes(), false).unwrap_err().line,
+            3
+        );
+        assert!(parse_frame_index(b"offset\n", false).is_err());
+        // Format 3: the rows_sum column, required there and refused elsewhere.
+        let with = [
+            FrameIndexEntry {
+                rows_sum: Some([7; 32]),
+                ..entries[0]
+            },
+            FrameIndexEntry {
+                rows_sum: Some([0; 32]),
+                ..entries[1]
+            },
+        ];
+        let text3 = write_frame_index(&with);
+        assert!(text3.starts_with("offset\tstored\traw\trows\tsha256\trows_sum\n"));
+        assert_eq!(parse_frame_index(text3.as_bytes(), true).unwrap(), with);
+        assert!(index_has_digests(&with) && !index_has_digests(&entries));
+        assert!(parse_frame_index(text3.as_bytes(), false)
+            .unwrap_err()
+            .problem
+            .contains("only format 3"));
+        assert!(parse_frame_index(text.as_bytes(), true)
+            .unwrap_err()
+            .problem
+            .contains("format 3 requires"));
+        let short = text3.replacen(&format!("\t{}\n", "07".repeat(32)), "\n", 1);
+        assert_eq!(
+            parse_frame_index(short.as_bytes(), true).unwrap_err().line,
+            2
+        );
     }
 }

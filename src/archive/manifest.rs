@@ -11,9 +11,12 @@ use super::frame::hex;
 /// The manifest's file name, in the archive's root directory.
 pub const MANIFEST_FILE: &str = "manifest.toml";
 /// The newest archive format version this code reads and writes (format-spec: the spec's
-/// own version). It writes [`FORMAT_1`] when every frame index is a file of its own (the
-/// lowest version that carries the archive, §9).
-pub const FORMAT: FormatVersion = FormatVersion { major: 2, minor: 0 };
+/// own version): content digests and the COPY settings (§5.3). An archive written without
+/// digests is written as [`FORMAT_2`] or [`FORMAT_1`], the lowest version that carries it
+/// (§9).
+pub const FORMAT: FormatVersion = FormatVersion { major: 3, minor: 0 };
+/// The last version of major 2: frame indexes may be inline, no digests.
+pub const FORMAT_2: FormatVersion = FormatVersion { major: 2, minor: 0 };
 /// The last version of major 1: every frame index a file under `pgarc/frames/`.
 pub const FORMAT_1: FormatVersion = FormatVersion { major: 1, minor: 9 };
 /// What `format = 1`, the integer that versions before 1.9 wrote, stands for: their
@@ -32,7 +35,9 @@ pub struct FormatVersion {
 impl FormatVersion {
     /// The minor version of `major` this code implements; None for a major it does not read.
     pub fn implemented(major: u32) -> Option<FormatVersion> {
-        [FORMAT_1, FORMAT].into_iter().find(|v| v.major == major)
+        [FORMAT_1, FORMAT_2, FORMAT]
+            .into_iter()
+            .find(|v| v.major == major)
     }
 }
 
@@ -88,6 +93,9 @@ pub struct Manifest {
     /// `pg_current_snapshot()` inside the snapshot: `xmin:xmax:xip,...`.
     pub current_snapshot: String,
     pub options: DumpOptionsRecord,
+    /// The session settings the rows were copied under (format 3, §5.3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settings: Option<CopySettings>,
     #[serde(rename = "file", default)]
     pub files: Vec<FileRecord>,
     #[serde(rename = "table", default)]
@@ -106,6 +114,8 @@ pub struct Manifest {
 pub struct ManifestIndex {
     files: std::collections::HashMap<String, ListedFile>,
     tables: std::collections::HashMap<i32, TableFiles>,
+    /// Format 3: frame indexes and tables carry the rows' digests (§5.3).
+    pub digests: bool,
 }
 
 /// A listed file's size and SHA-256 (None when the manifest's hex is not a SHA-256, which
@@ -143,6 +153,8 @@ pub struct TableFiles {
     pub rows: u64,
     pub raw_bytes: u64,
     pub frames: u64,
+    /// The rows' digest (format 3), as the sum's 32 big-endian bytes.
+    pub rows_sum: Option<[u8; 32]>,
 }
 
 impl ManifestIndex {
@@ -169,10 +181,12 @@ impl ManifestIndex {
                         rows: t.rows,
                         raw_bytes: t.raw_bytes,
                         frames: t.frames,
+                        rows_sum: t.rows_sum.as_deref().and_then(super::frame::unhex),
                     };
                     (t.dump_id, files)
                 })
                 .collect(),
+            digests: manifest.format.major >= 3,
         }
     }
 
@@ -198,6 +212,35 @@ pub struct DumpOptionsRecord {
     pub jobs: u32,
     /// Whether the snapshot came from the caller (`--snapshot`).
     pub snapshot_imported: bool,
+}
+
+/// The session settings that shape COPY text, as the dump's sessions had them (format 3,
+/// §5.3): a check that copies the rows again sets them to reproduce the same text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CopySettings {
+    pub client_encoding: String,
+    pub datestyle: String,
+    pub intervalstyle: String,
+    pub extra_float_digits: String,
+    pub timezone: String,
+    pub bytea_output: String,
+    pub lc_monetary: String,
+}
+
+impl CopySettings {
+    /// `(setting name, value)` for each, in the manifest's order.
+    pub fn pairs(&self) -> [(&'static str, &str); 7] {
+        [
+            ("client_encoding", &self.client_encoding),
+            ("datestyle", &self.datestyle),
+            ("intervalstyle", &self.intervalstyle),
+            ("extra_float_digits", &self.extra_float_digits),
+            ("timezone", &self.timezone),
+            ("bytea_output", &self.bytea_output),
+            ("lc_monetary", &self.lc_monetary),
+        ]
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -229,6 +272,9 @@ pub struct TableRecord {
     pub stored_bytes: u64,
     /// Number of frames, the end frame included.
     pub frames: u64,
+    /// The digest of the rows (format 3, §5.3): 64 hex digits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows_sum: Option<String>,
 }
 
 impl TableRecord {
@@ -257,7 +303,7 @@ pub enum ManifestError {
         line: Option<usize>,
         problem: LayoutError,
     },
-    #[error("archive format {0} is not known to this pgarc (it reads formats 1.x up to {FORMAT_1} and 2.x up to {FORMAT}); use the pgarc that wrote it")]
+    #[error("archive format {0} is not known to this pgarc (it reads formats 1.x up to {FORMAT_1}, 2.x up to {FORMAT_2} and 3.x up to {FORMAT}); use the pgarc that wrote it")]
     UnknownFormat(FormatVersion),
 }
 
@@ -301,6 +347,12 @@ impl Manifest {
             "snapshot_imported",
             Value::Bool(o.snapshot_imported),
         );
+        if let Some(settings) = &self.settings {
+            t.push_str("\n[settings]\n");
+            for (key, v) in settings.pairs() {
+                kv(&mut t, key, Value::Str(v));
+            }
+        }
         for f in &self.files {
             t.push_str("\n[[file]]\n");
             kv(&mut t, "path", Value::Str(&f.path));
@@ -323,6 +375,9 @@ impl Manifest {
             kv(&mut t, "raw_bytes", Value::Int(r.raw_bytes.into()));
             kv(&mut t, "stored_bytes", Value::Int(r.stored_bytes.into()));
             kv(&mut t, "frames", Value::Int(r.frames.into()));
+            if let Some(sum) = &r.rows_sum {
+                kv(&mut t, "rows_sum", Value::Str(sum));
+            }
         }
         with_checksum(t.as_bytes())
     }
@@ -612,6 +667,15 @@ const OPTION_KEYS: &[&str] = &[
     "jobs",
     "snapshot_imported",
 ];
+const SETTING_KEYS: &[&str] = &[
+    "client_encoding",
+    "datestyle",
+    "intervalstyle",
+    "extra_float_digits",
+    "timezone",
+    "bytea_output",
+    "lc_monetary",
+];
 const FILE_KEYS: &[&str] = &["path", "size", "sha256"];
 /// A `[[table]]`'s keys in format 1: its frame index is always a file.
 const TABLE_KEYS_1: &[&str] = &[
@@ -625,7 +689,8 @@ const TABLE_KEYS_1: &[&str] = &[
     "stored_bytes",
     "frames",
 ];
-const TABLE_KEYS: &[&str] = &[
+/// Format 2: the frame index may be inline.
+const TABLE_KEYS_2: &[&str] = &[
     "dump_id",
     "schema",
     "name",
@@ -637,11 +702,26 @@ const TABLE_KEYS: &[&str] = &[
     "stored_bytes",
     "frames",
 ];
+/// Format 3: and the rows' digest.
+const TABLE_KEYS: &[&str] = &[
+    "dump_id",
+    "schema",
+    "name",
+    "file",
+    "frame_index",
+    "frame_list",
+    "rows",
+    "raw_bytes",
+    "stored_bytes",
+    "frames",
+    "rows_sum",
+];
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Block {
     Top,
     Options,
+    Settings,
     File,
     Table,
 }
@@ -651,6 +731,8 @@ enum Block {
 struct Records {
     files: Vec<FileRecord>,
     tables: Vec<TableRecord>,
+    /// Format 3: every `[[table]]` has `rows_sum`.
+    digests: bool,
 }
 
 impl Records {
@@ -678,6 +760,19 @@ impl Records {
                     raw_bytes: f.int("raw_bytes", &what)?,
                     stored_bytes: f.int("stored_bytes", &what)?,
                     frames: f.int("frames", &what)?,
+                    rows_sum: if self.digests {
+                        let sum = f.str("rows_sum", &what)?;
+                        if crate::archive::digest::RowsDigest::from_parts(&sum, 0, 0).is_none() {
+                            return Err(LayoutError::WrongType {
+                                key: "rows_sum".into(),
+                                what,
+                                expected: "64 lower-case hex digits",
+                            });
+                        }
+                        Some(sum)
+                    } else {
+                        None
+                    },
                 });
                 let t = self.tables.last().expect("just pushed");
                 match (&t.frame_index, &t.frame_list) {
@@ -691,7 +786,7 @@ impl Records {
                     _ => {}
                 }
             }
-            Block::Top | Block::Options => {}
+            Block::Top | Block::Options | Block::Settings => {}
         }
         Ok(())
     }
@@ -704,6 +799,7 @@ fn parse_body(text: &str) -> Result<Manifest, ManifestError> {
     };
     let mut top = Fields::default();
     let mut options: Option<Fields> = None;
+    let mut settings: Option<Fields> = None;
     let mut records = Records::default();
     let mut block = Block::Top;
     let mut current = Fields::default();
@@ -729,6 +825,9 @@ fn parse_body(text: &str) -> Result<Manifest, ManifestError> {
         }
         let next = match line {
             "[options]" if options.is_none() && block == Block::Top => Some(Block::Options),
+            "[settings]" if settings.is_none() && block == Block::Options && records.digests => {
+                Some(Block::Settings)
+            }
             "[[file]]" => Some(Block::File),
             "[[table]]" => Some(Block::Table),
             l if l.starts_with('[') => {
@@ -742,6 +841,9 @@ fn parse_body(text: &str) -> Result<Manifest, ManifestError> {
                 .map_err(|e| syntax(n, e))?;
             if block == Block::Options {
                 options = Some(std::mem::take(&mut current));
+            }
+            if block == Block::Settings {
+                settings = Some(std::mem::take(&mut current));
             }
             current = Fields::default();
             block = next;
@@ -767,11 +869,12 @@ fn parse_body(text: &str) -> Result<Manifest, ManifestError> {
                 return Err(ManifestError::UnknownFormat(v));
             };
             newer = v > implemented;
-            table_keys = if v.major == 1 {
-                TABLE_KEYS_1
-            } else {
-                TABLE_KEYS
+            table_keys = match v.major {
+                1 => TABLE_KEYS_1,
+                2 => TABLE_KEYS_2,
+                _ => TABLE_KEYS,
             };
+            records.digests = v.major >= 3;
             version = Some(v);
             continue;
         }
@@ -781,6 +884,7 @@ fn parse_body(text: &str) -> Result<Manifest, ManifestError> {
         let (fields, allowed, what) = match block {
             Block::Top => (&mut top, TOP_KEYS, "the manifest"),
             Block::Options => (&mut current, OPTION_KEYS, "[options]"),
+            Block::Settings => (&mut current, SETTING_KEYS, "[settings]"),
             Block::File => (&mut current, FILE_KEYS, "a [[file]]"),
             Block::Table => (&mut current, table_keys, "a [[table]]"),
         };
@@ -798,6 +902,8 @@ fn parse_body(text: &str) -> Result<Manifest, ManifestError> {
         .map_err(|e| syntax("", e))?;
     if block == Block::Options {
         options = Some(current);
+    } else if block == Block::Settings {
+        settings = Some(current);
     }
     let format = version.ok_or(ManifestError::Syntax {
         line: None,
@@ -808,9 +914,12 @@ fn parse_body(text: &str) -> Result<Manifest, ManifestError> {
     })?;
     ignored.sort();
     ignored.dedup();
-    let mut m = build(top, options, records).map_err(|problem| ManifestError::Syntax {
-        line: None,
-        problem,
+    let digests = records.digests;
+    let mut m = build(top, options, settings, digests, records).map_err(|problem| {
+        ManifestError::Syntax {
+            line: None,
+            problem,
+        }
     })?;
     m.format = format;
     m.ignored_keys = ignored;
@@ -838,10 +947,33 @@ fn format_version(value: &Parsed) -> Result<FormatVersion, LayoutError> {
 fn build(
     mut top: Fields,
     options: Option<Fields>,
+    settings: Option<Fields>,
+    digests: bool,
     records: Records,
 ) -> Result<Manifest, LayoutError> {
     let mut o = options.ok_or(LayoutError::NoOptions)?;
     let w = "the manifest";
+    let settings = match (settings, digests) {
+        (Some(mut f), true) => {
+            let mut v = |k: &str| f.str(k, "[settings]");
+            Some(CopySettings {
+                client_encoding: v("client_encoding")?,
+                datestyle: v("datestyle")?,
+                intervalstyle: v("intervalstyle")?,
+                extra_float_digits: v("extra_float_digits")?,
+                timezone: v("timezone")?,
+                bytea_output: v("bytea_output")?,
+                lc_monetary: v("lc_monetary")?,
+            })
+        }
+        (None, true) => {
+            return Err(LayoutError::Missing {
+                key: "[settings]".into(),
+                what: w.into(),
+            })
+        }
+        (_, false) => None,
+    };
     Ok(Manifest {
         format: FORMAT,
         pgarc_version: top.str("pgarc_version", w)?,
@@ -860,6 +992,7 @@ fn build(
             jobs: o.int("jobs", "[options]")?,
             snapshot_imported: o.bool("snapshot_imported", "[options]")?,
         },
+        settings,
         files: records.files,
         tables: records.tables,
         ignored_keys: Vec::new(),
@@ -946,6 +1079,7 @@ mod tests {
                 jobs: 4,
                 snapshot_imported: false,
             },
+            settings: None,
             files: vec![FileRecord {
                 path: "toc.dat".into(),
                 size: 10,
@@ -962,6 +1096,7 @@ mod tests {
                 raw_bytes: 5000,
                 stored_bytes: 900,
                 frames: 2,
+                rows_sum: None,
             }],
             ignored_keys: Vec::new(),
         }
@@ -1112,7 +1247,7 @@ mod tests {
     fn a_frame_index_is_a_file_or_inline_in_format_2_and_never_both() {
         let list = "offset\tstored\traw\trows\tsha256\n".to_string();
         let mut m = sample();
-        m.format = FORMAT;
+        m.format = FORMAT_2;
         m.tables[0].frame_index = None;
         m.tables[0].frame_list = Some(list.clone());
         let parsed = Manifest::parse(&m.to_bytes()).unwrap();
@@ -1133,7 +1268,7 @@ mod tests {
             Err(ManifestError::Syntax { problem: LayoutError::UnknownKey { key, .. }, .. }) if key == "frame_list"
         ));
         // Both, or neither.
-        m.format = FORMAT;
+        m.format = FORMAT_2;
         m.tables[0].frame_index = Some("pgarc/frames/3380.tsv".into());
         assert!(matches!(
             Manifest::parse(&m.to_bytes()),
@@ -1154,10 +1289,78 @@ mod tests {
         assert_eq!(Manifest::parse(&old.to_bytes()).unwrap().format, FORMAT_1);
     }
 
+    fn settings() -> CopySettings {
+        CopySettings {
+            client_encoding: "LATIN1".into(),
+            datestyle: "ISO, MDY".into(),
+            intervalstyle: "postgres".into(),
+            extra_float_digits: "3".into(),
+            timezone: "Europe/Paris".into(),
+            bytea_output: "hex".into(),
+            lc_monetary: "C".into(),
+        }
+    }
+
+    /// Format 3 (§5.3): `[settings]` and every `[[table]]`'s `rows_sum` are required; format
+    /// 2 and 1 have neither.
+    #[test]
+    fn format_3_carries_settings_and_digests_and_earlier_formats_refuse_them() {
+        let mut m = sample();
+        m.format = FORMAT;
+        m.settings = Some(settings());
+        m.tables[0].rows_sum = Some("0a".repeat(32));
+        let bytes = m.to_bytes();
+        let parsed = Manifest::parse(&bytes).unwrap();
+        assert_eq!(parsed, m);
+        let index = ManifestIndex::new(&parsed);
+        assert!(index.digests);
+        assert_eq!(index.table(3380).unwrap().rows_sum, Some([0x0a; 32]));
+        let body = std::str::from_utf8(&bytes[..checked_body_len(&bytes).unwrap()]).unwrap();
+        let via_toml: Manifest = toml::from_str(body).unwrap();
+        assert_eq!(via_toml, m);
+        for (edit, expect) in [
+            (body.replace("rows_sum", "shadow_sum"), "unknown key"),
+            (
+                body.replace(&format!("rows_sum = \"{}\"\n", "0a".repeat(32)), ""),
+                "has no rows_sum",
+            ),
+            (
+                body.replace(&"0a".repeat(32), &"0A".repeat(32)),
+                "64 lower-case hex digits",
+            ),
+            (
+                body.replace("timezone = \"Europe/Paris\"\n", ""),
+                "has no timezone",
+            ),
+            (body.replace("[settings]\n", ""), "unknown key"),
+            (
+                body.replace("format = \"3.0\"", "format = \"2.0\""),
+                "unexpected section [settings]",
+            ),
+        ] {
+            let err = Manifest::parse(&with_checksum(edit.as_bytes())).unwrap_err();
+            assert!(err.to_string().contains(expect), "{expect}: {err}");
+        }
+        // No [settings] at all.
+        let mut none = m.clone();
+        none.settings = None;
+        let err = Manifest::parse(&none.to_bytes()).unwrap_err();
+        assert!(err.to_string().contains("[settings]"), "{err}");
+        // Format 2 refuses rows_sum.
+        let mut two = m.clone();
+        two.format = FORMAT_2;
+        two.settings = None;
+        let err = Manifest::parse(&two.to_bytes()).unwrap_err();
+        assert!(
+            err.to_string().contains("unknown key \"rows_sum\""),
+            "{err}"
+        );
+    }
+
     #[test]
     fn unknown_formats_are_refused_by_name() {
         let mut m = sample();
-        m.format = FormatVersion { major: 3, minor: 0 };
+        m.format = FormatVersion { major: 4, minor: 0 };
         assert_eq!(
             Manifest::parse(&m.to_bytes()),
             Err(ManifestError::UnknownFormat(m.format))

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+use super::digest::StreamDigest;
 use super::error::Error;
 use super::frame::{hex, Codec, FrameIndexEntry};
 pub use super::names::{safe_relative_name, NameError};
@@ -549,6 +550,27 @@ pub struct FrameReader<'a> {
     end: usize,
     stored: Vec<u8>,
     piece: Vec<u8>,
+    /// Also check each frame's rows against its `rows_sum` (format 3).
+    digests: bool,
+}
+
+/// Passes rows on and, when asked, adds them to a digest.
+struct Tee<'s, S> {
+    inner: &'s mut S,
+    digest: Option<StreamDigest>,
+}
+
+impl<S: RowSink> RowSink for Tee<'_, S> {
+    fn put(&mut self, bytes: &[u8]) {
+        if let Some(d) = self.digest.as_mut() {
+            d.feed(bytes);
+        }
+        self.inner.put(bytes);
+    }
+
+    fn stopped(&self) -> bool {
+        self.inner.stopped()
+    }
 }
 
 impl<'a> FrameReader<'a> {
@@ -579,7 +601,15 @@ impl<'a> FrameReader<'a> {
             end: range.end.min(index.len()),
             stored: Vec::new(),
             piece: vec![0u8; PIECE_BYTES],
+            digests: false,
         })
+    }
+
+    /// Also checks the rows of each frame whose index line has a `rows_sum` against it
+    /// (format-spec §5.3): what `pgarc verify` does; a restore relies on the SHA-256s.
+    pub fn checking_digests(mut self) -> Self {
+        self.digests = true;
+        self
     }
 
     /// Reads the next frame, passing its rows (without the end marker) to `rows`; None
@@ -631,9 +661,13 @@ impl<'a> FrameReader<'a> {
         let last = n + 1 == self.index.len();
         let mut scanner = CopyScanner::new();
         let mut scan_error = None;
+        let mut tee = Tee {
+            inner: rows,
+            digest: (self.digests && e.rows_sum.is_some()).then(StreamDigest::new),
+        };
         let mut feed = |piece: &[u8]| {
             if scan_error.is_none() {
-                if let Err(err) = scanner.feed(piece, rows) {
+                if let Err(err) = scanner.feed(piece, &mut tee) {
                     scan_error = Some(err);
                 }
             }
@@ -691,6 +725,17 @@ impl<'a> FrameReader<'a> {
                 "holds {got} rows, the frame index says {}",
                 e.rows
             )));
+        }
+        if let (Some(d), Some(expected)) = (tee.digest.as_ref(), e.rows_sum) {
+            let (found, _) = d.finish();
+            if found.sum_bytes() != expected {
+                return Err(bad(format!(
+                    "its rows' digest is {}, the frame index says {}: the rows are not those \
+                     that were dumped",
+                    found.sum_hex(),
+                    hex(&expected)
+                )));
+            }
         }
         Ok(Some(FrameRead {
             number: n + 1,

@@ -13,6 +13,7 @@ use std::sync::Mutex;
 
 use sha2::{Digest, Sha256};
 
+use super::digest::RowsDigest;
 use super::error::Error;
 use super::frame::{hex, write_frame_index, Codec, EncodedFrame, Encoder, Frame, FrameIndexEntry};
 use super::manifest::{FileRecord, Manifest, MANIFEST_FILE};
@@ -168,7 +169,14 @@ impl ArchiveWriter {
 
     /// Starts a data file in the staging directory under a provisional name (`key`, e.g. the
     /// table's OID), so that data can be written before the TOC assigns dumpIds.
-    pub fn data_file(&self, key: &str, codec: Codec) -> Result<DataFileWriter, Error> {
+    /// With `digests`, each frame's index line carries the digest of its rows (format 3,
+    /// §5.3) and the finished file the table's.
+    pub fn data_file(
+        &self,
+        key: &str,
+        codec: Codec,
+        digests: bool,
+    ) -> Result<DataFileWriter, Error> {
         let staging = self.root.join(STAGING_DIR);
         match private_dir(&staging) {
             Err(Error::Io { error, .. }) if error.kind() == io::ErrorKind::AlreadyExists => {}
@@ -179,6 +187,7 @@ impl ArchiveWriter {
         Ok(DataFileWriter {
             path,
             codec,
+            digests,
             inner: Mutex::new(DataInner {
                 file,
                 offset: 0,
@@ -186,6 +195,7 @@ impl ArchiveWriter {
                 index: Vec::new(),
                 rows: 0,
                 raw: 0,
+                digest: RowsDigest::default(),
             }),
         })
     }
@@ -368,6 +378,7 @@ fn is_plain_name(name: &str) -> bool {
 pub struct DataFileWriter {
     path: PathBuf,
     codec: Codec,
+    digests: bool,
     inner: Mutex<DataInner>,
 }
 
@@ -379,6 +390,8 @@ struct DataInner {
     index: Vec<FrameIndexEntry>,
     rows: u64,
     raw: u64,
+    /// The rows' digest so far (when the file has digests).
+    digest: RowsDigest,
 }
 
 /// A data file whose end frame is written and fsynced, still under its provisional name.
@@ -391,6 +404,8 @@ pub struct FinishedDataFile {
     pub index: Vec<FrameIndexEntry>,
     pub rows: u64,
     pub raw_bytes: u64,
+    /// The digest of every row (format 3), when the file was written with digests.
+    pub rows_digest: Option<RowsDigest>,
 }
 
 impl DataFileWriter {
@@ -399,13 +414,20 @@ impl DataFileWriter {
     /// `encoder` must be of this file's codec.
     pub fn append_rows(&self, raw: &[u8], encoder: &mut Encoder) -> Result<(), Error> {
         debug_assert_eq!(encoder.codec(), self.codec);
+        // The digest is computed before the lock, like the compression.
+        let digest = self.digests.then(|| {
+            let mut d = RowsDigest::default();
+            d.add_copy_text(raw);
+            d
+        });
         let frame = encoder
             .rows(raw)
             .map_err(io_err(&self.path, "could not compress"))?;
-        self.append(&frame)
+        self.append(&frame, digest)
     }
 
-    fn append(&self, frame: &EncodedFrame<'_>) -> Result<(), Error> {
+    /// Appends a frame; `digest` is its rows' digest when the file has digests.
+    fn append(&self, frame: &EncodedFrame<'_>, digest: Option<RowsDigest>) -> Result<(), Error> {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let offset = inner.offset;
         inner
@@ -413,7 +435,12 @@ impl DataFileWriter {
             .write_all_at(frame.stored, offset)
             .map_err(io_err(&self.path, "could not write"))?;
         inner.hasher.update(frame.stored);
-        inner.index.push(frame.index_entry(offset));
+        let mut entry = frame.index_entry(offset);
+        if let Some(d) = digest {
+            entry.rows_sum = Some(d.sum_bytes());
+            inner.digest.combine(&d);
+        }
+        inner.index.push(entry);
         inner.offset += frame.stored.len() as u64;
         inner.rows += frame.rows;
         inner.raw += frame.raw_len;
@@ -423,7 +450,9 @@ impl DataFileWriter {
     /// Appends the end frame (`Frame::end` of this file's codec: the same bytes for every
     /// file, so callers make it once). No frame may be appended afterwards. Blocking.
     pub fn finish(&self, end: &Frame) -> Result<FinishedDataFile, Error> {
-        self.append(&end.as_encoded())?;
+        // The end frame holds no rows: its digest is zero.
+        let none = self.digests.then(RowsDigest::default);
+        self.append(&end.as_encoded(), none)?;
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let sha = std::mem::take(&mut inner.hasher).finalize();
         Ok(FinishedDataFile {
@@ -434,6 +463,7 @@ impl DataFileWriter {
             index: std::mem::take(&mut inner.index),
             rows: inner.rows,
             raw_bytes: inner.raw,
+            rows_digest: self.digests.then_some(inner.digest),
         })
     }
 }

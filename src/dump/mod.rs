@@ -26,8 +26,8 @@ use anyhow::{anyhow, bail, Context, Result};
 
 use crate::archive::frame::Codec;
 use crate::archive::manifest::{
-    rfc3339_utc, DumpOptionsRecord, FileRecord, Manifest, TableRecord, FORMAT, FORMAT_1,
-    MANIFEST_FILE,
+    rfc3339_utc, CopySettings, DumpOptionsRecord, FileRecord, Manifest, TableRecord, FORMAT,
+    FORMAT_1, FORMAT_2, MANIFEST_FILE,
 };
 use crate::archive::writer::ArchiveWriter;
 use crate::pg::conn::ConnParams;
@@ -59,6 +59,8 @@ pub struct DumpOptions {
     pub selection: scope::DumpSelection,
     /// `--report FILE`: the JSON report, written once the archive is complete.
     pub report: Option<PathBuf>,
+    /// Content digests of every frame and table (format 3); off with `--no-digest`.
+    pub digests: bool,
 }
 
 /// The end-of-run summary.
@@ -233,6 +235,7 @@ async fn run_pipeline(
         archive.clone(),
     )?;
     shared.verbose = opts.selection.verbose;
+    shared.digests = opts.digests;
     let shared = Arc::new(shared);
     let copy_started = Instant::now();
     let capture = schema::Capture {
@@ -383,6 +386,10 @@ async fn copy_and_capture(
             (1..=opts.jobs).map(|n| open_worker(&opts.conn, &holder.info, &holder.snapshot_id, n)),
         )
         .await?;
+        if let Some(first) = sessions.first() {
+            let values = crate::pg::session::copy_settings(&first.client).await?;
+            *shared.settings.lock().unwrap_or_else(|p| p.into_inner()) = Some(values);
+        }
         let capture_started = Instant::now();
         let capture = async {
             schema::capture(capture).await?;
@@ -475,6 +482,11 @@ impl Finish<'_> {
         } = self;
         let info = holder.info.clone();
         let assemble_started = Instant::now();
+        let settings = if opts.digests {
+            Some(copy_settings(&shared)?)
+        } else {
+            None
+        };
         // Hashing and file I/O run off the async runtime's threads.
         let assembled = {
             let archive = archive.clone();
@@ -494,8 +506,10 @@ impl Finish<'_> {
         let manifest = Manifest {
             // The lowest version that carries the archive (format-spec §9): 1.9 when every
             // frame index is a file.
-            format: if assembled.tables.iter().any(|t| t.frame_list.is_some()) {
+            format: if opts.digests {
                 FORMAT
+            } else if assembled.tables.iter().any(|t| t.frame_list.is_some()) {
+                FORMAT_2
             } else {
                 FORMAT_1
             },
@@ -515,6 +529,7 @@ impl Finish<'_> {
                 jobs: opts.jobs as u32,
                 snapshot_imported: imported,
             },
+            settings,
             files: assembled.files,
             tables: assembled.tables,
             ignored_keys: Vec::new(),
@@ -646,6 +661,7 @@ fn assemble(
             raw_bytes: r.finished.raw_bytes,
             stored_bytes: file.size,
             frames: r.finished.index.len() as u64,
+            rows_sum: r.finished.rows_digest.map(|d| d.sum_hex()),
         });
         files.push(file);
         files.extend(index_file);
@@ -656,4 +672,26 @@ fn assemble(
     out.tables.sort_by_key(|t| t.dump_id);
     out.files = files;
     Ok(out)
+}
+
+/// The COPY settings the workers' sessions had (read from the first one as it started).
+fn copy_settings(shared: &worker::Shared) -> Result<CopySettings> {
+    let values = shared
+        .settings
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone()
+        .ok_or_else(|| anyhow!("internal error: the sessions' COPY settings were not read"))?;
+    let [client_encoding, datestyle, intervalstyle, extra_float_digits, timezone, bytea_output, lc_monetary] =
+        <[String; 7]>::try_from(values)
+            .map_err(|_| anyhow!("internal error: not every COPY setting was read"))?;
+    Ok(CopySettings {
+        client_encoding,
+        datestyle,
+        intervalstyle,
+        extra_float_digits,
+        timezone,
+        bytea_output,
+        lc_monetary,
+    })
 }

@@ -31,6 +31,10 @@ pub struct Shared {
     stop: AtomicBool,
     /// `-v`: a line per chunk as it starts.
     pub verbose: bool,
+    /// Frames and tables get the rows' digests (not `--no-digest`).
+    pub digests: bool,
+    /// The COPY settings of the sessions (`pg::session::COPY_SETTINGS`), once read.
+    pub settings: Mutex<Option<Vec<String>>>,
 }
 
 #[derive(Default)]
@@ -81,6 +85,8 @@ impl Shared {
             state,
             stop: AtomicBool::new(false),
             verbose: false,
+            digests: true,
+            settings: Mutex::new(None),
         })
     }
 
@@ -107,10 +113,11 @@ impl Shared {
         if let Some(w) = slot.as_ref() {
             return Ok(w.clone());
         }
-        let w = Arc::new(
-            self.archive
-                .data_file(&self.tables[table].oid.to_string(), self.codec)?,
-        );
+        let w = Arc::new(self.archive.data_file(
+            &self.tables[table].oid.to_string(),
+            self.codec,
+            self.digests,
+        )?);
         *slot = Some(w.clone());
         Ok(w)
     }

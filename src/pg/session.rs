@@ -489,6 +489,38 @@ pub fn session_settings(info: &ServerInfo) -> String {
     s
 }
 
+/// The settings that shape COPY text (format-spec archive.md §5.3), in the manifest's order:
+/// a dump records them, a check sets them to copy the same text again.
+pub const COPY_SETTINGS: [&str; 7] = [
+    "client_encoding",
+    "DateStyle",
+    "IntervalStyle",
+    "extra_float_digits",
+    "TimeZone",
+    "bytea_output",
+    "lc_monetary",
+];
+
+/// The session's values of [`COPY_SETTINGS`], in that order.
+pub async fn copy_settings(client: &Client) -> Result<Vec<String>> {
+    let sql = format!(
+        "SELECT {}",
+        COPY_SETTINGS
+            .iter()
+            .map(|n| format!("pg_catalog.current_setting({})", literal(n)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let rows = query_text(client, &sql)
+        .await
+        .context("cannot read the session's settings")?;
+    let row = rows
+        .into_iter()
+        .next()
+        .ok_or_else(|| anyhow!("the server returned no settings"))?;
+    Ok(row.into_iter().map(Option::unwrap_or_default).collect())
+}
+
 /// The transaction that holds the snapshot and the locks for the whole dump.
 pub struct SnapshotHolder {
     pub session: Session,

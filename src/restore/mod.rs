@@ -1539,6 +1539,7 @@ mod tests {
             .iter()
             .map(|&s| {
                 let f = FrameIndexEntry {
+                    rows_sum: None,
                     offset: off,
                     stored: s,
                     raw: s,

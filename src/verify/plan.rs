@@ -509,6 +509,7 @@ mod tests {
     #[test]
     fn frames_are_cut_into_ranges_that_cover_the_file() {
         let f = |stored| FrameIndexEntry {
+            rows_sum: None,
             offset: 0,
             stored,
             raw: 0,

@@ -55,7 +55,7 @@ fn check(unit: &Unit, out: &mut Found) {
             let index = data.frames().map_or(&[][..], |i| &i[..]);
             let size_ok = data.size_ok;
             let mut reader = match data.frame_reader(range.clone()) {
-                Ok(r) => r,
+                Ok(r) => r.checking_digests(),
                 Err(e) => {
                     out.problems.push(problem(None, e.to_string()));
                     return;

@@ -697,7 +697,8 @@ pub fn frame_index_of(
         (Some(path), None) => std::fs::read(archive.join(path)).unwrap(),
         (None, None) => panic!("table {} has no frame index", t.name),
     };
-    pgarc::archive::frame::parse_frame_index(&text).unwrap()
+    let digests = text.starts_with(b"offset\tstored\traw\trows\tsha256\trows_sum\n");
+    pgarc::archive::frame::parse_frame_index(&text, digests).unwrap()
 }
 
 /// Puts `index` in place of table `name`'s frame index where the manifest keeps it (writing
@@ -715,6 +716,18 @@ pub fn put_frame_index(
     t.raw_bytes = index.iter().map(|f| f.raw).sum();
     t.stored_bytes = index.iter().map(|f| f.stored).sum();
     t.frames = index.len() as u64;
+    if t.rows_sum.is_some() {
+        // Format 3: the record's digest is the frames' digests added up.
+        let mut sum = pgarc::archive::digest::RowsDigest::default();
+        for f in index {
+            sum.combine(&pgarc::archive::digest::RowsDigest::from_sum_bytes(
+                &f.rows_sum.unwrap_or([0; 32]),
+                0,
+                0,
+            ));
+        }
+        t.rows_sum = Some(sum.sum_hex());
+    }
     let file = t.file.clone();
     match t.frame_index.clone() {
         Some(path) => {
