@@ -4,9 +4,12 @@
 # as root), loads sample data (the fixtures database plus a 1.5-million-row table), then:
 #   1. pgarc dump -j 2 (default zstd), printing its summary;
 #   2. checks the archive with pgarc verify, and shows that it names a flipped byte in a copy;
-#   3. restores the archive with pgarc restore -j 2 into a new database, and with stock
+#   3. restores the archive with pgarc restore -j 2 --verify into a new database (which then
+#      proves, by content digest, that the database equals the archive), and with stock
 #      pg_restore -j 2 into another (no lock-in), and compares every table's row count and
-#      content hash in both with the source.
+#      content hash in both with the source;
+#   4. pgarc verify --against the database pg_restore made: equal; then, after one row is
+#      changed, the table is named.
 # Everything is removed at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -75,9 +78,9 @@ if "$pgarc" verify -j 2 "$work/damaged"; then
 fi
 rm -rf "$work/damaged"
 
-echo "== pgarc restore -d restored -j 2 $work/archive"
+echo "== pgarc restore -d restored -j 2 --verify $work/archive (then proves the database equals the archive)"
 "$bindir/createdb" restored
-"$pgarc" restore -d restored -j 2 "$work/archive"
+"$pgarc" restore -d restored -j 2 --verify "$work/archive"
 echo "== stock pg_restore -j 2 into database 'restored_stock':"
 "$bindir/createdb" restored_stock
 "$bindir/pg_restore" -j 2 -d restored_stock "$work/archive"
@@ -101,3 +104,11 @@ for db in restored restored_stock; do
   fi
 done
 grep -E '^app\.(demo_events|orders) ' "$work/restored.txt"
+echo "== pgarc verify --against: the database stock pg_restore made, by content digest, without the source"
+"$pgarc" verify "$work/archive" --against -d restored_stock -j 2
+echo "== one row changed in it: pgarc verify --against names the table (exit 1 expected)"
+"$bindir/psql" -X -q -d restored_stock -c "UPDATE app.orders SET qty = qty + 1 WHERE id = (SELECT min(id) FROM app.orders)"
+if "$pgarc" verify "$work/archive" --against -d restored_stock -j 2; then
+  echo "demo: pgarc verify --against missed the change" >&2
+  exit 1
+fi

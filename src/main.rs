@@ -76,13 +76,54 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Restore(args) => {
             set_output(&args.output);
             let quiet = args.output.quiet;
-            let summary = block_on(pgarc::restore::run(restore_options(*args, true)?))?;
+            let verify = args.verify;
+            let mut opts = restore_options(*args, true)?;
+            opts.defer_report = verify;
+            let (jobs, archive, report_path) =
+                (opts.jobs, opts.archive.clone(), opts.report.clone());
+            let summary = block_on(pgarc::restore::run(opts))?;
             if !quiet {
                 eprint!("{summary}");
             }
-            Ok(ExitCode::SUCCESS)
+            if !verify {
+                return Ok(ExitCode::SUCCESS);
+            }
+            restore_verify(summary, jobs, archive, report_path, quiet)
+        }
+        Command::Verify(args) if args.against => {
+            set_output(&args.output);
+            let opts = against_options(&args)?;
+            let comparison = match block_on(pgarc::verify::against::run(opts)) {
+                Ok(c) => c,
+                Err(err) => {
+                    eprintln!("pgarc: {err:#}");
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            let mut out = std::io::stdout().lock();
+            write!(out, "{comparison}")?;
+            out.flush()?;
+            if let Some(path) = &args.output.report {
+                let mut report = pgarc::report::Report::new(
+                    "verify",
+                    std::time::SystemTime::now() - comparison.elapsed,
+                    &args.archive,
+                    &comparison.database,
+                    args.jobs.map_or(1, |j| j as usize),
+                );
+                report.verify = Some(comparison.report());
+                report.write(path)?;
+            }
+            Ok(ExitCode::from(if comparison.equal() { 0 } else { 1 }))
         }
         Command::Verify(args) => {
+            let c = &args.conn;
+            if c.dbname.is_some() || c.host.is_some() || c.port.is_some() || c.username.is_some() {
+                anyhow::bail!(
+                    "connection options given without --against: pgarc verify checks an \
+                     archive offline; add --against to compare a database with it"
+                );
+            }
             let jobs = args.jobs.map_or_else(
                 || std::thread::available_parallelism().map_or(1, |n| n.get()),
                 |j| j as usize,
@@ -114,6 +155,61 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `restore --verify`: the restored database checked against the archive; the report (if
+/// asked) written with the check in it. Exit 1 when anything differs.
+fn restore_verify(
+    summary: pgarc::restore::RestoreSummary,
+    jobs: usize,
+    archive: std::path::PathBuf,
+    report_path: Option<std::path::PathBuf>,
+    quiet: bool,
+) -> anyhow::Result<ExitCode> {
+    let conn = summary.conn.clone().ok_or_else(|| {
+        anyhow::anyhow!("internal error: the restore did not say where it restored")
+    })?;
+    let opts = pgarc::verify::against::AgainstOptions {
+        archive,
+        conn,
+        jobs,
+        split_size: 128 << 20,
+        only: Some(summary.restored_data.clone()),
+    };
+    let comparison = block_on(pgarc::verify::against::run(opts)).map_err(|e| {
+        e.context("the restore finished, but the check of the restored database could not run")
+    })?;
+    if !quiet || !comparison.equal() {
+        eprint!("{comparison}");
+    }
+    if let (Some(path), Some(mut report)) = (report_path, summary.report) {
+        report.verify = Some(comparison.report());
+        report.write(&path)?;
+    }
+    if comparison.equal() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!(
+            "pgarc: the restored database differs from the archive (listed above): do not use \
+             it as a copy of the archive; restore again into a new database and run pgarc verify \
+             on the archive"
+        );
+        Ok(ExitCode::from(1))
+    }
+}
+
+/// `verify --against`: the connection (libpq's rules) and sizes.
+fn against_options(
+    args: &pgarc::cli::VerifyArgs,
+) -> anyhow::Result<pgarc::verify::against::AgainstOptions> {
+    let conn = ConnParams::resolve(&conn_args(&args.conn), &|k| std::env::var(k).ok())?;
+    Ok(pgarc::verify::against::AgainstOptions {
+        archive: args.archive.clone(),
+        conn,
+        jobs: args.jobs.map_or(1, |j| j as usize),
+        split_size: parse_size(&args.split_size).map_err(anyhow::Error::msg)?,
+        only: None,
+    })
 }
 
 /// Runs a pipeline on a multi-threaded runtime.

@@ -33,6 +33,23 @@ pub struct Report {
     pub phases: Vec<Phase>,
     pub tables: Vec<TableReport>,
     pub totals: Totals,
+    /// `restore --verify`: the check of the restored database against the archive.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verify: Option<VerifyReport>,
+}
+
+/// What `restore --verify` found (format-spec/tool.md §2a).
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifyReport {
+    /// "equal" or "different".
+    pub status: &'static str,
+    pub seconds: f64,
+    pub tables: usize,
+    pub rows: u64,
+    pub sequences: usize,
+    pub large_objects: usize,
+    /// One line per difference, naming the table, sequence or large object.
+    pub differences: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -107,6 +124,7 @@ impl Report {
                 seconds: 0.0,
                 errors: 0,
             },
+            verify: None,
         }
     }
 

@@ -451,7 +451,7 @@ fn progress_shows_bars_on_a_terminal_lines_elsewhere_and_nothing_when_quiet() {
 
 /// Validates `report` against the published schema with Python's jsonschema (an independent
 /// implementation of JSON Schema).
-fn validate(report: &Path) {
+pub fn validate(report: &Path) {
     let schema = repo_root().join("format-spec/report.schema.json");
     let script = "import json, sys, jsonschema\n\
                   schema = json.load(open(sys.argv[1]))\n\

@@ -28,3 +28,5 @@ mod versions;
 mod trust;
 // format-spec/vectors: the conformance vectors and their verdicts.
 mod vectors;
+// Issue 19: content digests, verify --against, restore --verify.
+mod compare;

@@ -616,39 +616,46 @@ fn bomb_frames(len: u64, one_row: bool, n: usize) -> (Vec<u8>, Vec<FrameIndexEnt
         b"x\n".repeat(1 << 19)
     };
     let mut left = if one_row { len - 1 } else { len };
+    // The frame's rows digest, for the frame that must read as intact (the one row); the
+    // frames of many rows are refused before their digest is checked.
+    let mut digest = pgarc::archive::digest::StreamDigest::new();
     while left > 0 {
         let take = left.min(block.len() as u64) as usize;
         enc.write_all(&block[..take]).unwrap();
+        if one_row {
+            digest.feed(&block[..take]);
+        }
         left -= take as u64;
     }
     if one_row {
         enc.write_all(b"\n").unwrap();
+        digest.feed(b"\n");
     }
+    let rows_sum = digest.finish().0.sum_bytes();
     let stored = enc.finish().unwrap();
     let rows = if one_row { 1 } else { len / 2 };
     let mut bytes = Vec::new();
     let mut index = Vec::new();
-    let mut frame = |stored: &[u8], raw: u64, rows: u64| {
+    let mut frame = |stored: &[u8], raw: u64, rows: u64, rows_sum: [u8; 32]| {
         index.push(FrameIndexEntry {
             offset: bytes.len() as u64,
             stored: stored.len() as u64,
             raw,
             rows,
             sha256: sha2::Sha256::digest(stored).into(),
-            // Format 3 indexes carry a digest per frame; these frames are refused before
-            // theirs is checked.
-            rows_sum: Some([0; 32]),
+            rows_sum: Some(rows_sum),
         });
         bytes.extend_from_slice(stored);
     };
     for _ in 0..n {
-        frame(&stored, len, rows);
+        frame(&stored, len, rows, rows_sum);
     }
     let end = pgarc::archive::frame::Frame::end(Codec::Zstd(1)).unwrap();
     frame(
         &end.stored,
         pgarc::archive::frame::END_MARKER.len() as u64,
         0,
+        [0; 32],
     );
     (bytes, index)
 }

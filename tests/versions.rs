@@ -138,6 +138,12 @@ fn the_fixtures_round_trip_on_every_server_version() {
                 .arg(&archive),
         );
         cluster.assert_same_db(&expected, "by_pgarc");
+        verify_against(
+            cluster,
+            &archive,
+            "by_pgarc",
+            &format!("{major}: pgarc restore"),
+        );
         // The newest stock pg_restore, into the same version. pg_restore 17 and 18 send
         // `SET transaction_timeout = 0` whatever the server's version, so against 14 to 16 they
         // report that one error (and exit 1) and restore everything else: PostgreSQL's own
@@ -164,6 +170,12 @@ fn the_fixtures_round_trip_on_every_server_version() {
             );
         }
         cluster.assert_same_db(&expected, "by_pg_restore");
+        verify_against(
+            cluster,
+            &archive,
+            "by_pg_restore",
+            &format!("{major}: pg_restore"),
+        );
 
         if major == NEWEST {
             continue;
@@ -192,6 +204,9 @@ fn the_fixtures_round_trip_on_every_server_version() {
             newest.db_state(&theirs),
             "{major} -> {NEWEST}: pgarc vs pg_restore"
         );
+        // Issue 19, acceptance 3: the archive of an older server, restored into the newest,
+        // verifies equal by content digest: no type of the fixtures prints differently.
+        verify_against(&newest, &archive, &ours, &format!("{major} -> {NEWEST}"));
         let source = cluster.db_state_with(&newest_bin, "fx");
         assert_same_across_versions(&source, &got, major, &format!("{major} -> {NEWEST}"));
     }
@@ -240,8 +255,33 @@ fn stock_archives_of_every_pg_dump_restore_with_pgarc() {
                     .arg(&archive),
             );
             cluster.assert_same_db(&expected, &db);
+            // The digests computed from pg_dump's data files, any codec.
+            verify_against(
+                &cluster,
+                &archive,
+                &db,
+                &format!("pg_dump {major} -Z {codec}"),
+            );
         }
     }
+}
+
+/// `pgarc verify ARCHIVE --against -d DB` exits 0 (equal).
+fn verify_against(cluster: &Cluster, archive: &std::path::Path, db: &str, what: &str) {
+    let out = cluster
+        .pgarc()
+        .arg("verify")
+        .arg(archive)
+        .args(["--against", "-j", "2", "--split-size", "64kB", "-d", db])
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(0), "{what}: {text}");
+    assert!(text.contains("EQUAL"), "{what}: {text}");
 }
 
 /// `pg_stats` of the fixtures' tables, as text.

@@ -378,7 +378,10 @@ impl ArchiveDir {
             || disagreement.raw_bytes.0 != disagreement.raw_bytes.1
             || disagreement.rows_sum.as_ref().is_some_and(|(a, b)| a != b)
         {
-            push(at(index_at, DataProblem::IndexDisagrees(Box::new(disagreement))));
+            push(at(
+                index_at,
+                DataProblem::IndexDisagrees(Box::new(disagreement)),
+            ));
             return None;
         }
         Some(TableData {

@@ -729,6 +729,8 @@ enum Block {
 /// The `[[file]]` and `[[table]]` records read so far.
 #[derive(Default)]
 struct Records {
+    options: Option<Fields>,
+    settings: Option<Fields>,
     files: Vec<FileRecord>,
     tables: Vec<TableRecord>,
     /// Format 3: every `[[table]]` has `rows_sum`.
@@ -786,7 +788,9 @@ impl Records {
                     _ => {}
                 }
             }
-            Block::Top | Block::Options | Block::Settings => {}
+            Block::Options => self.options = Some(std::mem::take(f)),
+            Block::Settings => self.settings = Some(std::mem::take(f)),
+            Block::Top => {}
         }
         Ok(())
     }
@@ -798,8 +802,6 @@ fn parse_body(text: &str) -> Result<Manifest, ManifestError> {
         problem,
     };
     let mut top = Fields::default();
-    let mut options: Option<Fields> = None;
-    let mut settings: Option<Fields> = None;
     let mut records = Records::default();
     let mut block = Block::Top;
     let mut current = Fields::default();
@@ -824,10 +826,8 @@ fn parse_body(text: &str) -> Result<Manifest, ManifestError> {
             continue;
         }
         let next = match line {
-            "[options]" if options.is_none() && block == Block::Top => Some(Block::Options),
-            "[settings]" if settings.is_none() && block == Block::Options && records.digests => {
-                Some(Block::Settings)
-            }
+            "[options]" if block == Block::Top => Some(Block::Options),
+            "[settings]" if block == Block::Options && records.digests => Some(Block::Settings),
             "[[file]]" => Some(Block::File),
             "[[table]]" => Some(Block::Table),
             l if l.starts_with('[') => {
@@ -839,12 +839,6 @@ fn parse_body(text: &str) -> Result<Manifest, ManifestError> {
             records
                 .close(block, &mut current)
                 .map_err(|e| syntax(n, e))?;
-            if block == Block::Options {
-                options = Some(std::mem::take(&mut current));
-            }
-            if block == Block::Settings {
-                settings = Some(std::mem::take(&mut current));
-            }
             current = Fields::default();
             block = next;
             rest = &rest[line_end..];
@@ -900,11 +894,6 @@ fn parse_body(text: &str) -> Result<Manifest, ManifestError> {
     records
         .close(block, &mut current)
         .map_err(|e| syntax("", e))?;
-    if block == Block::Options {
-        options = Some(current);
-    } else if block == Block::Settings {
-        settings = Some(current);
-    }
     let format = version.ok_or(ManifestError::Syntax {
         line: None,
         problem: LayoutError::Missing {
@@ -914,12 +903,9 @@ fn parse_body(text: &str) -> Result<Manifest, ManifestError> {
     })?;
     ignored.sort();
     ignored.dedup();
-    let digests = records.digests;
-    let mut m = build(top, options, settings, digests, records).map_err(|problem| {
-        ManifestError::Syntax {
-            line: None,
-            problem,
-        }
+    let mut m = build(top, records).map_err(|problem| ManifestError::Syntax {
+        line: None,
+        problem,
     })?;
     m.format = format;
     m.ignored_keys = ignored;
@@ -944,16 +930,10 @@ fn format_version(value: &Parsed) -> Result<FormatVersion, LayoutError> {
 }
 
 /// The manifest from its parsed blocks.
-fn build(
-    mut top: Fields,
-    options: Option<Fields>,
-    settings: Option<Fields>,
-    digests: bool,
-    records: Records,
-) -> Result<Manifest, LayoutError> {
-    let mut o = options.ok_or(LayoutError::NoOptions)?;
+fn build(mut top: Fields, records: Records) -> Result<Manifest, LayoutError> {
+    let mut o = records.options.ok_or(LayoutError::NoOptions)?;
     let w = "the manifest";
-    let settings = match (settings, digests) {
+    let settings = match (records.settings, records.digests) {
         (Some(mut f), true) => {
             let mut v = |k: &str| f.str(k, "[settings]");
             Some(CopySettings {

@@ -27,6 +27,7 @@ pub mod data;
 pub mod digest;
 mod dir;
 mod error;
+pub mod expect;
 pub mod frame;
 pub mod list;
 pub mod manifest;

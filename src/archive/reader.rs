@@ -634,19 +634,8 @@ impl<'a> FrameReader<'a> {
         };
         let bad = |problem: String| flagged(problem, false);
         let cut_short = "the file ends inside this frame: it is truncated";
-        if e.stored > MAX_FRAME_BYTES || e.raw > MAX_FRAME_BYTES {
-            return Err(bad(format!(
-                "the frame index claims a frame of {} stored and {} raw bytes, over the \
-                 limit of 1 GiB (format-spec §4.1)",
-                e.stored, e.raw
-            )));
-        }
-        if e.rows > 1 && e.raw > MAX_MULTI_ROW_FRAME_BYTES {
-            return Err(bad(format!(
-                "the frame index claims {} rows in {} raw bytes: a frame of more than one \
-                 row holds at most 64 MiB (format-spec §4.1)",
-                e.rows, e.raw
-            )));
+        if let Some(problem) = over_the_limits(&e) {
+            return Err(bad(problem));
         }
         let truncated = |err: io::Error, file: &str| {
             if err.kind() == io::ErrorKind::UnexpectedEof {
@@ -742,6 +731,24 @@ impl<'a> FrameReader<'a> {
             rows: got,
         }))
     }
+}
+
+/// What is wrong with an index line that claims a frame over the limits of format-spec §4.1.
+fn over_the_limits(e: &FrameIndexEntry) -> Option<String> {
+    if e.stored > MAX_FRAME_BYTES || e.raw > MAX_FRAME_BYTES {
+        return Some(format!(
+            "the frame index claims a frame of {} stored and {} raw bytes, over the \
+             limit of 1 GiB (format-spec §4.1)",
+            e.stored, e.raw
+        ));
+    }
+    (e.rows > 1 && e.raw > MAX_MULTI_ROW_FRAME_BYTES).then(|| {
+        format!(
+            "the frame index claims {} rows in {} raw bytes: a frame of more than one \
+             row holds at most 64 MiB (format-spec §4.1)",
+            e.rows, e.raw
+        )
+    })
 }
 
 fn checksum_mismatch(digest: &[u8; 32], expected: &[u8; 32]) -> String {

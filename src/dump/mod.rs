@@ -383,7 +383,8 @@ async fn copy_and_capture(
     let work = async {
         // Every worker imports the snapshot before any starts copying.
         let sessions = futures_util::future::try_join_all(
-            (1..=opts.jobs).map(|n| open_worker(&opts.conn, &holder.info, &holder.snapshot_id, n)),
+            (1..=opts.jobs)
+                .map(|n| open_worker(&opts.conn, &holder.info, &holder.snapshot_id, n, &[], &[])),
         )
         .await?;
         if let Some(first) = sessions.first() {

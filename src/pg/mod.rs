@@ -3,6 +3,7 @@
 //! queries ([`session`]), and locating PostgreSQL programs ([`tools`]).
 
 pub mod carrier;
+pub mod chunks;
 pub mod conn;
 pub mod conninfo;
 pub mod session;

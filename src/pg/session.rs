@@ -819,15 +819,114 @@ pub async fn relations_with_data(client: &Client) -> Result<Vec<(u32, String, St
         .collect()
 }
 
-/// A data worker's session: pg_dump's settings, then the imported snapshot.
+/// Every sequence: schema, name and `quote_ident(schema).quote_ident(name)` (carriers).
+pub async fn catalog_sequences(client: &Client) -> Result<Vec<(String, String, String)>> {
+    let sql = format!(
+        "SELECT {}, {}, {} FROM pg_catalog.pg_class c
+         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+         WHERE c.relkind = 'S'
+           AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+           AND n.nspname !~ '^pg_toast' AND n.nspname !~ '^pg_temp_'",
+        raw_hex("n.nspname::text"),
+        raw_hex("c.relname::text"),
+        raw_hex("pg_catalog.quote_ident(n.nspname) || '.' || pg_catalog.quote_ident(c.relname)"),
+    );
+    query_text(client, &sql)
+        .await
+        .context("cannot read the catalog")?
+        .into_iter()
+        .map(|r| {
+            let s = |i: usize| r[i].clone().unwrap_or_default();
+            Ok((
+                carrier_from_hex(&s(0))?,
+                carrier_from_hex(&s(1))?,
+                carrier_from_hex(&s(2))?,
+            ))
+        })
+        .collect()
+}
+
+/// `last_value` and `is_called` of each sequence (qualified names, carriers), in order.
+pub async fn sequence_states(session: &Session, qualified: &[String]) -> Result<Vec<(i128, bool)>> {
+    let mut out = Vec::with_capacity(qualified.len());
+    for group in qualified.chunks(200) {
+        let sql = group
+            .iter()
+            .enumerate()
+            .map(|(i, q)| format!("SELECT {i}, last_value::text, is_called::text FROM {q}"))
+            .collect::<Vec<_>>()
+            .join(" UNION ALL ");
+        let sql = format!("SELECT * FROM ({sql}) s ORDER BY 1");
+        let read = async {
+            let statement = session
+                .prepare_bytes(&super::carrier::to_bytes(&sql), false)
+                .await?;
+            session.client.query(&statement, &[]).await
+        };
+        let rows = match read.await {
+            Ok(rows) => rows,
+            Err(e) => bail!("cannot read the sequences: {}", session.explain(&e).await),
+        };
+        for r in rows {
+            let value = r.try_get::<_, String>(1).ok().and_then(|v| v.parse().ok());
+            let called = r.try_get::<_, String>(2).ok().map(|v| v == "true");
+            match (value, called) {
+                (Some(v), Some(c)) => out.push((v, c)),
+                _ => bail!("the server returned a sequence state pgarc cannot read"),
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Every large object's OID and the SHA-256 of its bytes (hex), computed by the server.
+pub async fn large_object_digests(client: &Client) -> Result<Vec<(u32, String)>> {
+    query_text(
+        client,
+        "SELECT oid, pg_catalog.encode(pg_catalog.sha256(pg_catalog.lo_get(oid)), 'hex')
+         FROM pg_catalog.pg_largeobject_metadata ORDER BY oid",
+    )
+    .await
+    .context("cannot read the large objects")?
+    .into_iter()
+    .map(|r| {
+        let s = |i: usize| r[i].clone().unwrap_or_default();
+        Ok((s(0).parse().context("bad oid from the server")?, s(1)))
+    })
+    .collect()
+}
+
+/// A data worker's session: pg_dump's settings, then `settings` (name and value; a check sets
+/// the ones an archive recorded), then the imported snapshot. A setting in `optional` that
+/// the server refuses (a locale it does not have) is reported with a warning and left as is.
 pub async fn open_worker(
     params: &ConnParams,
     info: &ServerInfo,
     snapshot_id: &str,
     n: usize,
+    settings: &[(&str, &str)],
+    optional: &[&str],
 ) -> Result<Arc<Session>> {
     let session = connect(params, &format!("pgarc worker {n}")).await?;
     execute(&session.client, &session_settings(info)).await?;
+    for (name, value) in settings {
+        let sql = format!(
+            "SELECT pg_catalog.set_config({}, {}, false)",
+            literal(name),
+            literal(value)
+        );
+        if let Err(e) = execute(&session.client, &sql).await {
+            if !optional.contains(name) {
+                bail!("cannot set {name} to {value:?} as the archive's rows were copied: {e:#}");
+            }
+            if n == 1 {
+                crate::progress::say(&format!(
+                    "pgarc: warning: this server cannot set {name} to {value:?} as the dump's \
+                     did ({e:#}); values whose text depends on it (money) may differ"
+                ));
+            }
+        }
+    }
     // pg_dump's CVE-2024-7348 hardening, where the server has the setting.
     execute(
         &session.client,

@@ -80,6 +80,9 @@ pub struct RestoreOptions {
     pub analyze: bool,
     /// COPY FREEZE for big tables created by this run (off with `--no-freeze`).
     pub freeze: bool,
+    /// `--verify`: the caller checks the restored database afterwards and writes the
+    /// `--report` itself, with the check in it; the restore leaves it in the summary.
+    pub defer_report: bool,
 }
 
 /// Options that cannot go together.
@@ -133,6 +136,7 @@ impl RestoreOptions {
             report: None,
             analyze: false,
             freeze: true,
+            defer_report: false,
         }
     }
 }
@@ -410,6 +414,12 @@ pub struct RestoreSummary {
     pub server_version: Option<String>,
     /// Tables analyzed (`--analyze`).
     pub analyzed: usize,
+    /// The connection to the restored database (after `--create`, to the new one).
+    pub conn: Option<crate::pg::conn::ConnParams>,
+    /// The dumpIds of the data entries restored (TABLE DATA, SEQUENCE SET, BLOBS).
+    pub restored_data: std::collections::HashSet<i32>,
+    /// The `--report` when `defer_report`: built, not written.
+    pub report: Option<crate::report::Report>,
 }
 
 impl fmt::Display for RestoreSummary {
@@ -615,10 +625,7 @@ pub async fn run(opts: RestoreOptions) -> Result<RestoreSummary> {
     summary.errors = errors.count;
     summary.elapsed = started.elapsed();
     progress.finish();
-    if let Some(path) = &ctx.opts.report {
-        write_report(&ctx, &summary, started_at, path)
-            .map_err(|e| anyhow!("the restore finished, but {e:#}"))?;
-    }
+    conclude(&ctx, &mut summary, started_at)?;
     if errors.count > 0 {
         eprint!("{summary}");
         bail!(
@@ -631,13 +638,44 @@ pub async fn run(opts: RestoreOptions) -> Result<RestoreSummary> {
     Ok(summary)
 }
 
+/// What the summary says of where the restore went and what it restored, and the
+/// `--report` (written, or with `defer_report` kept in the summary).
+fn conclude(
+    ctx: &Ctx,
+    summary: &mut RestoreSummary,
+    started_at: std::time::SystemTime,
+) -> Result<()> {
+    summary.conn = Some(ctx.conn());
+    summary.restored_data = ctx
+        .toc
+        .entries
+        .iter()
+        .zip(&ctx.plan.items)
+        .filter(|(e, item)| {
+            item.reqs.data
+                && (e.desc.is("TABLE DATA") || e.desc.is("SEQUENCE SET") || e.desc.is("BLOBS"))
+        })
+        .map(|(e, _)| e.dump_id)
+        .collect();
+    if let Some(path) = &ctx.opts.report {
+        let report = build_report(ctx, summary, started_at);
+        if ctx.opts.defer_report {
+            summary.report = Some(report);
+        } else {
+            report
+                .write(path)
+                .map_err(|e| anyhow!("the restore finished, but {e:#}"))?;
+        }
+    }
+    Ok(())
+}
+
 /// `--report`: the restore's account (format-spec/report.schema.json).
-fn write_report(
+fn build_report(
     ctx: &Ctx,
     summary: &RestoreSummary,
     started_at: std::time::SystemTime,
-    path: &std::path::Path,
-) -> Result<()> {
+) -> crate::report::Report {
     let phase = |r: crate::report::Report, name: &str, p: &PhaseStats| {
         r.phase(name, p.elapsed, Some(p.entries))
     };
@@ -658,7 +696,7 @@ fn write_report(
         summary.errors,
     );
     report.server_version = Some(ctx.server_version_num().to_string());
-    report.write(path)
+    report
 }
 
 /// What a restore that stops early has done: which tables' data is in (committed) and which

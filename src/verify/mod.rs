@@ -11,6 +11,7 @@
 //! large file: it catches everything a changed size, a missing or added file, a damaged
 //! manifest, toc.dat or frame index shows, and damage in those two frames (format-spec/tool.md §2; archive.md §7).
 
+pub mod against;
 pub mod plan;
 pub mod worker;
 
