@@ -323,6 +323,35 @@ class Bench:
     def pg_restore(self, db, path, jobs):
         return [self.c.bin("pg_restore"), "-d", db, "-j", str(jobs), "--exit-on-error", path]
 
+    def pgarc_verify_against(self, db, path, jobs):
+        """Issue 19: the database compared with the archive, by content digest."""
+        return [self.pgarc, "verify", path, "--against", "-d", db, "-j", str(jobs)]
+
+    def digest(self):
+        """Issue 19's costs in one run: pgarc dump with and without the content digests
+        (alternating), on skewed and pgbench, and pgarc verify --against of skewed at -j 2
+        next to pgarc dump of it."""
+        a = self.args
+        j = a.jobs
+        for name, build in (("skewed", lambda: build_skewed(self.c, "skewed", a.scale)),
+                            ("pgbench", lambda: build_pgbench(self.c, "pgbench", a.pgbench_scale))):
+            log(f"building {name}")
+            build()
+            for r in range(a.rounds):
+                log(f"{name} digest cost, round {r + 1} of {a.rounds}")
+                with_digest = self.fresh(f"{name}-pgarc")
+                self.timed(f"{name}/dump/pgarc", f"{name}: pgarc dump -j {j}",
+                           self.pgarc_dump(name, with_digest, j), with_digest)
+                without = self.fresh(f"{name}-nodigest")
+                self.timed(f"{name}/dump/pgarc-nodigest", f"{name}: pgarc dump -j {j} --no-digest",
+                           self.pgarc_dump(name, without, j) + ["--no-digest"], without)
+                if name == "skewed":
+                    self.timed("skewed/verify/against",
+                               f"skewed: pgarc verify --against -j {j}",
+                               self.pgarc_verify_against(name, with_digest, j))
+            self.c.psql("postgres", f'DROP DATABASE "{name}"')
+            self.clean()
+
     def pgarc_ready(self, db, path, jobs):
         """Restored and analyzed: pgarc restore --analyze."""
         return self.pgarc_restore(db, path, jobs) + ["--analyze"]
@@ -394,6 +423,11 @@ class Bench:
                 ("skewed/dump/floor", "skewed: floor (2 ctid halves into zstd -1)",
                  self.floor_cmd("skewed", f)),
             ])
+            n = self.fresh("skewed-nodigest")
+            self.timed("skewed/dump/pgarc-nodigest", f"skewed: pgarc dump -j {j} --no-digest",
+                       self.pgarc_dump("skewed", n, j) + ["--no-digest"], n)
+            self.timed("skewed/verify/against", f"skewed: pgarc verify --against -j {j}",
+                       self.pgarc_verify_against("skewed", pa, j))
         for r in range(a.rounds):
             log(f"skewed restore, round {r + 1} of {a.rounds}")
             self.restore_pair("skewed", pa, pb)
@@ -422,7 +456,13 @@ class Bench:
         build()
         for r in range(a.rounds):
             log(f"{name} dump, round {r + 1} of {a.rounds}")
-            pa, pb = self.dump_pair(name, name)
+            extra = []
+            if name == "pgbench":
+                n = self.fresh("pgbench-nodigest")
+                extra = [("pgbench/dump/pgarc-nodigest",
+                          f"pgbench: pgarc dump -j {a.jobs} --no-digest",
+                          self.pgarc_dump(name, n, a.jobs) + ["--no-digest"])]
+            pa, pb = self.dump_pair(name, name, extra=extra)
         for r in range(a.rounds):
             log(f"{name} restore, round {r + 1} of {a.rounds}")
             self.restore_pair(name, pa, pb, keep)
@@ -502,14 +542,22 @@ def report(b, args, versions, started):
         for what, tool in (("dump", "pg_dump"), ("restore", "pg_restore")):
             r(f"tiny{n}/{what}/pgarc", f"tiny{n}/{what}/{tool}",
               f"tiny ({n} tables of 100 rows): pgarc {what} / {tool}", 0.80)
+    # Issue 19: what the content digests cost.
+    r("skewed/dump/pgarc", "skewed/dump/pgarc-nodigest",
+      "skewed: pgarc dump / pgarc dump --no-digest (the digests' cost)", 1.05)
+    r("pgbench/dump/pgarc", "pgbench/dump/pgarc-nodigest",
+      "pgbench: pgarc dump / pgarc dump --no-digest (the digests' cost)", 1.05)
+    r("skewed/verify/against", "skewed/dump/pgarc",
+      "skewed: pgarc verify --against -j 2 / pgarc dump -j 2", 1.20)
     a, b = S.get("pgbench/dump/pgarc"), S.get("pgbench/dump/pg_dump")
     if a and b:
         p(f"| pgbench: pgarc dump / pg_dump | (no target) | {ratio(a, b):.2f} | |")
-    if "skewed/dump/pgarc" in S:
+    if "skewed/dump/pgarc" in S and "skewed/dump/pg_dump" in S:
         v = S["skewed/dump/pgarc"].size / S["skewed/dump/pg_dump"].size
         row("skewed: pgarc archive size / pg_dump archive size",
             "<= 1.00", f"{v:.3f} ({S['skewed/dump/pgarc'].size / 2**20:.0f} / "
             f"{S['skewed/dump/pg_dump'].size / 2**20:.0f} MiB)", v <= 1.0)
+    if "skewed/dump/pgarc" in S and "skewed/restore/pgarc" in S:
         rss2 = max(S[k].peak_rss_mib for k in ("skewed/dump/pgarc", "skewed/restore/pgarc"))
         row("skewed: peak RSS of pgarc dump and restore at -j 2", "<= 128 MiB",
             f"{rss2:.0f}", rss2 <= 128, " MiB")
@@ -551,7 +599,9 @@ def main():
     ap.add_argument("--pg", default=os.environ.get("PGARC_BENCH_PG", ""),
                     help="PostgreSQL major version to run (default: the newest installed)")
     ap.add_argument("--datasets", default="skewed,pgbench,many,tiny,linear",
-                    help="comma-separated: skewed, pgbench, many, tiny, linear (skewed x1 vs x4)")
+                    help="comma-separated: skewed, pgbench, many, tiny, linear (skewed x1 vs x4), "
+                         "digest (issue 19 only: dump with and without digests on skewed and "
+                         "pgbench, verify --against of skewed)")
     ap.add_argument("--scale", type=float, default=1.0,
                     help="skewed scale: 1 = 5 million rows, about 1.2 GB")
     ap.add_argument("--pgbench-scale", type=int, default=200,
@@ -604,6 +654,8 @@ def main():
                 for n in [int(x) for x in args.tiny_tables.split(",") if x.strip()]:
                     name = f"tiny{n}"
                     b.simple(name, lambda n=n, name=name: build_many(c, name, n, 100))
+            elif d == "digest":
+                b.digest()
             elif d == "linear":
                 if "skewed" not in sets:
                     build_skewed(c, "skewed", args.scale)

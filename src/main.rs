@@ -90,62 +90,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             restore_verify(summary, jobs, archive, report_path, quiet)
         }
-        Command::Verify(args) if args.against => {
-            set_output(&args.output);
-            let opts = against_options(&args)?;
-            let comparison = match block_on(pgarc::verify::against::run(opts)) {
-                Ok(c) => c,
-                Err(err) => {
-                    eprintln!("pgarc: {err:#}");
-                    return Ok(ExitCode::from(2));
-                }
-            };
-            let mut out = std::io::stdout().lock();
-            write!(out, "{comparison}")?;
-            out.flush()?;
-            if let Some(path) = &args.output.report {
-                let mut report = pgarc::report::Report::new(
-                    "verify",
-                    std::time::SystemTime::now() - comparison.elapsed,
-                    &args.archive,
-                    &comparison.database,
-                    args.jobs.map_or(1, |j| j as usize),
-                );
-                report.verify = Some(comparison.report());
-                report.write(path)?;
-            }
-            Ok(ExitCode::from(if comparison.equal() { 0 } else { 1 }))
-        }
-        Command::Verify(args) => {
-            let c = &args.conn;
-            if c.dbname.is_some() || c.host.is_some() || c.port.is_some() || c.username.is_some() {
-                anyhow::bail!(
-                    "connection options given without --against: pgarc verify checks an \
-                     archive offline; add --against to compare a database with it"
-                );
-            }
-            let jobs = args.jobs.map_or_else(
-                || std::thread::available_parallelism().map_or(1, |n| n.get()),
-                |j| j as usize,
-            );
-            let opts = VerifyOptions {
-                archive: args.archive,
-                jobs,
-                quick: args.quick,
-            };
-            // Could not run at all: exit 2 (1 means "damaged").
-            let report = match pgarc::verify::run(&opts) {
-                Ok(r) => r,
-                Err(err) => {
-                    eprintln!("pgarc: {err:#}");
-                    return Ok(ExitCode::from(2));
-                }
-            };
-            let mut out = std::io::stdout().lock();
-            write!(out, "{report}")?;
-            out.flush()?;
-            Ok(ExitCode::from(if report.intact() { 0 } else { 1 }))
-        }
+        Command::Verify(args) => verify(args),
         Command::List(args) => {
             let toc = ArchiveDir::open(&args.archive)?.read_toc()?;
             let stdout = std::io::stdout();
@@ -155,6 +100,71 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `pgarc verify`: offline, or `--against` a database. Exit 0 intact or equal, 1 damaged or
+/// different, 2 could not run.
+fn verify(args: pgarc::cli::VerifyArgs) -> anyhow::Result<ExitCode> {
+    if !args.against {
+        return verify_offline(args);
+    }
+    set_output(&args.output);
+    let opts = against_options(&args)?;
+    let comparison = match block_on(pgarc::verify::against::run(opts)) {
+        Ok(c) => c,
+        Err(err) => {
+            eprintln!("pgarc: {err:#}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    write!(out, "{comparison}")?;
+    out.flush()?;
+    if let Some(path) = &args.output.report {
+        let mut report = pgarc::report::Report::new(
+            "verify",
+            std::time::SystemTime::now() - comparison.elapsed,
+            &args.archive,
+            &comparison.database,
+            args.jobs.map_or(1, |j| j as usize),
+        );
+        report.verify = Some(comparison.report());
+        report.write(path)?;
+    }
+    Ok(ExitCode::from(if comparison.equal() { 0 } else { 1 }))
+}
+
+/// `pgarc verify` without a database.
+fn verify_offline(args: pgarc::cli::VerifyArgs) -> anyhow::Result<ExitCode> {
+    let c = &args.conn;
+    if c.dbname.is_some() || c.host.is_some() || c.port.is_some() || c.username.is_some() {
+        eprintln!(
+            "pgarc: connection options given without --against: pgarc verify checks an \
+             archive offline; add --against to compare a database with it"
+        );
+        return Ok(ExitCode::from(2));
+    }
+    let jobs = args.jobs.map_or_else(
+        || std::thread::available_parallelism().map_or(1, |n| n.get()),
+        |j| j as usize,
+    );
+    let opts = VerifyOptions {
+        archive: args.archive,
+        jobs,
+        quick: args.quick,
+    };
+    // Could not run at all: exit 2 (1 means "damaged").
+    let report = match pgarc::verify::run(&opts) {
+        Ok(r) => r,
+        Err(err) => {
+            eprintln!("pgarc: {err:#}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    write!(out, "{report}")?;
+    out.flush()?;
+    Ok(ExitCode::from(if report.intact() { 0 } else { 1 }))
 }
 
 /// `restore --verify`: the restored database checked against the archive; the report (if

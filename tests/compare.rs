@@ -117,10 +117,16 @@ fn fixtures_and_every_type_verify_equal_by_every_route() {
                 "restore", "-j", "3", "--verify", "-d", "by_pgarc", "--report",
             ])
             .arg(&report)
-            .arg(&archive),
+            .arg(&archive)
+            .env("PGARC_PROGRESS_INTERVAL", "0.01"),
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("EQUAL"), "{stderr}");
+    // Progress covers the check too.
+    assert!(
+        stderr.lines().any(|l| l.starts_with("pgarc: verify: ")),
+        "{stderr}"
+    );
     let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
     assert_eq!(json["verify"]["status"], "equal", "{json}");
     crate::interface::validate(&report);

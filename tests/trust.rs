@@ -636,7 +636,7 @@ fn bomb_frames(len: u64, one_row: bool, n: usize) -> (Vec<u8>, Vec<FrameIndexEnt
     let rows = if one_row { 1 } else { len / 2 };
     let mut bytes = Vec::new();
     let mut index = Vec::new();
-    let mut frame = |stored: &[u8], raw: u64, rows: u64, rows_sum: [u8; 32]| {
+    let mut frame = |stored: &[u8], raw: u64, rows: u64, rows_sum: [u8; 16]| {
         index.push(FrameIndexEntry {
             offset: bytes.len() as u64,
             stored: stored.len() as u64,
@@ -655,7 +655,7 @@ fn bomb_frames(len: u64, one_row: bool, n: usize) -> (Vec<u8>, Vec<FrameIndexEnt
         &end.stored,
         pgarc::archive::frame::END_MARKER.len() as u64,
         0,
-        [0; 32],
+        [0; 16],
     );
     (bytes, index)
 }

@@ -365,7 +365,7 @@ impl ArchiveDir {
             rows_sum: m.digests.then(|| {
                 let mut total = RowsDigest::default();
                 for f in index.iter() {
-                    let frame = RowsDigest::from_sum_bytes(&f.rows_sum.unwrap_or([0; 32]), 0, 0);
+                    let frame = RowsDigest::from_sum_bytes(&f.rows_sum.unwrap_or([0; 16]), 0, 0);
                     total.combine(&frame);
                 }
                 let record = record.rows_sum.map_or_else(|| "none".into(), |s| hex(&s));

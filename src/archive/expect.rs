@@ -345,7 +345,11 @@ pub fn copy_columns(stmt: &str) -> Option<String> {
                 }
                 j += 1;
             }
-            (inner[..j].to_string(), &inner[j + 1..])
+            let list = &inner[..j];
+            if !is_identifier_list(list) {
+                return None;
+            }
+            (list.to_string(), &inner[j + 1..])
         }
         None => (String::new(), trimmed),
     };
@@ -356,8 +360,32 @@ pub fn copy_columns(stmt: &str) -> Option<String> {
         .then_some(columns)
 }
 
+/// Whether `list` is identifiers separated by commas (and spaces), nothing else: the list
+/// goes into the SQL of a check, so a hostile archive must not put an expression there.
+fn is_identifier_list(list: &str) -> bool {
+    let b = list.as_bytes();
+    let mut i = 0;
+    loop {
+        while b.get(i) == Some(&b' ') {
+            i += 1;
+        }
+        let Some(end) = skip_identifier(b, i) else {
+            return false;
+        };
+        i = end;
+        while b.get(i) == Some(&b' ') {
+            i += 1;
+        }
+        match b.get(i) {
+            None => return true,
+            Some(b',') => i += 1,
+            Some(_) => return false,
+        }
+    }
+}
+
 /// The end of the identifier starting at `i`: a quoted one, or a run of characters that are
-/// not a space, a dot, a quote or a parenthesis. `None` when there is none.
+/// letters, digits, `_`, `$` or bytes of multibyte characters. `None` when there is none.
 fn skip_identifier(b: &[u8], mut i: usize) -> Option<usize> {
     if b.get(i) == Some(&b'"') {
         i += 1;
@@ -371,7 +399,7 @@ fn skip_identifier(b: &[u8], mut i: usize) -> Option<usize> {
     }
     let start = i;
     while let Some(&c) = b.get(i) {
-        if matches!(c, b' ' | b'.' | b'"' | b'(' | b')') {
+        if !(c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c >= 0x80) {
             break;
         }
         i += 1;
@@ -412,6 +440,16 @@ mod tests {
             ("COPY public.t (a) FROM stdin; DROP TABLE x;\n", None),
             ("SELECT 1", None),
             ("COPY \"open (a) FROM stdin;\n", None),
+            // Expressions where names belong: refused (they would run in the check).
+            ("COPY t (a FROM t2 UNION SELECT b) FROM stdin;\n", None),
+            ("COPY t (a, now()) FROM stdin;\n", None),
+            ("COPY t (a, b::text) FROM stdin;\n", None),
+            ("COPY t (a,, b) FROM stdin;\n", None),
+            ("COPY t () FROM stdin;\n", None),
+            (
+                "COPY s.t ( a ,\"b c\" ) FROM stdin;\n",
+                Some(" a ,\"b c\" "),
+            ),
         ] {
             assert_eq!(copy_columns(stmt).as_deref(), cols, "{stmt}");
         }

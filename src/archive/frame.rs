@@ -390,8 +390,8 @@ pub struct FrameIndexEntry {
     pub raw: u64,
     pub rows: u64,
     pub sha256: [u8; 32],
-    /// The digest of the frame's rows, as the sum's 32 big-endian bytes (format 3, §5.3).
-    pub rows_sum: Option<[u8; 32]>,
+    /// The digest of the frame's rows, as the sum's 16 big-endian bytes (format 3, §5.3).
+    pub rows_sum: Option<[u8; 16]>,
 }
 
 const INDEX_HEADER: &str = "offset\tstored\traw\trows\tsha256\n";
@@ -413,7 +413,7 @@ pub fn write_frame_index(entries: &[FrameIndexEntry]) -> String {
         push_hex(&mut out, &e.sha256);
         if digests {
             out.push('\t');
-            push_hex(&mut out, &e.rows_sum.unwrap_or([0; 32]));
+            push_hex(&mut out, &e.rows_sum.unwrap_or([0; 16]));
         }
         out.push('\n');
     }
@@ -523,13 +523,13 @@ fn push_hex(out: &mut String, bytes: &[u8]) {
     }
 }
 
-/// A SHA-256 from its 64 hex digits; None for anything else.
-/// A SHA-256 written as 64 lower-case hex digits (format-spec §5), nothing else.
-pub(crate) fn unhex(s: &str) -> Option<[u8; 32]> {
-    if s.len() != 64 || !s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+/// `N` bytes written as `2 N` lower-case hex digits (a SHA-256, a rows digest; format-spec
+/// §5), nothing else.
+pub(crate) fn unhex<const N: usize>(s: &str) -> Option<[u8; N]> {
+    if s.len() != 2 * N || !s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
         return None;
     }
-    let mut out = [0u8; 32];
+    let mut out = [0u8; N];
     for (i, byte) in out.iter_mut().enumerate() {
         *byte = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
     }
@@ -649,11 +649,11 @@ mod tests {
         // Format 3: the rows_sum column, required there and refused elsewhere.
         let with = [
             FrameIndexEntry {
-                rows_sum: Some([7; 32]),
+                rows_sum: Some([7; 16]),
                 ..entries[0]
             },
             FrameIndexEntry {
-                rows_sum: Some([0; 32]),
+                rows_sum: Some([0; 16]),
                 ..entries[1]
             },
         ];
@@ -669,7 +669,7 @@ mod tests {
             .unwrap_err()
             .problem
             .contains("format 3 requires"));
-        let short = text3.replacen(&format!("\t{}\n", "07".repeat(32)), "\n", 1);
+        let short = text3.replacen(&format!("\t{}\n", "07".repeat(16)), "\n", 1);
         assert_eq!(
             parse_frame_index(short.as_bytes(), true).unwrap_err().line,
             2

@@ -153,8 +153,8 @@ pub struct TableFiles {
     pub rows: u64,
     pub raw_bytes: u64,
     pub frames: u64,
-    /// The rows' digest (format 3), as the sum's 32 big-endian bytes.
-    pub rows_sum: Option<[u8; 32]>,
+    /// The rows' digest (format 3), as the sum's 16 big-endian bytes.
+    pub rows_sum: Option<[u8; 16]>,
 }
 
 impl ManifestIndex {
@@ -272,7 +272,7 @@ pub struct TableRecord {
     pub stored_bytes: u64,
     /// Number of frames, the end frame included.
     pub frames: u64,
-    /// The digest of the rows (format 3, §5.3): 64 hex digits.
+    /// The digest of the rows (format 3, §5.3): 32 hex digits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rows_sum: Option<String>,
 }
@@ -677,45 +677,30 @@ const SETTING_KEYS: &[&str] = &[
     "lc_monetary",
 ];
 const FILE_KEYS: &[&str] = &["path", "size", "sha256"];
-/// A `[[table]]`'s keys in format 1: its frame index is always a file.
-const TABLE_KEYS_1: &[&str] = &[
-    "dump_id",
-    "schema",
-    "name",
-    "file",
-    "frame_index",
-    "rows",
-    "raw_bytes",
-    "stored_bytes",
-    "frames",
-];
-/// Format 2: the frame index may be inline.
-const TABLE_KEYS_2: &[&str] = &[
-    "dump_id",
-    "schema",
-    "name",
-    "file",
-    "frame_index",
-    "frame_list",
-    "rows",
-    "raw_bytes",
-    "stored_bytes",
-    "frames",
-];
-/// Format 3: and the rows' digest.
+/// A `[[table]]`'s keys: format 1 knows the first nine (its frame index is always a file),
+/// format 2 adds `frame_list` (an inline frame index), format 3 `rows_sum` (the digest).
 const TABLE_KEYS: &[&str] = &[
     "dump_id",
     "schema",
     "name",
     "file",
     "frame_index",
-    "frame_list",
     "rows",
     "raw_bytes",
     "stored_bytes",
     "frames",
+    "frame_list",
     "rows_sum",
 ];
+
+/// The `[[table]]` keys of format major `major`.
+fn keys_of_table(major: u32) -> &'static [&'static str] {
+    match major {
+        1 => &TABLE_KEYS[..9],
+        2 => &TABLE_KEYS[..10],
+        _ => TABLE_KEYS,
+    }
+}
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Block {
@@ -768,7 +753,7 @@ impl Records {
                             return Err(LayoutError::WrongType {
                                 key: "rows_sum".into(),
                                 what,
-                                expected: "64 lower-case hex digits",
+                                expected: "32 lower-case hex digits",
                             });
                         }
                         Some(sum)
@@ -808,7 +793,7 @@ fn parse_body(text: &str) -> Result<Manifest, ManifestError> {
     let mut rest = text;
     let mut version: Option<FormatVersion> = None;
     let mut newer = false;
-    let mut table_keys = TABLE_KEYS;
+    let mut table_keys = keys_of_table(FORMAT.major);
     let mut ignored: Vec<String> = Vec::new();
     // The line number of what `rest` starts with, counted only for an error message.
     let line_of = |rest: &str| text[..text.len() - rest.len()].matches('\n').count() + 1;
@@ -863,11 +848,7 @@ fn parse_body(text: &str) -> Result<Manifest, ManifestError> {
                 return Err(ManifestError::UnknownFormat(v));
             };
             newer = v > implemented;
-            table_keys = match v.major {
-                1 => TABLE_KEYS_1,
-                2 => TABLE_KEYS_2,
-                _ => TABLE_KEYS,
-            };
+            table_keys = keys_of_table(v.major);
             records.digests = v.major >= 3;
             version = Some(v);
             continue;
@@ -1288,25 +1269,25 @@ mod tests {
         let mut m = sample();
         m.format = FORMAT;
         m.settings = Some(settings());
-        m.tables[0].rows_sum = Some("0a".repeat(32));
+        m.tables[0].rows_sum = Some("0a".repeat(16));
         let bytes = m.to_bytes();
         let parsed = Manifest::parse(&bytes).unwrap();
         assert_eq!(parsed, m);
         let index = ManifestIndex::new(&parsed);
         assert!(index.digests);
-        assert_eq!(index.table(3380).unwrap().rows_sum, Some([0x0a; 32]));
+        assert_eq!(index.table(3380).unwrap().rows_sum, Some([0x0a; 16]));
         let body = std::str::from_utf8(&bytes[..checked_body_len(&bytes).unwrap()]).unwrap();
         let via_toml: Manifest = toml::from_str(body).unwrap();
         assert_eq!(via_toml, m);
         for (edit, expect) in [
             (body.replace("rows_sum", "shadow_sum"), "unknown key"),
             (
-                body.replace(&format!("rows_sum = \"{}\"\n", "0a".repeat(32)), ""),
+                body.replace(&format!("rows_sum = \"{}\"\n", "0a".repeat(16)), ""),
                 "has no rows_sum",
             ),
             (
-                body.replace(&"0a".repeat(32), &"0A".repeat(32)),
-                "64 lower-case hex digits",
+                body.replace(&"0a".repeat(16), &"0A".repeat(16)),
+                "32 lower-case hex digits",
             ),
             (
                 body.replace("timezone = \"Europe/Paris\"\n", ""),

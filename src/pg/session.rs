@@ -795,36 +795,29 @@ pub async fn catalog_tables(client: &Client) -> Result<Vec<CatalogTable>> {
 /// Every relation that can have data pg_dump writes (tables, sequences, materialized views):
 /// OID, schema and name (carriers), under the holder's snapshot.
 pub async fn relations_with_data(client: &Client) -> Result<Vec<(u32, String, String)>> {
-    let sql = format!(
-        "SELECT c.oid, {}, {} FROM pg_catalog.pg_class c
-         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-         WHERE c.relkind IN ('r', 'S', 'm')
-           AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-           AND n.nspname !~ '^pg_toast' AND n.nspname !~ '^pg_temp_'",
-        raw_hex("n.nspname::text"),
-        raw_hex("c.relname::text"),
-    );
-    query_text(client, &sql)
-        .await
-        .context("cannot read the catalog")?
+    Ok(relations(client, "'r', 'S', 'm'")
+        .await?
         .into_iter()
-        .map(|r| {
-            let s = |i: usize| r[i].clone().unwrap_or_default();
-            Ok((
-                s(0).parse().context("bad oid from the catalog")?,
-                carrier_from_hex(&s(1))?,
-                carrier_from_hex(&s(2))?,
-            ))
-        })
-        .collect()
+        .map(|(oid, schema, name, _)| (oid, schema, name))
+        .collect())
 }
 
 /// Every sequence: schema, name and `quote_ident(schema).quote_ident(name)` (carriers).
 pub async fn catalog_sequences(client: &Client) -> Result<Vec<(String, String, String)>> {
+    Ok(relations(client, "'S'")
+        .await?
+        .into_iter()
+        .map(|(_, schema, name, qualified)| (schema, name, qualified))
+        .collect())
+}
+
+/// The relations of the kinds `relkinds` (an SQL list of `relkind` literals) outside the
+/// system schemas: OID, schema, name and `quote_ident(schema).quote_ident(name)` (carriers).
+async fn relations(client: &Client, relkinds: &str) -> Result<Vec<(u32, String, String, String)>> {
     let sql = format!(
-        "SELECT {}, {}, {} FROM pg_catalog.pg_class c
+        "SELECT c.oid, {}, {}, {} FROM pg_catalog.pg_class c
          JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-         WHERE c.relkind = 'S'
+         WHERE c.relkind IN ({relkinds})
            AND n.nspname NOT IN ('pg_catalog', 'information_schema')
            AND n.nspname !~ '^pg_toast' AND n.nspname !~ '^pg_temp_'",
         raw_hex("n.nspname::text"),
@@ -838,9 +831,10 @@ pub async fn catalog_sequences(client: &Client) -> Result<Vec<(String, String, S
         .map(|r| {
             let s = |i: usize| r[i].clone().unwrap_or_default();
             Ok((
-                carrier_from_hex(&s(0))?,
+                s(0).parse().context("bad oid from the catalog")?,
                 carrier_from_hex(&s(1))?,
                 carrier_from_hex(&s(2))?,
+                carrier_from_hex(&s(3))?,
             ))
         })
         .collect()

@@ -261,7 +261,8 @@ pub async fn run(opts: AgainstOptions) -> Result<Comparison> {
     let can_split = holder.info.version_num >= 140000;
     let tables: Vec<CatalogTable> = targets.iter().map(|t| t.table.clone()).collect();
     let chunks = plan_chunks(&tables, opts.split_size, holder.info.block_size, can_split);
-    let estimate: u64 = tables.iter().map(|t| t.table_bytes).sum();
+    // The COPY text the archive holds: what the workers will read, if the database is equal.
+    let estimate: u64 = targets.iter().map(|t| t.expected.bytes).sum();
     let progress = crate::progress::Progress::start(
         "verify",
         Some(estimate),

@@ -721,7 +721,7 @@ pub fn put_frame_index(
         let mut sum = pgarc::archive::digest::RowsDigest::default();
         for f in index {
             sum.combine(&pgarc::archive::digest::RowsDigest::from_sum_bytes(
-                &f.rows_sum.unwrap_or([0; 32]),
+                &f.rows_sum.unwrap_or([0; 16]),
                 0,
                 0,
             ));
