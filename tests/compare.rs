@@ -349,6 +349,8 @@ fn digests_do_not_depend_on_split_frames_or_workers() {
         &["-j", "3", "--split-size", "64kB"],
         &["-j", "4", "--split-size", "200kB", "--frame-size", "4kB"],
         &["-j", "2", "-Z", "gzip:1"],
+        // No digests in the archive (format 2.0): --against computes them from the data.
+        &["-j", "2", "--no-digest"],
     ]
     .iter()
     .enumerate()
@@ -358,19 +360,25 @@ fn digests_do_not_depend_on_split_frames_or_workers() {
         if args.contains(&"64kB") {
             assert!(summary.contains("split table public.wide"), "{summary}");
         }
-        let mut tables: Vec<(String, String, u64)> = read_manifest(&archive)
-            .tables
-            .into_iter()
-            .map(|t| {
-                (
-                    format!("{}.{}", t.schema, t.name),
-                    t.rows_sum.unwrap(),
-                    t.rows,
-                )
-            })
-            .collect();
-        tables.sort();
-        sums.push(tables);
+        let m = read_manifest(&archive);
+        if args.contains(&"--no-digest") {
+            assert_eq!(m.format.to_string(), "2.0");
+            assert!(m.settings.is_none() && m.tables.iter().all(|t| t.rows_sum.is_none()));
+        } else {
+            let mut tables: Vec<(String, String, u64)> = m
+                .tables
+                .into_iter()
+                .map(|t| {
+                    (
+                        format!("{}.{}", t.schema, t.name),
+                        t.rows_sum.unwrap(),
+                        t.rows,
+                    )
+                })
+                .collect();
+            tables.sort();
+            sums.push(tables);
+        }
         for j in ["1", "3"] {
             let (code, out) = against(
                 &cluster,
@@ -379,6 +387,11 @@ fn digests_do_not_depend_on_split_frames_or_workers() {
                 &["-j", j, "--split-size", "100kB"],
             );
             assert_eq!(code, 0, "{args:?}, verify -j {j}: {out}");
+            assert_eq!(
+                out.contains("computed from its data files"),
+                args.contains(&"--no-digest"),
+                "{out}"
+            );
         }
     }
     assert!(sums[0].len() > 5);
@@ -449,10 +462,10 @@ fn a_postgresql_14_dump_restored_into_18_verifies_equal() {
         "postgres",
         &crate::util::repo_root().join("fixtures/sql/roles.sql"),
     );
-    new.create_db("from14");
+    // --create: the check reads the database the restore created (named as in the archive).
     let out = new
         .pgarc()
-        .args(["restore", "-j", "2", "--verify", "-d", "from14"])
+        .args(["restore", "-j", "2", "--verify", "-C", "-d", "postgres"])
         .arg(&archive)
         .output()
         .unwrap();
@@ -466,5 +479,48 @@ fn a_postgresql_14_dump_restored_into_18_verifies_equal() {
         );
         panic!("14 -> 18 differs (types of every_type: {columns}): {stderr}");
     }
+    assert!(stderr.contains("EQUAL: database \"src\""), "{stderr}");
+}
+
+/// A partial restore (-n) is checked for what it restored: the tables it left out are
+/// not missing; a table the archive does not know still is extra.
+#[test]
+fn a_partial_restore_is_checked_for_what_it_restored() {
+    let cluster = Cluster::start_in(&newest_bindir());
+    cluster.create_fixtures_db("src");
+    let work = tempfile::tempdir().unwrap();
+    let archive = work.path().join("a");
+    cluster.pgarc_dump("src", &archive, &["-j", "2"]);
+    cluster.create_db("part");
+    // As with pg_restore, -n restores what is in the schema, not the schema itself.
+    cluster.psql("part", "CREATE SCHEMA app");
+    let out = run_ok(
+        cluster
+            .pgarc()
+            .args(["restore", "-n", "app", "--verify", "-d", "part"])
+            .arg(&archive),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("EQUAL"), "{stderr}");
+    // Fewer tables than the archive has: only those restored were compared.
+    let all = read_manifest(&archive).tables.len();
+    let line = stderr.lines().find(|l| l.contains("EQUAL")).unwrap();
+    let before = &line[..line.find(" tables (").unwrap()];
+    let compared: usize = before.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(
+        compared > 0 && compared < all,
+        "{compared} of {all}: {stderr}"
+    );
+    cluster.create_db("part2");
+    cluster.psql("part2", "CREATE SCHEMA app; CREATE TABLE public.stray (x int)");
+    let out = cluster
+        .pgarc()
+        .args(["restore", "-n", "app", "--verify", "-d", "part2"])
+        .arg(&archive)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("table public.stray: EXTRA"), "{stderr}");
+    assert!(!stderr.contains("MISSING"), "{stderr}");
 }
