@@ -512,7 +512,10 @@ fn a_partial_restore_is_checked_for_what_it_restored() {
         "{compared} of {all}: {stderr}"
     );
     cluster.create_db("part2");
-    cluster.psql("part2", "CREATE SCHEMA app; CREATE TABLE public.stray (x int)");
+    cluster.psql(
+        "part2",
+        "CREATE SCHEMA app; CREATE TABLE public.stray (x int)",
+    );
     let out = cluster
         .pgarc()
         .args(["restore", "-n", "app", "--verify", "-d", "part2"])

@@ -432,9 +432,11 @@ const PASSWORD: &str = "Pw-7f3c1e-never-printed";
 fn password_cluster() -> Cluster {
     let cluster = Cluster::start_password_auth();
     cluster.create_fixtures_db("src");
-    cluster.psql(
+    // On psql's standard input, not its argv: another test watches every process's argv
+    // for the password while it dumps, and must see only what pgarc and pg_dump put there.
+    cluster.psql_script(
         "postgres",
-        &format!("CREATE ROLE backup LOGIN SUPERUSER PASSWORD '{PASSWORD}'"),
+        &format!("CREATE ROLE backup LOGIN SUPERUSER PASSWORD '{PASSWORD}';\n"),
     );
     cluster
 }
