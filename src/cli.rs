@@ -89,13 +89,14 @@ pub enum Command {
         disable_help_flag = true
     )]
     Restore(Box<RestoreArgs>),
-    /// Check an archive offline, without a database, and name every damaged file and frame.
+    /// Check an archive offline and name every damaged file and frame; or, with --against,
+    /// prove that a database holds what the archive holds.
     #[command(
         long_about = "Check an archive offline, on any machine, without a database. For a \
         pgarc archive: the manifest's own checksum; every listed file present with its size \
         and SHA-256; no unlisted files; toc.dat parses and agrees with the manifest; then \
-        every frame decompresses and matches its checksum, length and row count, and each \
-        data file ends with exactly one end-of-data marker. For an archive that stock pg_dump \
+        every frame decompresses and matches its checksum, length, row count and (format 3) \
+        its rows' content digest, and each data file ends with exactly one end-of-data marker. For an archive that stock pg_dump \
         wrote (no manifest): a structural check only (toc.dat parses, every data file it names \
         exists, decompresses fully and ends with the marker), since it holds no checksums.\n\n\
         --quick reads only small files and each data file's first and last frame: it catches \
