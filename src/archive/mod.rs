@@ -35,6 +35,7 @@ mod names;
 mod primitive;
 pub mod reader;
 pub mod select;
+pub mod store;
 pub mod toc;
 pub mod writer;
 
