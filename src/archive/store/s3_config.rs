@@ -205,22 +205,22 @@ fn credentials(
     in_config: &dyn Fn(&str) -> Option<String>,
     src: &Sources<'_>,
 ) -> Result<Credentials, S3ConfigError> {
-    let from =
-        |id: Option<String>, secret: Option<String>, token: Option<String>, source: String| match (
-            id, secret,
-        ) {
-            (Some(access_key_id), Some(secret_access_key)) => Ok(Some(Credentials {
-                access_key_id,
-                secret_access_key,
-                session_token: token,
-                source,
-            })),
-            (None, None) => Ok(None),
-            _ => Err(S3ConfigError::Config(format!(
-                "{source} gives only one of the access key id and the secret access key: \
+    let from = |id: Option<String>,
+                secret: Option<String>,
+                token: Option<String>,
+                source: String| match (id, secret) {
+        (Some(access_key_id), Some(secret_access_key)) => Ok(Some(Credentials {
+            access_key_id,
+            secret_access_key,
+            session_token: token,
+            source,
+        })),
+        (None, None) => Ok(None),
+        _ => Err(S3ConfigError::Config(format!(
+            "{source} gives only one of the access key id and the secret access key: \
                  give both"
-            ))),
-        };
+        ))),
+    };
     if let Some(c) = from(
         env("AWS_ACCESS_KEY_ID"),
         env("AWS_SECRET_ACCESS_KEY"),
