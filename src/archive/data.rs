@@ -91,8 +91,9 @@ pub struct IndexDisagreement {
     pub frames: (u64, u64),
     pub rows: (u64, u64),
     pub raw_bytes: (u64, u64),
-    /// The frames' digests added up, and the `[[table]]`'s `rows_sum` (format 3).
-    pub rows_sum: Option<(String, String)>,
+    /// The frames' digests added up, and the `[[table]]`'s `rows_sum` (format 3), as sums'
+    /// bytes: spelled in hex only when they disagree.
+    pub rows_sum: Option<([u8; 16], Option<[u8; 16]>)>,
 }
 
 impl fmt::Display for IndexDisagreement {
@@ -114,9 +115,11 @@ impl fmt::Display for IndexDisagreement {
             }
         }
         if let Some((index, record)) = &self.rows_sum {
-            if index != record {
+            if Some(index) != record.as_ref() {
                 parts.push(format!(
-                    "the frames' rows_sum add up to {index}, the manifest says {record}"
+                    "the frames' rows_sum add up to {}, the manifest says {}",
+                    hex(index),
+                    record.map_or_else(|| "none".into(), |r| hex(&r))
                 ));
             }
         }
@@ -368,15 +371,16 @@ impl ArchiveDir {
                     let frame = RowsDigest::from_sum_bytes(&f.rows_sum.unwrap_or([0; 16]), 0, 0);
                     total.combine(&frame);
                 }
-                let record = record.rows_sum.map_or_else(|| "none".into(), |s| hex(&s));
-                (total.sum_hex(), record)
+                (total.sum_bytes(), record.rows_sum)
             }),
         };
         if disagreement.covers.0 != disagreement.covers.1
             || disagreement.frames.0 != disagreement.frames.1
             || disagreement.rows.0 != disagreement.rows.1
             || disagreement.raw_bytes.0 != disagreement.raw_bytes.1
-            || disagreement.rows_sum.as_ref().is_some_and(|(a, b)| a != b)
+            || disagreement
+                .rows_sum
+                .is_some_and(|(index, record)| Some(index) != record)
         {
             push(at(
                 index_at,

@@ -231,15 +231,16 @@ pub struct CopySettings {
 impl CopySettings {
     /// `(setting name, value)` for each, in the manifest's order.
     pub fn pairs(&self) -> [(&'static str, &str); 7] {
-        [
-            ("client_encoding", &self.client_encoding),
-            ("datestyle", &self.datestyle),
-            ("intervalstyle", &self.intervalstyle),
-            ("extra_float_digits", &self.extra_float_digits),
-            ("timezone", &self.timezone),
-            ("bytea_output", &self.bytea_output),
-            ("lc_monetary", &self.lc_monetary),
-        ]
+        let values = [
+            &self.client_encoding,
+            &self.datestyle,
+            &self.intervalstyle,
+            &self.extra_float_digits,
+            &self.timezone,
+            &self.bytea_output,
+            &self.lc_monetary,
+        ];
+        std::array::from_fn(|i| (SETTING_KEYS[i], values[i].as_str()))
     }
 }
 
@@ -667,7 +668,8 @@ const OPTION_KEYS: &[&str] = &[
     "jobs",
     "snapshot_imported",
 ];
-const SETTING_KEYS: &[&str] = &[
+/// `[settings]`'s keys, in the manifest's order (and [`CopySettings::pairs`]'s).
+const SETTING_KEYS: [&str; 7] = [
     "client_encoding",
     "datestyle",
     "intervalstyle",
@@ -859,7 +861,7 @@ fn parse_body(text: &str) -> Result<Manifest, ManifestError> {
         let (fields, allowed, what) = match block {
             Block::Top => (&mut top, TOP_KEYS, "the manifest"),
             Block::Options => (&mut current, OPTION_KEYS, "[options]"),
-            Block::Settings => (&mut current, SETTING_KEYS, "[settings]"),
+            Block::Settings => (&mut current, &SETTING_KEYS[..], "[settings]"),
             Block::File => (&mut current, FILE_KEYS, "a [[file]]"),
             Block::Table => (&mut current, table_keys, "a [[table]]"),
         };
