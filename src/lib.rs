@@ -17,4 +17,5 @@ pub mod progress;
 pub mod report;
 pub mod restore;
 pub mod run;
+pub mod s3;
 pub mod verify;

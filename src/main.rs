@@ -10,7 +10,6 @@ use clap::Parser;
 use pgarc::archive::frame::Codec;
 use pgarc::archive::list::{write_listing, write_selected};
 use pgarc::archive::select::NameFilters;
-use pgarc::archive::ArchiveDir;
 use pgarc::cli::{parse_size, Cli, Command, ConnectionArgs, DumpArgs, OutputArgs, RestoreArgs};
 use pgarc::dump::scope::DumpSelection;
 use pgarc::dump::DumpOptions;
@@ -64,7 +63,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Restore(args) if args.list => {
             set_output(&args.output);
             let opts = restore_options(*args, false)?;
-            let dir = ArchiveDir::open(&opts.archive)?;
+            let dir = pgarc::s3::open_archive(&opts.archive, opts.allow_http)?;
             let mut toc = dir.read_toc()?;
             let sel = pgarc::restore::selection(&opts, &mut toc)?;
             let stdout = std::io::stdout();
@@ -79,8 +78,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let verify = args.verify;
             let mut opts = restore_options(*args, true)?;
             opts.defer_report = verify;
-            let (jobs, archive, report_path) =
-                (opts.jobs, opts.archive.clone(), opts.report.clone());
+            let (jobs, archive, report_path) = (
+                opts.jobs,
+                (opts.archive.clone(), opts.allow_http),
+                opts.report.clone(),
+            );
             let summary = block_on(pgarc::restore::run(opts))?;
             if !quiet {
                 eprint!("{summary}");
@@ -92,7 +94,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Verify(args) => verify(args),
         Command::List(args) => {
-            let toc = ArchiveDir::open(&args.archive)?.read_toc()?;
+            let toc =
+                pgarc::s3::open_archive(&args.archive, args.storage.s3_allow_http)?.read_toc()?;
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::new(stdout.lock());
             write_listing(&toc, &mut out)?;
@@ -124,7 +127,7 @@ fn verify(args: pgarc::cli::VerifyArgs) -> anyhow::Result<ExitCode> {
         let mut report = pgarc::report::Report::new(
             "verify",
             std::time::SystemTime::now() - comparison.elapsed,
-            &args.archive,
+            &args.archive.shown(),
             &comparison.database,
             args.jobs.map_or(1, |j| j as usize),
         );
@@ -150,6 +153,7 @@ fn verify_offline(args: pgarc::cli::VerifyArgs) -> anyhow::Result<ExitCode> {
     );
     let opts = VerifyOptions {
         archive: args.archive,
+        allow_http: args.storage.s3_allow_http,
         jobs,
         quick: args.quick,
     };
@@ -172,7 +176,7 @@ fn verify_offline(args: pgarc::cli::VerifyArgs) -> anyhow::Result<ExitCode> {
 fn restore_verify(
     summary: pgarc::restore::RestoreSummary,
     jobs: usize,
-    archive: std::path::PathBuf,
+    (archive, allow_http): (pgarc::archive::store::Location, bool),
     report_path: Option<std::path::PathBuf>,
     quiet: bool,
 ) -> anyhow::Result<ExitCode> {
@@ -181,6 +185,7 @@ fn restore_verify(
     })?;
     let opts = pgarc::verify::against::AgainstOptions {
         archive,
+        allow_http,
         conn,
         jobs,
         split_size: 128 << 20,
@@ -215,6 +220,7 @@ fn against_options(
     let conn = ConnParams::resolve(&conn_args(&args.conn), &|k| std::env::var(k).ok())?;
     Ok(pgarc::verify::against::AgainstOptions {
         archive: args.archive.clone(),
+        allow_http: args.storage.s3_allow_http,
         conn,
         jobs: args.jobs.map_or(1, |j| j as usize),
         split_size: parse_size(&args.split_size).map_err(anyhow::Error::msg)?,
@@ -255,6 +261,7 @@ fn dump_options(args: DumpArgs) -> anyhow::Result<DumpOptions> {
     Ok(DumpOptions {
         conn,
         out: args.file,
+        allow_http: args.storage.s3_allow_http,
         jobs: args.jobs.into(),
         codec,
         snapshot: args.snapshot,
@@ -299,6 +306,7 @@ fn restore_options(args: RestoreArgs, connect: bool) -> anyhow::Result<RestoreOp
         ConnParams::resolve(&conn_args(&args.conn), &|k| std::env::var(k).ok())?
     };
     let mut opts = RestoreOptions::new(conn, args.archive);
+    opts.allow_http = args.storage.s3_allow_http;
     opts.jobs = args.jobs.into();
     opts.create = args.create;
     opts.clean = args.clean;

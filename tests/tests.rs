@@ -30,3 +30,5 @@ mod trust;
 mod vectors;
 // Issue 19: content digests, verify --against, restore --verify.
 mod compare;
+// Issue 20: archives in S3-compatible object storage, against Garage and s3s-fs.
+mod s3;

@@ -164,6 +164,10 @@ fn from_error(e: Error) -> DataProblem {
         },
         Error::NotArchive { problem, .. } => DataProblem::Refused(problem),
         Error::Toc { error, .. } => DataProblem::Refused(error.to_string()),
+        Error::Store { problem, .. } => DataProblem::Io {
+            action: "could not read",
+            error: problem,
+        },
     }
 }
 
@@ -253,7 +257,7 @@ impl ArchiveDir {
             }
         };
         let Some(m) = m else {
-            return match find_data_file(self.root(), raw_name) {
+            return match find_data_file(self.store(), raw_name) {
                 Ok(file) => Some(TableData {
                     file,
                     layout: Layout::Stream(None),
@@ -269,7 +273,7 @@ impl ArchiveDir {
             Some(record) => self.framed(m, e, name, record, &mut push),
             // Data pg_dump wrote itself (an extension's configuration table): one stream
             // whose size and SHA-256 the manifest lists.
-            None => match find_data_file(self.root(), raw_name) {
+            None => match find_data_file(self.store(), raw_name) {
                 Ok(file) => match m.file(&file.rel) {
                     Some(listed) => {
                         let size_ok = listed.size == file.size;
@@ -343,7 +347,7 @@ impl ArchiveDir {
                 None
             }
         };
-        let file = match find_data_file(self.root(), record.file.as_bytes()) {
+        let file = match find_data_file(self.store(), record.file.as_bytes()) {
             Ok(file) => file,
             Err(Error::MissingDataFile { .. }) => {
                 push(at(&record.file, DataProblem::ListedMissing));
@@ -439,7 +443,7 @@ impl ArchiveDir {
                     continue;
                 }
             };
-            let file = match find_data_file(self.root(), name.as_bytes()) {
+            let file = match find_data_file(self.store(), name.as_bytes()) {
                 Ok(file) => file,
                 Err(err) => {
                     problems.push(at(&name, from_error(err)));
@@ -683,11 +687,7 @@ impl CheckedStream {
                 checked: true,
             });
         };
-        let f = std::fs::File::open(&file.path).map_err(|error| Error::Io {
-            path: file.path.clone(),
-            action: "could not open",
-            error,
-        })?;
+        let f = file.open(0)?;
         let hash = SharedHash::default();
         let inner = super::reader::decode_stream(file.codec, hash.reader(f)).map_err(|error| {
             Error::Io {
@@ -715,7 +715,9 @@ impl CheckedStream {
         let (Some(hash), Some(listed)) = (&self.hashed, &self.listed) else {
             return Ok(());
         };
-        let (digest, size) = hash.finish_file(&self.file.path).map_err(Err)?;
+        let (digest, size) = hash
+            .finish_file(|from| self.file.open(from).map_err(io::Error::other))
+            .map_err(Err)?;
         match listed_problem(listed, size, &digest) {
             Some(problem) => Err(Ok(problem)),
             None => Ok(()),

@@ -3,17 +3,18 @@
 //! paths through `names` (format-spec §2, §8); where an entry's data lives is `data`'s job.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::error::Error;
 use super::manifest::{ListedFile, Manifest, ManifestIndex, MANIFEST_FILE, MANIFEST_MAX_BYTES};
-use super::names::inside_archive;
+use super::store::{LocalDir, Stat, Store};
 use super::toc::Toc;
 use super::TOC_FILE;
 
-/// A directory that holds a directory-format archive.
+/// A directory-format archive, in whatever store holds it.
 #[derive(Debug, Clone)]
 pub struct ArchiveDir {
-    root: PathBuf,
+    store: Arc<dyn Store>,
 }
 
 impl ArchiveDir {
@@ -37,34 +38,71 @@ impl ArchiveDir {
                  use pg_restore for custom and tar files",
             ));
         }
-        let dir = ArchiveDir {
-            root: path.to_owned(),
-        };
+        Self::open_store(Arc::new(LocalDir::new(path)))
+    }
+
+    /// Opens the archive a store holds; it must hold `toc.dat` (or, damaged, a manifest).
+    pub fn open_store(store: Arc<dyn Store>) -> Result<ArchiveDir, Error> {
+        let dir = ArchiveDir { store };
         // A damaged pgarc archive may have lost toc.dat: its manifest still says what it held.
-        if !dir.toc_path().is_file() && !dir.root.join(MANIFEST_FILE).is_file() {
+        let has = |name: &str| -> Result<bool, Error> {
+            Ok(matches!(dir.store.stat(name), Ok(Stat::File(_))))
+        };
+        if !has(TOC_FILE)? && !has(MANIFEST_FILE)? {
             // A toc.dat that is a symbolic link to outside the archive is refused by name.
-            if dir.toc_path().is_symlink() {
-                dir.resolve(TOC_FILE)?;
+            dir.resolve(TOC_FILE)?;
+            if let Err(e @ Error::Store { .. }) = dir.store.stat(TOC_FILE) {
+                return Err(e);
             }
-            return Err(not_archive(
-                "no toc.dat: not a directory-format archive, or one whose dump did not finish",
-            ));
+            let problem = if dir.store.stat(super::writer::STARTED_FILE)? != Stat::Absent {
+                "incomplete: a pgarc dump that did not finish (no toc.dat and no \
+                 manifest.toml); remove it and dump again"
+            } else if dir.store.list()?.is_empty() {
+                "no archive here: no toc.dat, nothing at all; check the path"
+            } else {
+                "no toc.dat: not a directory-format archive, or one whose dump did not finish"
+            };
+            return Err(Error::NotArchive {
+                path: dir.root(),
+                problem: problem.into(),
+            });
         }
         Ok(dir)
     }
 
-    pub fn root(&self) -> &Path {
-        &self.root
+    /// The archive's location, for messages: its directory, or `s3://BUCKET/PREFIX`.
+    pub fn root(&self) -> PathBuf {
+        self.store.location()
+    }
+
+    /// The store that holds the archive's files.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
     }
 
     pub fn toc_path(&self) -> PathBuf {
-        self.root.join(TOC_FILE)
+        self.root().join(TOC_FILE)
     }
 
     /// Reads and parses toc.dat, and refuses it if any entry names a file outside the archive.
     pub fn read_toc(&self) -> Result<Toc, Error> {
         let path = self.resolve(TOC_FILE)?;
-        let toc = Toc::read_file(&path)?;
+        let size = match self.store.stat(TOC_FILE)? {
+            Stat::File(size) => size,
+            _ => {
+                return Err(Error::Io {
+                    path,
+                    action: "could not read",
+                    error: std::io::ErrorKind::NotFound.into(),
+                })
+            }
+        };
+        let file = self.store.open(TOC_FILE, 0, None)?;
+        let toc = Toc::read_from(std::io::BufReader::with_capacity(256 << 10, file), size)
+            .map_err(|error| Error::Toc {
+                path: path.clone(),
+                error,
+            })?;
         self.check_toc_names(&toc)?;
         Ok(toc)
     }
@@ -72,7 +110,7 @@ impl ArchiveDir {
     /// The path of a file the archive names (in toc.dat, a blobs TOC or the manifest), after
     /// the checks of format-spec §2: see [`inside_archive`].
     pub fn resolve(&self, name: &str) -> Result<PathBuf, Error> {
-        inside_archive(&self.root, name)
+        self.store.resolve(name)
     }
 
     /// Every file name in toc.dat must stay inside the archive, and so must the data files
@@ -112,7 +150,7 @@ impl ArchiveDir {
             Ok(p) => p,
             Err(e) => return ManifestState::Bad(e),
         };
-        match read_bounded(&path, MANIFEST_MAX_BYTES) {
+        match self.read_bounded(MANIFEST_FILE, MANIFEST_MAX_BYTES) {
             Ok(bytes) => match Manifest::parse(&bytes) {
                 Ok(m) => ManifestState::Good(Box::new(m)),
                 Err(e) => ManifestState::Bad(Error::NotArchive {
@@ -121,10 +159,10 @@ impl ArchiveDir {
                 }),
             },
             Err(Error::Io { error, .. }) if error.kind() == std::io::ErrorKind::NotFound => {
-                if self.root.join("pgarc").is_dir() {
-                    ManifestState::Missing
-                } else {
-                    ManifestState::Absent
+                match self.store.has_under("pgarc") {
+                    Ok(true) => ManifestState::Missing,
+                    Ok(false) => ManifestState::Absent,
+                    Err(e) => ManifestState::Bad(e),
                 }
             }
             Err(e) => ManifestState::Bad(e),
@@ -133,7 +171,7 @@ impl ArchiveDir {
 
     /// Reads a small file of the archive (toc.dat, a frame index, a blobs TOC) whole.
     pub fn read_small_file(&self, rel: &str) -> Result<Vec<u8>, Error> {
-        read_bounded(&self.resolve(rel)?, MANIFEST_MAX_BYTES)
+        self.read_bounded(rel, MANIFEST_MAX_BYTES)
     }
 
     /// Reads `manifest.toml` if there is one. `Ok(None)` for a stock pg_dump archive; an
@@ -143,7 +181,7 @@ impl ArchiveDir {
             ManifestState::Absent => Ok(None),
             ManifestState::Good(m) => Ok(Some(*m)),
             ManifestState::Missing => Err(Error::NotArchive {
-                path: self.root.join(MANIFEST_FILE),
+                path: self.root().join(MANIFEST_FILE),
                 problem: "missing: this pgarc archive is incomplete (its dump did not finish); \
                           dump again"
                     .into(),
@@ -165,12 +203,7 @@ impl ArchiveDir {
             path: path.clone(),
             problem: "not listed in the manifest".into(),
         })?;
-        let io = |error| Error::Io {
-            path: path.clone(),
-            action: "could not read",
-            error,
-        };
-        let file = std::fs::File::open(&path).map_err(io)?;
+        let file = self.store.open(TOC_FILE, 0, None)?;
         let mut hashing = super::reader::HashingReader::new(file);
         let parsed = Toc::read_from(
             std::io::BufReader::with_capacity(256 << 10, &mut hashing),
@@ -203,56 +236,34 @@ fn check_listed(
     }
 }
 
-/// Reads a whole file that must not exceed `limit` bytes.
-fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>, Error> {
-    use std::io::Read;
-    let io = |error| Error::Io {
-        path: path.to_owned(),
-        action: "could not read",
-        error,
-    };
-    let f = std::fs::File::open(path).map_err(io)?;
-    let mut bytes = Vec::new();
-    f.take(limit + 1).read_to_end(&mut bytes).map_err(io)?;
-    if bytes.len() as u64 > limit {
-        return Err(Error::NotArchive {
-            path: path.to_owned(),
-            problem: format!("larger than {limit} bytes: refused"),
-        });
-    }
-    Ok(bytes)
-}
-
 impl ArchiveDir {
-    /// Every file in the archive directory (not directories), as `/`-separated paths relative
-    /// to the root, sorted. Symbolic links are listed as files and never followed.
-    pub fn all_files(&self) -> Result<Vec<String>, Error> {
-        let mut out = Vec::new();
-        for entry in walkdir::WalkDir::new(&self.root)
-            .follow_links(false)
-            .min_depth(1)
-        {
-            let entry = entry.map_err(|e| Error::Io {
-                path: e
-                    .path()
-                    .map_or_else(|| self.root.clone(), Path::to_path_buf),
-                action: "could not list",
-                error: e.into(),
-            })?;
-            if entry.file_type().is_dir() {
-                continue;
-            }
-            let rel = entry
-                .path()
-                .strip_prefix(&self.root)
-                .unwrap_or(entry.path());
-            let parts: Vec<String> = rel
-                .components()
-                .map(|c| c.as_os_str().to_string_lossy().into_owned())
-                .collect();
-            out.push(parts.join("/"));
+    /// Reads a whole file that must not exceed `limit` bytes.
+    fn read_bounded(&self, name: &str, limit: u64) -> Result<Vec<u8>, Error> {
+        use std::io::Read;
+        let path = self.resolve(name)?;
+        let io = |error| Error::Io {
+            path: path.clone(),
+            action: "could not read",
+            error,
+        };
+        if self.store.stat(name)? == Stat::Absent {
+            return Err(io(std::io::ErrorKind::NotFound.into()));
         }
-        out.sort();
-        Ok(out)
+        let f = self.store.open(name, 0, None)?;
+        let mut bytes = Vec::new();
+        f.take(limit + 1).read_to_end(&mut bytes).map_err(io)?;
+        if bytes.len() as u64 > limit {
+            return Err(Error::NotArchive {
+                path: path.clone(),
+                problem: format!("larger than {limit} bytes: refused"),
+            });
+        }
+        Ok(bytes)
+    }
+
+    /// Every file in the archive (not directories), as `/`-separated paths relative to the
+    /// root, sorted. Symbolic links are listed as files and never followed.
+    pub fn all_files(&self) -> Result<Vec<String>, Error> {
+        self.store.list()
     }
 }

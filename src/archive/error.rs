@@ -33,6 +33,9 @@ pub enum Error {
         path.display()
     )]
     NotRegularFile { path: PathBuf, kind: &'static str },
+    /// An object store refused or failed a request: where, and the problem with its fix.
+    #[error("{location}: {problem}")]
+    Store { location: String, problem: String },
     /// The file was read but its contents are not a valid `toc.dat`.
     #[error("{}: {error}", path.display())]
     Toc { path: PathBuf, error: TocError },

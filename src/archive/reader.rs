@@ -6,9 +6,9 @@
 //!
 //! Everything here is blocking I/O and CPU work: callers run it off the async threads.
 
-use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
-use std::path::{Path, PathBuf};
+use std::io::{self, BufRead, BufReader, Read};
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
@@ -16,6 +16,7 @@ use super::digest::StreamDigest;
 use super::error::Error;
 use super::frame::{hex, Codec, FrameIndexEntry};
 pub use super::names::{safe_relative_name, NameError};
+use super::store::{Stat, Store};
 use super::toc::{ArchiveVersion, Toc, TocEntry};
 
 /// How one data file is compressed, decided by its name as pg_restore decides it.
@@ -59,14 +60,29 @@ impl FileCodec {
     }
 }
 
-/// A data file found on disk.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A data file found in the archive's store.
+#[derive(Debug, Clone)]
 pub struct DataFile {
+    /// Where it is, for messages.
     pub path: PathBuf,
+    /// The store that holds it.
+    pub store: Arc<dyn Store>,
     /// The path relative to the archive root, as the manifest names it.
     pub rel: String,
     pub codec: FileCodec,
     pub size: u64,
+}
+
+impl DataFile {
+    /// Its stored bytes from `from` to the end.
+    pub fn open(&self, from: u64) -> Result<Box<dyn Read + Send>, Error> {
+        self.open_range(from, None)
+    }
+
+    /// Its stored bytes from `from` up to `to` (exclusive).
+    pub fn open_range(&self, from: u64, to: Option<u64>) -> Result<Box<dyn Read + Send>, Error> {
+        self.store.open(&self.rel, from, to)
+    }
 }
 
 /// The large-object list of a BLOBS entry: before archive version 1.16 pg_restore always
@@ -118,7 +134,8 @@ pub fn parse_blobs_toc(bytes: &[u8]) -> Result<Vec<BlobLine>, BlobListError> {
 /// Finds the file holding the data of an entry whose TOC file name is `name`: a name with a
 /// compression suffix is taken as it is; otherwise the plain name, then `.gz`, `.lz4`, `.zst`
 /// are tried, as pg_restore 16+ does.
-pub fn find_data_file(root: &Path, name: &[u8]) -> Result<DataFile, Error> {
+pub fn find_data_file(store: &Arc<dyn Store>, name: &[u8]) -> Result<DataFile, Error> {
+    let root = store.location();
     let rel = safe_relative_name(name).map_err(|problem| Error::NotArchive {
         path: root.join("toc.dat"),
         problem: problem.to_string(),
@@ -134,40 +151,19 @@ pub fn find_data_file(root: &Path, name: &[u8]) -> Result<DataFile, Error> {
             .collect(),
     };
     for (name, codec) in &candidates {
-        let path = super::names::inside_archive(root, name)?;
-        match std::fs::metadata(&path) {
-            Ok(meta) if meta.is_file() => {
+        let path = store.resolve(name)?;
+        match store.stat(name)? {
+            Stat::File(size) => {
                 return Ok(DataFile {
                     path,
+                    store: store.clone(),
                     rel: name.clone(),
                     codec: *codec,
-                    size: meta.len(),
+                    size,
                 })
             }
-            Ok(meta) => {
-                use std::os::unix::fs::FileTypeExt;
-                let t = meta.file_type();
-                let kind = if t.is_fifo() {
-                    "FIFO"
-                } else if t.is_dir() {
-                    "directory"
-                } else if t.is_char_device() || t.is_block_device() {
-                    "device"
-                } else if t.is_socket() {
-                    "socket"
-                } else {
-                    "special file"
-                };
-                return Err(Error::NotRegularFile { path, kind });
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(error) => {
-                return Err(Error::Io {
-                    path,
-                    action: "could not open",
-                    error,
-                })
-            }
+            Stat::Special(kind) => return Err(Error::NotRegularFile { path, kind }),
+            Stat::Absent => {}
         }
     }
     Err(Error::MissingDataFile {
@@ -178,11 +174,7 @@ pub fn find_data_file(root: &Path, name: &[u8]) -> Result<DataFile, Error> {
 /// Opens a whole data file as one decompressed stream. gzip members, zstd frames and lz4
 /// frames may be concatenated any number of times, as pg_restore accepts them.
 pub fn open_stream(file: &DataFile) -> Result<Box<dyn Read + Send>, Error> {
-    let f = File::open(&file.path).map_err(|error| Error::Io {
-        path: file.path.clone(),
-        action: "could not open",
-        error,
-    })?;
+    let f = file.open(0)?;
     decode_stream(file.codec, f).map_err(|error| Error::Io {
         path: file.path.clone(),
         action: "could not start decompression of",
@@ -397,9 +389,10 @@ pub enum Decode {
 
 /// Reads a file once, hashing its stored bytes and, if asked, decompressing and checking its
 /// contents on the way. Only an I/O error opening or reading it is an `Err`.
-pub fn read_whole(path: &Path, decode: Decode) -> io::Result<WholeFile> {
+pub fn read_whole(store: &dyn Store, rel: &str, decode: Decode) -> io::Result<WholeFile> {
     let hash = SharedHash::default();
-    let stored = hash.reader(File::open(path)?);
+    let opener = |from| store.open(rel, from, None).map_err(io::Error::other);
+    let stored = hash.reader(opener(0)?);
     let mut buf = vec![0u8; 256 << 10];
     let decoded = match decode {
         Decode::No => {
@@ -441,7 +434,7 @@ pub fn read_whole(path: &Path, decode: Decode) -> io::Result<WholeFile> {
         }
     };
     // A decoder may stop before the end of the stored bytes: the rest is hashed too.
-    let (digest, size) = hash.finish_file(path)?;
+    let (digest, size) = hash.finish_file(opener)?;
     Ok(WholeFile {
         size,
         sha256: hex(&digest),
@@ -478,12 +471,15 @@ impl SharedHash {
         }
     }
 
-    /// The digest and size of the whole file at `path`: what was read through the reader,
-    /// then the rest of the file (a decoder may stop before the end: a trailer, an error).
-    pub(crate) fn finish_file(&self, path: &Path) -> io::Result<([u8; 32], u64)> {
+    /// The digest and size of the whole file: what was read through the reader, then the
+    /// rest of the file, opened by `open` at the first byte not read (a decoder may stop
+    /// before the end: a trailer, an error).
+    pub(crate) fn finish_file<R: Read>(
+        &self,
+        open: impl FnOnce(u64) -> io::Result<R>,
+    ) -> io::Result<([u8; 32], u64)> {
         let (hasher, read) = self.0.lock().expect("not poisoned").clone();
-        let mut rest = File::open(path)?;
-        rest.seek(SeekFrom::Start(read))?;
+        let rest = open(read)?;
         let mut hashing = HashingReader {
             inner: rest,
             hasher,
@@ -542,7 +538,7 @@ pub struct FrameRead {
 /// handing out its rows as they decompress. Memory stays bounded whatever the index
 /// claims: [`CHECKED_FIRST_BYTES`] of stored bytes, the decoder's window, a piece.
 pub struct FrameReader<'a> {
-    file: File,
+    file: Box<dyn Read + Send>,
     data: &'a DataFile,
     codec: Codec,
     index: &'a [FrameIndexEntry],
@@ -588,10 +584,16 @@ impl<'a> FrameReader<'a> {
                 "pgarc archives have no lz4 data files; this file was not written by pgarc",
             ))
         })?;
-        let mut file = File::open(&data.path).map_err(io_err)?;
-        if let Some(first) = index.get(range.start) {
-            file.seek(SeekFrom::Start(first.offset)).map_err(io_err)?;
-        }
+        // One read of exactly the frames of the range (a ranged GET from an object store).
+        let end = range.end.min(index.len());
+        let from = index.get(range.start).map_or(0, |f| f.offset);
+        let to = index[..end]
+            .last()
+            .map_or(from, |f| f.offset.saturating_add(f.stored))
+            .max(from);
+        let file = data
+            .open_range(from, Some(to.min(data.size.max(from))))
+            .map_err(|e| io_err(io::Error::other(e)))?;
         Ok(FrameReader {
             file,
             data,
@@ -799,6 +801,10 @@ impl<R: Read> Read for HashingReader<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn local(p: &std::path::Path) -> Arc<dyn Store> {
+        Arc::new(crate::archive::store::LocalDir::new(p))
+    }
     use std::io::Write;
 
     fn scan(chunks: &[&[u8]]) -> (Result<u64, ScanError>, Vec<u8>) {
@@ -878,13 +884,13 @@ mod tests {
             ("12.dat", FileCodec::Gzip),
             ("13.dat", FileCodec::None),
         ] {
-            let f = find_data_file(dir.path(), name.as_bytes()).unwrap();
+            let f = find_data_file(&local(dir.path()), name.as_bytes()).unwrap();
             assert_eq!(f.codec, codec, "{name}");
             let mut got = Vec::new();
             open_stream(&f).unwrap().read_to_end(&mut got).unwrap();
             assert_eq!(got, rows, "{name}");
         }
-        let missing = find_data_file(dir.path(), b"14.dat").unwrap_err();
+        let missing = find_data_file(&local(dir.path()), b"14.dat").unwrap_err();
         assert!(
             missing.to_string().contains("data file missing"),
             "{missing}"
@@ -909,7 +915,7 @@ mod tests {
         }
         let path = dir.path().join("5.dat.zst");
         std::fs::write(&path, &bytes).unwrap();
-        let data = find_data_file(dir.path(), b"5.dat").unwrap();
+        let data = find_data_file(&local(dir.path()), b"5.dat").unwrap();
         let mut r = FrameReader::open(&data, &index, 1..3).unwrap();
         let mut rows = Vec::new();
         let read = r.next_frame(&mut rows).unwrap().unwrap();
@@ -957,7 +963,7 @@ mod tests {
         }
         assert!(bytes.len() < 64 << 10, "the frame is a small bomb");
         std::fs::write(dir.path().join("6.dat.zst"), &bytes).unwrap();
-        let data = find_data_file(dir.path(), b"6.dat").unwrap();
+        let data = find_data_file(&local(dir.path()), b"6.dat").unwrap();
         let mut sink = CountSink::default();
         let mut r = FrameReader::open(&data, &index, 0..2).unwrap();
         assert_eq!(r.next_frame(&mut sink).unwrap().unwrap().rows, 20 << 20);

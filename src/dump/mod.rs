@@ -29,6 +29,7 @@ use crate::archive::manifest::{
     rfc3339_utc, CopySettings, DumpOptionsRecord, FileRecord, Manifest, TableRecord, FORMAT,
     FORMAT_1, FORMAT_2, MANIFEST_FILE,
 };
+use crate::archive::store::{Location, Store};
 use crate::archive::writer::ArchiveWriter;
 use crate::pg::conn::ConnParams;
 use crate::pg::session::ConnectFailed;
@@ -46,7 +47,10 @@ pub const DEFAULT_SPLIT_SIZE: u64 = 128 << 20;
 #[derive(Debug, Clone)]
 pub struct DumpOptions {
     pub conn: ConnParams,
-    pub out: PathBuf,
+    /// `-f`: a directory or `s3://BUCKET/PREFIX`.
+    pub out: Location,
+    /// Plain HTTP to an object store that is not on loopback (`--s3-allow-http`).
+    pub allow_http: bool,
     pub jobs: usize,
     /// `-Z`; None: the default for the schema's pg_dump ([`default_codec`]).
     pub codec: Option<Codec>,
@@ -147,13 +151,12 @@ pub fn default_codec(pg_dump_major: u32) -> Codec {
 }
 
 /// The message of a dump stopped by a signal before its manifest was written.
-fn interrupted(signal: &'static str, out: &std::path::Path) -> crate::run::Interrupted {
+fn interrupted(signal: &'static str, out: &Location) -> crate::run::Interrupted {
     crate::run::Interrupted {
         signal,
         what: format!(
-            "the dump stopped and the archive in {} is incomplete (no {MANIFEST_FILE}): \
-             remove it",
-            out.display()
+            "the dump stopped and the archive in {out} is incomplete (no {MANIFEST_FILE}): \
+             remove it"
         ),
     }
 }
@@ -164,13 +167,20 @@ pub async fn run(opts: DumpOptions) -> Result<DumpSummary> {
     let out = opts.out.clone();
     let committing = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut signals = crate::run::Signals::new()?;
-    let pipeline = run_pipeline(opts, committing.clone());
+    let store = {
+        let (out, allow_http) = (opts.out.clone(), opts.allow_http);
+        tokio::task::spawn_blocking(move || crate::s3::open(&out, allow_http))
+            .await
+            .context("the storage task failed")??
+    };
+    let pipeline = run_pipeline(opts, store.clone(), committing.clone());
     tokio::pin!(pipeline);
     let signal = tokio::select! {
         biased;
         signal = signals.recv() => signal,
         result = &mut pipeline => {
             if result.is_err() {
+                abandon(&store).await;
                 // A Ctrl-C reaches pg_dump too, which may fail before our handler runs.
                 if let Ok(signal) =
                     tokio::time::timeout(Duration::from_millis(300), signals.recv()).await
@@ -186,27 +196,37 @@ pub async fn run(opts: DumpOptions) -> Result<DumpSummary> {
         // from now the archive is complete, so finishing is the honest outcome.
         return pipeline.await;
     }
+    abandon(&store).await;
     Err(interrupted(signal, &out).into())
 }
 
+/// Aborts the uploads of a dump that failed or was interrupted (off the async threads).
+async fn abandon(store: &Arc<dyn Store>) {
+    let store = store.clone();
+    let _ = tokio::task::spawn_blocking(move || store.abandon()).await;
+}
+
 /// `e`, saying that the archive is incomplete.
-fn incomplete(out: &std::path::Path, e: anyhow::Error) -> anyhow::Error {
-    anyhow!(
-        "{e:#}; the archive in {} is incomplete (no {MANIFEST_FILE}): remove it",
-        out.display()
-    )
+fn incomplete(out: &Location, e: anyhow::Error) -> anyhow::Error {
+    anyhow!("{e:#}; the archive in {out} is incomplete (no {MANIFEST_FILE}): remove it")
 }
 
 /// The dump in the order of format-spec/tool.md §1: the holder and the plan, the copy beside the
 /// schema capture, then assembly and the manifest.
 async fn run_pipeline(
     mut opts: DumpOptions,
+    store: Arc<dyn Store>,
     committing: Arc<std::sync::atomic::AtomicBool>,
 ) -> Result<DumpSummary> {
     let started_at = SystemTime::now();
     let started = Instant::now();
-    // Refuse a non-empty output directory before touching the server.
-    ArchiveWriter::check_target(&opts.out)?;
+    // Refuse a non-empty output directory or prefix before touching the server.
+    {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || ArchiveWriter::check_target(store.as_ref()))
+            .await
+            .context("the storage task failed")??;
+    }
     let holder = open_holder(&mut opts).await?;
     let info = holder.info.clone();
     let (pg_dump, pg_dump_version) = find_pg_dump(
@@ -218,7 +238,20 @@ async fn run_pipeline(
         .codec
         .unwrap_or_else(|| default_codec(pg_dump_version.major));
     let planned = plan_dump(&holder, &opts).await?;
-    let archive = Arc::new(ArchiveWriter::create(&opts.out)?);
+    let archive = {
+        let started = format!(
+            "started = \"{}\"\nsnapshot_id = \"{}\"\npgarc_version = \"{}\"\n",
+            rfc3339_utc(started_at),
+            holder.snapshot_id,
+            env!("CARGO_PKG_VERSION")
+        );
+        Arc::new(
+            tokio::task::spawn_blocking(move || ArchiveWriter::create(store, &started))
+                .await
+                .context("the storage task failed")??,
+        )
+    };
+    let schema_dir = archive.schema_dir()?;
     let estimate: u64 = planned.tables.iter().map(|t| t.table_bytes).sum();
     let progress = crate::progress::Progress::start(
         "dump",
@@ -243,7 +276,7 @@ async fn run_pipeline(
         version: &pg_dump_version,
         conn: &opts.conn,
         snapshot_id: &holder.snapshot_id,
-        out: &archive.schema_dir(),
+        out: &schema_dir,
         codec,
         tables: &shared.tables,
         selection: &opts.selection,
@@ -275,12 +308,9 @@ async fn run_pipeline(
     progress.finish();
     // The archive is complete from here on: a report that cannot be written says so.
     if let (Some(report), Some(path)) = (report, &opts.report) {
-        report.write(path).map_err(|e| {
-            anyhow!(
-                "the archive in {} is complete, but {e:#}",
-                opts.out.display()
-            )
-        })?;
+        report
+            .write(path)
+            .map_err(|e| anyhow!("the archive in {} is complete, but {e:#}", opts.out))?;
     }
     Ok(summary)
 }
@@ -547,7 +577,7 @@ impl Finish<'_> {
             let mut r = crate::report::Report::new(
                 "dump",
                 times.started_at,
-                &opts.out,
+                &opts.out.shown(),
                 &info.database,
                 opts.jobs,
             )
@@ -564,7 +594,7 @@ impl Finish<'_> {
             r
         });
         let summary = DumpSummary {
-            out: opts.out.clone(),
+            out: opts.out.shown(),
             database: info.database.clone(),
             snapshot_id,
             tables,
@@ -667,7 +697,7 @@ fn assemble(
         files.push(file);
         files.extend(index_file);
     }
-    archive.finish_staging()?;
+    files.push(archive.started_record());
     files.push(archive.write_toc(&toc)?);
     files.sort_by(|a, b| a.path.cmp(&b.path));
     out.tables.sort_by_key(|t| t.dump_id);

@@ -305,7 +305,7 @@ pub fn add_table_data(
             owner,
             with_oids: TocStr::from("false"),
             deps,
-            filename: TocStr::new(format!("{next_id}.dat")),
+            filename: TocStr::new(crate::archive::writer::data_file_name(t.oid)),
         });
     }
     let at = toc

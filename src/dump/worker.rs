@@ -114,7 +114,8 @@ impl Shared {
             return Ok(w.clone());
         }
         let w = Arc::new(self.archive.data_file(
-            &self.tables[table].oid.to_string(),
+            self.tables[table].oid,
+            self.tables[table].table_bytes,
             self.codec,
             self.digests,
         )?);

@@ -34,6 +34,7 @@ use tokio::sync::mpsc;
 use crate::archive::data::{DataProblem, LargeObject, Located, TableData};
 use crate::archive::manifest::ManifestIndex;
 use crate::archive::select::{parse_list, toc_reqs, NameFilters, Selection};
+use crate::archive::store::Location;
 use crate::archive::toc::{Toc, TocEntry};
 use crate::archive::ArchiveDir;
 use crate::pg::conn::ConnParams;
@@ -49,7 +50,10 @@ use worker::{label, Conn, Gang, Outcome};
 pub struct RestoreOptions {
     /// The target database, or with `--create` the database to connect to first.
     pub conn: ConnParams,
-    pub archive: PathBuf,
+    /// A directory or `s3://BUCKET/PREFIX`.
+    pub archive: Location,
+    /// Plain HTTP to an object store that is not on loopback.
+    pub allow_http: bool,
     pub jobs: usize,
     pub create: bool,
     pub clean: bool,
@@ -111,10 +115,11 @@ impl RestoreOptions {
     }
 
     /// Options for an archive and a connection, everything else as pg_restore's defaults.
-    pub fn new(conn: ConnParams, archive: PathBuf) -> RestoreOptions {
+    pub fn new(conn: ConnParams, archive: Location) -> RestoreOptions {
         RestoreOptions {
             conn,
             archive,
+            allow_http: false,
             jobs: 1,
             create: false,
             clean: false,
@@ -275,7 +280,7 @@ pub fn selection(opts: &RestoreOptions, toc: &mut Toc) -> Result<Selection> {
 
 /// Reads and checks the archive before any connection is made.
 pub fn prepare(opts: RestoreOptions) -> Result<Ctx> {
-    let dir = ArchiveDir::open(&opts.archive)?;
+    let dir = crate::s3::open_archive(&opts.archive, opts.allow_http)?;
     // Only what the checks need is kept; the manifest itself is dropped before toc.dat is
     // read (memory: an archive of 50,000 tables).
     let manifest = dir.read_manifest()?.map(|m| ManifestIndex::new(&m));
@@ -541,7 +546,7 @@ pub async fn run(opts: RestoreOptions) -> Result<RestoreSummary> {
     }
 
     let mut summary = RestoreSummary {
-        archive: ctx.opts.archive.clone(),
+        archive: ctx.opts.archive.shown(),
         jobs: ctx.opts.jobs,
         ..Default::default()
     };
@@ -1594,7 +1599,7 @@ mod tests {
     fn options_that_cannot_go_together_are_refused_by_the_library() {
         let conn = ConnParams::resolve(&crate::pg::conn::ConnArgs::default(), &|_| None)
             .expect("defaults resolve");
-        let mut o = RestoreOptions::new(conn, PathBuf::from("/a"));
+        let mut o = RestoreOptions::new(conn, Location::Local(PathBuf::from("/a")));
         assert_eq!(o.validate(), Ok(()));
         o.single_transaction = true;
         assert_eq!(o.validate(), Ok(()));

@@ -18,7 +18,6 @@ use futures_util::{pin_mut, StreamExt};
 use crate::archive::digest::{RowsDigest, StreamDigest};
 use crate::archive::expect::{expected, Expected};
 use crate::archive::frame::hex;
-use crate::archive::ArchiveDir;
 use crate::pg::carrier;
 use crate::pg::chunks::{copy_out_sql, plan_chunks, Chunk};
 use crate::pg::conn::ConnParams;
@@ -30,7 +29,10 @@ use crate::pg::session::{
 /// What `--against` was asked to do.
 #[derive(Debug, Clone)]
 pub struct AgainstOptions {
-    pub archive: PathBuf,
+    /// A directory or `s3://BUCKET/PREFIX`.
+    pub archive: crate::archive::store::Location,
+    /// Plain HTTP to an object store that is not on loopback.
+    pub allow_http: bool,
     pub conn: ConnParams,
     pub jobs: usize,
     /// Tables larger than this are read in ctid ranges by several workers.
@@ -233,8 +235,9 @@ struct Shared {
 pub async fn run(opts: AgainstOptions) -> Result<Comparison> {
     let started = Instant::now();
     let (dir_path, jobs, only) = (opts.archive.clone(), opts.jobs, opts.only.clone());
+    let allow_http = opts.allow_http;
     let expected = tokio::task::spawn_blocking(move || -> Result<Expected> {
-        let dir = ArchiveDir::open(&dir_path)?;
+        let dir = crate::s3::open_archive(&dir_path, allow_http)?;
         Ok(expected(&dir, jobs, only.as_ref())?)
     })
     .await
@@ -326,7 +329,7 @@ pub async fn run(opts: AgainstOptions) -> Result<Comparison> {
         }
     }
     Ok(Comparison {
-        archive: opts.archive,
+        archive: opts.archive.shown(),
         database,
         differences,
         tables: shared.targets.len(),

@@ -21,12 +21,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
-use crate::archive::ArchiveDir;
 use plan::{Kind, Problem};
 
 #[derive(Debug, Clone)]
 pub struct VerifyOptions {
-    pub archive: PathBuf,
+    /// A directory or `s3://BUCKET/PREFIX`.
+    pub archive: crate::archive::store::Location,
+    /// Plain HTTP to an object store that is not on loopback.
+    pub allow_http: bool,
     pub jobs: usize,
     pub quick: bool,
 }
@@ -59,7 +61,7 @@ impl Verdict {
 /// nothing that looks like an archive).
 pub fn run(opts: &VerifyOptions) -> Result<Verdict> {
     let started = Instant::now();
-    let dir = ArchiveDir::open(&opts.archive)?;
+    let dir = crate::s3::open_archive(&opts.archive, opts.allow_http)?;
     let plan = plan::plan(&dir, opts.quick);
     let found = worker::run(plan.units, opts.jobs);
     let mut problems = plan.problems;
@@ -71,7 +73,7 @@ pub fn run(opts: &VerifyOptions) -> Result<Verdict> {
     });
     problems.dedup_by(|b, a| a.file == b.file && a.frame == b.frame && a.what == b.what);
     Ok(Verdict {
-        archive: opts.archive.clone(),
+        archive: opts.archive.shown(),
         kind: plan.kind,
         quick: opts.quick,
         problems,

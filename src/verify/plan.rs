@@ -5,13 +5,13 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::ops::Range;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::archive::data::{DataProblem, Layout, Located, TableData};
 use crate::archive::frame::FrameIndexEntry;
 use crate::archive::manifest::{IndexAt, Manifest, ManifestIndex, MANIFEST_FILE};
 use crate::archive::reader::{blobs_toc_name, Decode};
+use crate::archive::store::{Stat, Store};
 use crate::archive::toc::Toc;
 use crate::archive::{ArchiveDir, ManifestState, TOC_FILE};
 
@@ -70,7 +70,9 @@ pub enum Unit {
     /// A whole file: hashed (against the manifest, when there is one) and decoded as asked.
     Whole {
         rel: String,
-        path: PathBuf,
+        store: Arc<dyn Store>,
+        /// Its size as found.
+        size: u64,
         expect: Option<(u64, String)>,
         decode: Decode,
         table: Option<String>,
@@ -84,11 +86,7 @@ impl Unit {
             Unit::Frames { data, range, .. } => data.frames().map_or(0, |index| {
                 index[range.clone()].iter().map(|f| f.stored).sum()
             }),
-            Unit::Whole { expect, path, .. } => expect
-                .as_ref()
-                .map(|e| e.0)
-                .or_else(|| std::fs::metadata(path).ok().map(|m| m.len()))
-                .unwrap_or(0),
+            Unit::Whole { size, .. } => *size,
         }
     }
 }
@@ -199,7 +197,7 @@ struct ManifestCheck<'a> {
     index: ManifestIndex,
     quick: bool,
     /// Files on disk as regular files: path, size on disk, and the manifest's size and hash.
-    present: BTreeMap<&'a str, (PathBuf, u64, u64, &'a str)>,
+    present: BTreeMap<&'a str, (u64, u64, &'a str)>,
     listed: BTreeSet<&'a str>,
     /// Files checked by the steps before the last (not hashed whole again).
     hashed: BTreeSet<String>,
@@ -212,31 +210,32 @@ impl<'a> ManifestCheck<'a> {
     fn listed_files(&mut self, p: &mut Plan) {
         let m = self.m;
         for f in &m.files {
-            let path = match self.dir.resolve(&f.path) {
-                Ok(path) => path,
-                Err(e) => {
-                    p.problems
-                        .push(Problem::new(&f.path, strip_path(&e, self.dir)));
-                    continue;
-                }
-            };
-            match std::fs::metadata(&path) {
-                Ok(meta) if meta.is_file() => {
-                    if meta.len() != f.size {
+            if let Err(e) = self.dir.resolve(&f.path) {
+                p.problems
+                    .push(Problem::new(&f.path, strip_path(&e, self.dir)));
+                continue;
+            }
+            match self.dir.store().stat(&f.path) {
+                Ok(Stat::File(found)) => {
+                    if found != f.size {
                         let problem = DataProblem::Size {
-                            found: meta.len(),
+                            found,
                             listed: f.size,
                         };
                         p.problems.push(Problem::new(&f.path, problem.to_string()));
                     }
-                    self.present
-                        .insert(&f.path, (path, meta.len(), f.size, &f.sha256));
+                    self.present.insert(&f.path, (found, f.size, &f.sha256));
                 }
-                Ok(_) => p.problems.push(Problem::new(&f.path, "not a regular file")),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => p.problems.push(
-                    Problem::new(&f.path, DataProblem::ListedMissing.to_string()),
-                ),
-                Err(e) => p.problems.push(Problem::new(&f.path, e.to_string())),
+                Ok(Stat::Special(_)) => {
+                    p.problems.push(Problem::new(&f.path, "not a regular file"))
+                }
+                Ok(Stat::Absent) => p.problems.push(Problem::new(
+                    &f.path,
+                    DataProblem::ListedMissing.to_string(),
+                )),
+                Err(e) => p
+                    .problems
+                    .push(Problem::new(&f.path, strip_path(&e, self.dir))),
             }
         }
     }
@@ -349,14 +348,15 @@ impl<'a> ManifestCheck<'a> {
         if self.quick {
             return;
         }
-        for (rel, (path, disk, size, sha)) in &self.present {
+        for (rel, (disk, size, sha)) in &self.present {
             if self.hashed.contains(*rel) || disk != size {
                 continue;
             }
             let (decode, table) = self.decode_as.remove(*rel).unwrap_or((Decode::No, None));
             p.units.push(Unit::Whole {
                 rel: rel.to_string(),
-                path: path.clone(),
+                store: self.dir.store().clone(),
+                size: *disk,
                 expect: Some((*size, sha.to_string())),
                 decode,
                 table,
@@ -440,7 +440,8 @@ fn structure(dir: &ArchiveDir, quick: bool, p: &mut Plan) {
             if !quick {
                 p.units.push(Unit::Whole {
                     rel: data.file.rel.clone(),
-                    path: data.file.path.clone(),
+                    store: data.file.store.clone(),
+                    size: data.file.size,
                     expect: None,
                     decode: Decode::Copy(data.file.codec),
                     table: Some(e.qualified_name()),
@@ -455,7 +456,8 @@ fn structure(dir: &ArchiveDir, quick: bool, p: &mut Plan) {
                 p.files += 1;
                 if !quick {
                     p.units.push(Unit::Whole {
-                        path: object.file.path.clone(),
+                        store: object.file.store.clone(),
+                        size: object.file.size,
                         decode: Decode::Blob(object.file.codec),
                         rel: object.file.rel,
                         expect: None,

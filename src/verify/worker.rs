@@ -110,13 +110,14 @@ fn check(unit: &Unit, out: &mut Found) {
         }
         Unit::Whole {
             rel,
-            path,
+            store,
             expect,
             decode,
             table,
+            ..
         } => {
             let problem = |what: String| Problem::new(rel, what).of_table(table.as_ref());
-            let whole = match read_whole(path, *decode) {
+            let whole = match read_whole(store.as_ref(), rel, *decode) {
                 Ok(w) => w,
                 Err(e) => {
                     out.problems.push(problem(format!("could not read: {e}")));

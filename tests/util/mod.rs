@@ -8,6 +8,8 @@
 
 #![allow(dead_code)]
 
+pub mod s3;
+
 use std::ffi::OsStr;
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
@@ -367,7 +369,7 @@ fn as_user(cmd: &mut Command, user: Option<(u32, u32)>) -> &mut Command {
     cmd
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("bind a free port")

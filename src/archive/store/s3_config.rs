@@ -276,7 +276,7 @@ fn endpoint(url: &str, allow_http: bool) -> Result<Endpoint, S3ConfigError> {
     if !https && !allow_http && !is_loopback(&host) {
         return Err(bad(
             "plain HTTP to a host that is not loopback would send requests unencrypted: use \
-             https://, or allow HTTP explicitly",
+             https://, or pass --s3-allow-http",
         ));
     }
     Ok(Endpoint {
