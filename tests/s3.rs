@@ -4,7 +4,7 @@
 //! faults: a dump that fails midway, wrong credentials, a missing bucket, an existing archive,
 //! transient errors, a damaged object.
 
-use std::process::{Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -25,7 +25,8 @@ fn source() -> Cluster {
     cluster
 }
 
-fn s3_dump(cluster: &Cluster, s3: &S3Server, endpoint: &str, url: &str, extra: &[&str]) -> Output {
+/// `pgarc dump -d src -j 4 --split-size 8MB -f URL` through `endpoint`.
+fn s3_dump_cmd(cluster: &Cluster, s3: &S3Server, endpoint: &str, url: &str) -> Command {
     let mut cmd = cluster.pgarc();
     s3.env_to(&mut cmd, endpoint);
     cmd.args([
@@ -41,10 +42,15 @@ fn s3_dump(cluster: &Cluster, s3: &S3Server, endpoint: &str, url: &str, extra: &
     ])
     .arg("--pg-dump")
     .arg(cluster.bindir.join("pg_dump"))
-    .args(extra)
-    .stdin(Stdio::null())
-    .output()
-    .unwrap()
+    .stdin(Stdio::null());
+    cmd
+}
+
+fn s3_dump(cluster: &Cluster, s3: &S3Server, endpoint: &str, url: &str, extra: &[&str]) -> Output {
+    s3_dump_cmd(cluster, s3, endpoint, url)
+        .args(extra)
+        .output()
+        .unwrap()
 }
 
 fn pgarc_s3(cluster: &Cluster, s3: &S3Server, endpoint: &str, args: &[&str]) -> Output {
@@ -64,6 +70,18 @@ fn ok(out: &Output, what: &str) -> String {
 fn round_trip(kind: Kind) {
     let s3 = S3Server::start(kind);
     let cluster = source();
+    // Authentication is on: a wrong secret is refused.
+    let mut cmd = cluster.pgarc();
+    s3.env(&mut cmd);
+    let refused = cmd
+        .env(
+            "AWS_SECRET_ACCESS_KEY",
+            "0000000000000000000000000000000000000000",
+        )
+        .args(["list", &format!("s3://{BUCKET}/x")])
+        .output()
+        .unwrap();
+    one_line_failure(&refused, 1, &["AWS_SECRET_ACCESS_KEY"], &s3.secret);
     let expected = cluster.db_state("src");
     let url = format!("s3://{BUCKET}/backups/nightly");
     // No credential in any process's argv while the dump runs (pg_dump included), nor in
@@ -172,6 +190,38 @@ fn round_trip(kind: Kind) {
         listed.stdout, local_list.stdout,
         "list of s3:// and of its copy"
     );
+
+    // A stock pg_dump -Fd archive put into the bucket by another tool restores too.
+    let stock_dir = copy.path().join("stock");
+    run_ok(
+        cluster
+            .client("pg_dump")
+            .args(["-Fd", "-j", "2", "-d", "src", "-f"])
+            .arg(&stock_dir),
+    );
+    s3.copy_up(&stock_dir, "stock/src");
+    let stock_url = format!("s3://{BUCKET}/stock/src");
+    let v = pgarc_s3(&cluster, &s3, &s3.endpoint, &["verify", &stock_url]);
+    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stdout));
+    cluster.create_db("fromstock");
+    ok(
+        &pgarc_s3(
+            &cluster,
+            &s3,
+            &s3.endpoint,
+            &[
+                "restore",
+                "-j",
+                "4",
+                "-d",
+                "fromstock",
+                "--verify",
+                &stock_url,
+            ],
+        ),
+        "restore of a stock archive from s3://",
+    );
+    cluster.assert_same_db(&expected, "fromstock");
 }
 
 #[test]
@@ -318,23 +368,7 @@ fn a_dump_whose_server_stops_midway_leaves_no_manifest_and_no_open_upload() {
         },
     );
     let url = format!("s3://{BUCKET}/stopped");
-    let mut cmd = cluster.pgarc();
-    s3.env_to(&mut cmd, &slow.endpoint);
-    let mut child = cmd
-        .args([
-            "dump",
-            "-d",
-            "src",
-            "-j",
-            "4",
-            "--split-size",
-            "8MB",
-            "-f",
-            &url,
-        ])
-        .arg("--pg-dump")
-        .arg(cluster.bindir.join("pg_dump"))
-        .stdin(Stdio::null())
+    let mut child = s3_dump_cmd(&cluster, &s3, &slow.endpoint, &url)
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()

@@ -5,6 +5,7 @@ Reads the endpoint and credentials from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID,
 AWS_SECRET_ACCESS_KEY and AWS_REGION.
 
   s3tool.py copy-down BUCKET PREFIX DIR   every object under PREFIX/ into DIR
+  s3tool.py copy-up DIR BUCKET PREFIX     every file under DIR to PREFIX/
   s3tool.py uploads BUCKET                the keys of the open multipart uploads
   s3tool.py keys BUCKET PREFIX            the keys under PREFIX/
   s3tool.py flip BUCKET KEY OFFSET        flips one bit of the object's byte OFFSET
@@ -42,6 +43,13 @@ def main():
             path = os.path.join(target, rel)
             os.makedirs(os.path.dirname(path), exist_ok=True)
             s3.download_file(bucket, key, path)
+    elif cmd == "copy-up":
+        source, bucket, prefix = args
+        for dirpath, _, files in os.walk(source):
+            for f in files:
+                path = os.path.join(dirpath, f)
+                rel = os.path.relpath(path, source)
+                s3.upload_file(path, bucket, prefix + "/" + rel)
     elif cmd == "uploads":
         (bucket,) = args
         for u in s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []):

@@ -163,6 +163,57 @@ struct Inner {
     abandoned: std::sync::atomic::AtomicBool,
     /// Local directories handed out by `scratch_dir`, removed by `abandon`.
     scratch: Mutex<Vec<PathBuf>>,
+    /// Part buffers, reused.
+    buffers: Arc<BufferPool>,
+}
+
+/// Part buffers that uploads have finished with, for the next parts. Reusing them keeps the
+/// process's memory at what the parts in use need: buffers of several MiB allocated and freed
+/// by many threads otherwise stay resident in the allocator's arenas (measured: 123 MiB
+/// instead of 79 MiB for a dump of the bench's skewed database at `-j 2`).
+#[derive(Debug, Default)]
+struct BufferPool(Mutex<Vec<Vec<u8>>>);
+
+/// Buffers kept for reuse at most (never more than were in use at once).
+const POOLED: usize = 32;
+/// Room for the frame that fills a part beyond it, so that a buffer does not grow.
+const PART_SLACK: usize = 2 << 20;
+
+impl BufferPool {
+    /// An empty buffer with room for a part of `part` bytes and a frame.
+    fn take(&self, part: usize) -> Vec<u8> {
+        let mut pool = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        match pool.iter().position(|b| b.capacity() >= part + PART_SLACK) {
+            Some(i) => pool.swap_remove(i),
+            None => Vec::with_capacity(part + PART_SLACK),
+        }
+    }
+
+    fn give(&self, mut buf: Vec<u8>) {
+        buf.clear();
+        let mut pool = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if pool.len() < POOLED {
+            pool.push(buf);
+        }
+    }
+}
+
+/// A part's bytes that return to the pool when the last reference to them goes.
+struct Pooled {
+    buf: Vec<u8>,
+    pool: Arc<BufferPool>,
+}
+
+impl AsRef<[u8]> for Pooled {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        self.pool.give(std::mem::take(&mut self.buf));
+    }
 }
 
 impl S3Store {
@@ -219,6 +270,7 @@ impl S3Store {
                 next_upload: AtomicU64::new(0),
                 abandoned: std::sync::atomic::AtomicBool::new(false),
                 scratch: Mutex::new(Vec::new()),
+                buffers: Arc::new(BufferPool::default()),
             }),
         };
         s.probe()?;
@@ -610,15 +662,18 @@ impl S3Appender {
             self.settle_one()?;
         }
         // Exactly one part's bytes (the last part: whatever is left); the rest stays.
-        let rest = if self.buf.len() > self.part {
-            let mut rest = Vec::with_capacity(self.part + self.buf.len() - self.part);
+        let mut rest = Vec::new();
+        if self.buf.len() > self.part {
+            rest = self.store.inner.buffers.take(self.part);
             rest.extend_from_slice(&self.buf[self.part..]);
             self.buf.truncate(self.part);
-            rest
-        } else {
-            Vec::new()
-        };
+        }
         let data = std::mem::replace(&mut self.buf, rest);
+        // The buffer goes back to the pool when the upload (and any retry) is done with it.
+        let data = Bytes::from_owner(Pooled {
+            buf: data,
+            pool: self.store.inner.buffers.clone(),
+        });
         let (store, path) = (self.store.inner.store.clone(), self.path.clone());
         self.in_flight.push_back(runtime().spawn(async move {
             object_store::multipart::MultipartStore::put_part(
@@ -626,7 +681,7 @@ impl S3Appender {
                 &path,
                 &id,
                 index,
-                PutPayload::from(Bytes::from(data)),
+                PutPayload::from(data),
             )
             .await
         }));
@@ -636,6 +691,9 @@ impl S3Appender {
 
 impl Appender for S3Appender {
     fn write(&mut self, bytes: &[u8]) -> Result<(), Error> {
+        if self.buf.capacity() == 0 {
+            self.buf = self.store.inner.buffers.take(self.part);
+        }
         self.buf.extend_from_slice(bytes);
         // A frame larger than a part fills several.
         while self.buf.len() >= self.part {

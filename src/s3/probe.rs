@@ -167,9 +167,10 @@ impl S3Store {
                  aws_secret_access_key"
             ),
             Some(Refusal::Denied) => format!(
-                "access denied to bucket {} for the credentials from {from}: grant them \
-                 s3:ListBucket, s3:GetObject, s3:PutObject, s3:DeleteObject and \
-                 s3:AbortMultipartUpload on it, or use other credentials",
+                "access denied to bucket {} for the credentials from {from}: check the access \
+                 key id and the secret key (some servers, Garage among them, answer a wrong \
+                 one so), and that they may use the bucket (s3:ListBucket, s3:GetObject, \
+                 s3:PutObject, s3:DeleteObject, s3:AbortMultipartUpload)",
                 loc.bucket
             ),
             Some(Refusal::NoBucket) => format!(

@@ -73,6 +73,20 @@ fn random_hex(bytes: usize) -> String {
     buf.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Starts a server with its output in `dir/server.log` and waits until it listens on `port`.
+fn spawn_server(mut cmd: Command, dir: &Path, port: u16, what: &str) -> Child {
+    let log = dir.join("server.log");
+    let out = std::fs::File::create(&log).unwrap();
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {what}: {e}"));
+    wait_for_port(port, what, &log);
+    child
+}
+
 fn wait_for_port(port: u16, what: &str, log: &Path) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
@@ -106,19 +120,11 @@ impl S3Server {
         std::fs::create_dir_all(root.join(BUCKET)).unwrap();
         let (key_id, secret) = (format!("AK{}", random_hex(9)), random_hex(20));
         let port = free_port();
-        let log = dir.path().join("server.log");
-        let child = Command::new(bin)
-            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        let mut cmd = Command::new(bin);
+        cmd.args(["--host", "127.0.0.1", "--port", &port.to_string()])
             .args(["--access-key", &key_id, "--secret-key", &secret])
-            .arg(&root)
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&log).unwrap())
-            .stderr(Stdio::from(
-                std::fs::File::create(dir.path().join("server.err")).unwrap(),
-            ))
-            .spawn()
-            .expect("start s3s-fs");
-        wait_for_port(port, "s3s-fs", &log);
+            .arg(&root);
+        let child = spawn_server(cmd, dir.path(), port, "s3s-fs");
         S3Server {
             kind: Kind::S3sFs,
             endpoint: format!("http://127.0.0.1:{port}"),
@@ -152,20 +158,12 @@ impl S3Server {
             ),
         )
         .unwrap();
-        let log = dir.path().join("server.log");
-        let child = Command::new(&bin)
-            .arg("-c")
+        let mut cmd = Command::new(&bin);
+        cmd.arg("-c")
             .arg(&config)
             .arg("server")
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&log).unwrap())
-            .stderr(Stdio::from(
-                std::fs::File::create(dir.path().join("server.err")).unwrap(),
-            ))
-            .spawn()
-            .expect("start garage");
-        wait_for_port(s3, "garage", &dir.path().join("server.err"));
+            .env("RUST_LOG", "warn");
+        let child = spawn_server(cmd, dir.path(), s3, "garage");
         let garage = |args: &[&str]| -> String {
             let mut last = String::new();
             // The node takes a moment to answer RPCs.
@@ -235,6 +233,11 @@ impl S3Server {
     /// Copies every object under `prefix` into the local directory `to`.
     pub fn copy_down(&self, prefix: &str, to: &Path) {
         self.tool(&["copy-down", BUCKET, prefix, &to.display().to_string()]);
+    }
+
+    /// Copies every file under the local directory `from` to `prefix`.
+    pub fn copy_up(&self, from: &Path, prefix: &str) {
+        self.tool(&["copy-up", &from.display().to_string(), BUCKET, prefix]);
     }
 
     /// The keys of the multipart uploads open in the bucket.
