@@ -46,7 +46,8 @@ pub enum Command {
         the archive cannot be read.",
         after_help = "Examples:\n  pgarc list /backups/mydb\n  \
         pgarc list /backups/mydb | grep 'TABLE DATA'\n  \
-        pgarc list /backups/mydb > list   # edit, then: pgarc restore -L list ..."
+        pgarc list /backups/mydb > list   # edit, then: pgarc restore -L list ...\n  \
+        pgarc list s3://backups/mydb/2026-11-24   # AWS_* variables or ~/.aws configure access"
     )]
     List(ListArgs),
     /// Dump a database into a directory archive that stock pg_restore reads.
@@ -62,7 +63,11 @@ pub enum Command {
         pgarc dump -d 'host=db1 user=backup dbname=sales sslmode=verify-full' -Z gzip:6 -f sales.d\n  \
         pgarc dump -d sales -n app -T 'app.audit_*' --exclude-table-data 'app.big_log' -f app.d\n  \
         pgarc dump -d sales -t 'app.orders*' --strict-names --report dump.json -f orders.d\n  \
-        pgarc dump -d postgresql://backup@db1/sales --snapshot 00000003-0000001B-1 -f sales.d\n\n\
+        pgarc dump -d postgresql://backup@db1/sales --snapshot 00000003-0000001B-1 -f sales.d\n  \
+        pgarc dump -d mydb -j 8 -f s3://backups/mydb/2026-11-24   # straight to object storage\n\n\
+        s3://BUCKET/PREFIX: credentials, region and endpoint by the AWS conventions \
+        (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_PROFILE, AWS_REGION, AWS_ENDPOINT_URL, \
+        ~/.aws/credentials and config); the prefix must hold no objects.\n\n\
         Patterns (-n -N -t -T --exclude-table-data) follow pg_dump: * and ? are wildcards, \
         unquoted letters fold to lower case, \"Quoted\" names keep case, schema.table qualifies; \
         -t without a schema matches tables visible in the search path.\n\n\
@@ -87,7 +92,8 @@ pub enum Command {
         pgarc restore -d mydb --clean --if-exists --no-owner /backups/mydb\n  \
         pgarc restore -l /backups/mydb > list; $EDITOR list; pgarc restore -d mydb -L list /backups/mydb\n  \
         pgarc restore -d mydb -n app -t orders -I orders_pkey /backups/mydb\n  \
-        pgarc restore -d mydb -a --disable-triggers -1 /backups/mydb",
+        pgarc restore -d mydb -a --disable-triggers -1 /backups/mydb\n  \
+        pgarc restore -d newdb -j 8 --verify s3://backups/mydb/2026-11-24",
         disable_help_flag = true
     )]
     Restore(Box<RestoreArgs>),
@@ -110,7 +116,8 @@ pub enum Command {
         after_help = "Examples:\n  pgarc verify /backups/mydb\n  \
         pgarc verify -j 8 /backups/mydb\n  \
         pgarc verify --quick /backups/mydb || echo damaged\n  \
-        pgarc verify /backups/mydb --against -d restored -j 4\n\n\
+        pgarc verify /backups/mydb --against -d restored -j 4\n  \
+        pgarc verify -j 8 s3://backups/mydb/2026-11-24\n\n\
         --against [connection options]: instead of the offline check, prove that a database \
         (e.g. one restored from the archive) holds what the archive holds: every table's rows \
         are copied again under the archive's COPY settings, in parallel (big tables in ctid \
@@ -122,6 +129,43 @@ pub enum Command {
         disable_help_flag = true
     )]
     Verify(VerifyArgs),
+    /// Export a snapshot and hold it until stopped, for dumps to share and resume under.
+    #[command(
+        long_about = "Open a REPEATABLE READ, READ ONLY transaction (SERIALIZABLE, READ \
+        ONLY, DEFERRABLE with --serializable-deferrable), export its snapshot, print the \
+        snapshot id on stdout (and write it to --id-file), and hold it, with keepalives on and \
+        every timeout off, until SIGTERM or SIGINT (or, with --until-eof, end of input). Dumps \
+        import it with pgarc dump --snapshot ID; while this process lives, a dump that was \
+        interrupted can be resumed under the same snapshot.\n\nExit status: 0 when stopped \
+        as asked (the id file is removed), 1 when the snapshot could not be taken or was lost \
+        (its session ended: the server restarted, the backend was terminated).",
+        after_help = "Examples:\n  pgarc snapshot -d mydb --id-file /run/pgarc/mydb.snapshot &\n  \
+        pgarc dump -d mydb --snapshot \"$(cat /run/pgarc/mydb.snapshot)\" -j 8 -f /backups/mydb\n  \
+        kill %1\n\n  coproc pgarc snapshot -d mydb --until-eof; read -r ID <&\"${COPROC[0]}\"",
+        disable_help_flag = true
+    )]
+    Snapshot(SnapshotArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SnapshotArgs {
+    #[command(flatten)]
+    pub conn: ConnectionArgs,
+    /// Also write the snapshot id to FILE (mode 0600; removed when the snapshot is released).
+    #[arg(long = "id-file", value_name = "FILE")]
+    pub id_file: Option<PathBuf>,
+    /// Also release the snapshot at end of input on stdin (for a parent process or coproc).
+    #[arg(long = "until-eof")]
+    pub until_eof: bool,
+    /// Wait for a snapshot that is safe for a SERIALIZABLE, READ ONLY transaction.
+    #[arg(long = "serializable-deferrable")]
+    pub serializable_deferrable: bool,
+    /// Print nothing on stderr (the id still goes to stdout).
+    #[arg(short = 'q', long = "quiet")]
+    pub quiet: bool,
+    /// Print help (-h is the host, as in pg_dump).
+    #[arg(short = '?', long = "help", action = clap::ArgAction::Help)]
+    pub help: Option<bool>,
 }
 
 #[derive(Debug, clap::Args)]

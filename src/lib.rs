@@ -18,4 +18,5 @@ pub mod report;
 pub mod restore;
 pub mod run;
 pub mod s3;
+pub mod snapshot;
 pub mod verify;

@@ -93,6 +93,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             restore_verify(summary, jobs, archive, report_path, quiet)
         }
         Command::Verify(args) => verify(args),
+        Command::Snapshot(args) => {
+            let conn = ConnParams::resolve(&conn_args(&args.conn), &|k| std::env::var(k).ok())?;
+            let opts = pgarc::snapshot::SnapshotOptions {
+                conn,
+                id_file: args.id_file,
+                until_eof: args.until_eof,
+                serializable: args.serializable_deferrable,
+                quiet: args.quiet,
+            };
+            block_on(pgarc::snapshot::run(opts))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::List(args) => {
             let toc =
                 pgarc::s3::open_archive(&args.archive, args.storage.s3_allow_http)?.read_toc()?;

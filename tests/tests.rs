@@ -32,3 +32,5 @@ mod vectors;
 mod compare;
 // Issue 20: archives in S3-compatible object storage, against Garage and s3s-fs.
 mod s3;
+// Issue 21: resume; first step, pgarc snapshot.
+mod resume;

@@ -251,7 +251,12 @@ impl S3Store {
                     .with_virtual_hosted_style_request(false);
                 e.url.clone()
             }
-            None => format!("https://s3.{}.amazonaws.com", settings.region),
+            None => {
+                // AWS itself: virtual-hosted style, its recommended addressing, except for
+                // bucket names with dots (their TLS certificate would not match).
+                b = b.with_virtual_hosted_style_request(!loc.bucket.contains('.'));
+                format!("https://s3.{}.amazonaws.com", settings.region)
+            }
         };
         let store = b.build().map_err(|e| Error::Store {
             location: loc.to_string(),

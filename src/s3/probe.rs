@@ -78,9 +78,13 @@ impl S3Store {
         let query = format!("?list-type=2&max-keys=1&prefix={prefix}");
         let url = match &inner.endpoint_url {
             Some(base) => format!("{}/{}{query}", base.trim_end_matches('/'), inner.loc.bucket),
-            None => format!(
+            None if !inner.loc.bucket.contains('.') => format!(
                 "https://{}.s3.{}.amazonaws.com/{query}",
                 inner.loc.bucket, inner.region
+            ),
+            None => format!(
+                "https://s3.{}.amazonaws.com/{}{query}",
+                inner.region, inner.loc.bucket
             ),
         };
         let c = &inner.credentials;
