@@ -55,6 +55,9 @@ const MAX_PARTS: usize = 10_000;
 pub const GET_BYTES: u64 = 64 << 20;
 /// Retries of one request (object_store's, on 5xx, 429, timeouts and connection errors).
 pub const MAX_RETRIES: usize = 8;
+/// The most keys a listing of an archive's prefix may return (memory stays bounded whatever
+/// a server sends; an archive of 100,000 tables has about 200,000 files).
+const MAX_LISTED: usize = 2_000_000;
 /// Resumptions of one read stream that broke after it started.
 pub const READ_RETRIES: usize = 8;
 /// No request may take longer than this (a part is at most a few tens of MiB; a GET at most
@@ -355,6 +358,58 @@ impl S3Store {
     }
 }
 
+impl S3Store {
+    /// Every object under the prefix, by archive name, with its size.
+    fn list_sizes(&self) -> Result<std::collections::HashMap<String, u64>, Error> {
+        let prefix = (!self.inner.loc.prefix.is_empty())
+            .then(|| ObjPath::from(self.inner.loc.prefix.as_str()));
+        let store = self.inner.store.clone();
+        let keys = block(async move {
+            let mut out = Vec::new();
+            let mut s = store.list(prefix.as_ref());
+            while let Some(item) = s.next().await {
+                if out.len() >= MAX_LISTED {
+                    return Ok(None);
+                }
+                let meta = item?;
+                out.push((meta.location.to_string(), meta.size));
+            }
+            Ok::<_, object_store::Error>(Some(out))
+        })
+        .map_err(|e| self.failed("", "could not list", &e))?
+        .ok_or_else(|| Error::Store {
+            location: self.inner.loc.to_string(),
+            problem: format!(
+                "more than {MAX_LISTED} objects under this prefix: no archive pgarc reads has \
+                 that many files; name the archive's own prefix"
+            ),
+        })?;
+        let strip = if self.inner.loc.prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", self.inner.loc.prefix)
+        };
+        Ok(keys
+            .into_iter()
+            .filter_map(|(k, size)| k.strip_prefix(&strip).map(|n| (n.to_string(), size)))
+            .collect())
+    }
+
+    /// The error of a listing that failed, again, for each name that needed it.
+    fn failed_again(&self, e: &Error) -> Error {
+        match e {
+            Error::Store { location, problem } => Error::Store {
+                location: location.clone(),
+                problem: problem.clone(),
+            },
+            other => Error::Store {
+                location: self.inner.loc.to_string(),
+                problem: other.to_string(),
+            },
+        }
+    }
+}
+
 mod probe;
 
 impl Store for S3Store {
@@ -400,28 +455,25 @@ impl Store for S3Store {
         )))
     }
 
-    fn list(&self) -> Result<Vec<String>, Error> {
-        let prefix = (!self.inner.loc.prefix.is_empty())
-            .then(|| ObjPath::from(self.inner.loc.prefix.as_str()));
-        let store = self.inner.store.clone();
-        let keys = block(async move {
-            let mut out = Vec::new();
-            let mut s = store.list(prefix.as_ref());
-            while let Some(item) = s.next().await {
-                out.push(item?.location.to_string());
+    fn stat_all(&self, names: &[&str]) -> Vec<Result<Stat, Error>> {
+        let sizes = match self.list_sizes() {
+            Ok(s) => s,
+            Err(e) => {
+                let failed = |_: &&str| Err(self.failed_again(&e));
+                return names.iter().map(failed).collect();
             }
-            Ok::<_, object_store::Error>(out)
-        })
-        .map_err(|e| self.failed("", "could not list", &e))?;
-        let strip = if self.inner.loc.prefix.is_empty() {
-            String::new()
-        } else {
-            format!("{}/", self.inner.loc.prefix)
         };
-        let mut names: Vec<String> = keys
-            .into_iter()
-            .filter_map(|k| k.strip_prefix(&strip).map(str::to_string))
-            .collect();
+        names
+            .iter()
+            .map(|n| {
+                self.path(n)?;
+                Ok(sizes.get(*n).map_or(Stat::Absent, |&s| Stat::File(s)))
+            })
+            .collect()
+    }
+
+    fn list(&self) -> Result<Vec<String>, Error> {
+        let mut names: Vec<String> = self.list_sizes()?.into_keys().collect();
         names.sort();
         Ok(names)
     }

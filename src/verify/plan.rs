@@ -209,13 +209,16 @@ impl<'a> ManifestCheck<'a> {
     /// 1. Every listed file: a safe name, present, of its size.
     fn listed_files(&mut self, p: &mut Plan) {
         let m = self.m;
-        for f in &m.files {
+        // One listing for an object store, a stat per file for a directory.
+        let names: Vec<&str> = m.files.iter().map(|f| f.path.as_str()).collect();
+        let stats = self.dir.store().stat_all(&names);
+        for (f, stat) in m.files.iter().zip(stats) {
             if let Err(e) = self.dir.resolve(&f.path) {
                 p.problems
                     .push(Problem::new(&f.path, strip_path(&e, self.dir)));
                 continue;
             }
-            match self.dir.store().stat(&f.path) {
+            match stat {
                 Ok(Stat::File(found)) => {
                     if found != f.size {
                         let problem = DataProblem::Size {

@@ -80,6 +80,12 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Whether `name` is there, and its size.
     fn stat(&self, name: &str) -> Result<Stat, Error>;
 
+    /// [`Store::stat`] of each of `names`, in order. A store that lists sizes cheaply (an
+    /// object store: one listing instead of a request per name) answers all at once.
+    fn stat_all(&self, names: &[&str]) -> Vec<Result<Stat, Error>> {
+        names.iter().map(|n| self.stat(n)).collect()
+    }
+
     /// Reads `name` from byte `from` up to `to` (exclusive; the end when `None`), streaming.
     fn open(&self, name: &str, from: u64, to: Option<u64>) -> Result<Box<dyn Read + Send>, Error>;
 
