@@ -3,6 +3,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
@@ -41,6 +42,18 @@ fn hold(cluster: &Cluster, args: &[&str], stdin: Stdio) -> (Child, String) {
     (child, id)
 }
 
+/// [`hold`] with `--id-file` in a new temporary directory.
+fn hold_with_id_file(cluster: &Cluster) -> (tempfile::TempDir, PathBuf, Child, String) {
+    let work = tempfile::tempdir().unwrap();
+    let id_file = work.path().join("snap.id");
+    let (child, id) = hold(
+        cluster,
+        &["--id-file", &id_file.display().to_string()],
+        Stdio::null(),
+    );
+    (work, id_file, child, id)
+}
+
 fn signal(child: &Child, name: &str) {
     let ok = std::process::Command::new("sh")
         .arg("-c")
@@ -67,13 +80,7 @@ fn finish(mut child: Child) -> (Option<i32>, String) {
 #[test]
 fn a_held_snapshot_serves_dumps_until_it_is_released() {
     let cluster = cluster_with_rows();
-    let work = tempfile::tempdir().unwrap();
-    let id_file = work.path().join("snap.id");
-    let (child, id) = hold(
-        &cluster,
-        &["--id-file", &id_file.display().to_string()],
-        Stdio::null(),
-    );
+    let (work, id_file, child, id) = hold_with_id_file(&cluster);
     assert_eq!(std::fs::read_to_string(&id_file).unwrap().trim(), id);
     let mode = std::fs::metadata(&id_file).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600, "the id file is private");
@@ -138,13 +145,7 @@ fn end_of_input_releases_it_and_a_lost_session_is_said() {
     assert_eq!(finish(child).0, Some(0));
 
     // The holder's backend terminated: exit 1, one line, the id file removed.
-    let work = tempfile::tempdir().unwrap();
-    let id_file = work.path().join("snap.id");
-    let (child, id) = hold(
-        &cluster,
-        &["--id-file", &id_file.display().to_string()],
-        Stdio::null(),
-    );
+    let (_work, id_file, child, id) = hold_with_id_file(&cluster);
     cluster.psql(
         "postgres",
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \

@@ -7,7 +7,10 @@
 //! - [`select`]: which entries pg_restore acts on (its `_tocEntryRequired` rules).
 //! - [`list`]: the `pg_restore -l` style listing.
 //! - [`compat`]: which pg_restore versions can read a given archive.
-//! - [`ArchiveDir`]: an archive directory: toc.dat, the manifest, the files it holds.
+//! - [`ArchiveDir`]: an archive: toc.dat, the manifest, the files it holds, in a store.
+//! - [`store`]: the storage seam every archive byte goes through: a local directory
+//!   ([`store::LocalDir`]) or, in `crate::s3`, an S3-compatible object store; `s3://`
+//!   locations and the AWS configuration conventions.
 //! - `names`: which file names may be opened, and the paths they lead to (§2, §8).
 //! - [`Error`]: one error type whose messages name the file and the problem.
 //! - [`frame`]: data files as independently compressed frames of whole COPY rows, and the
@@ -17,9 +20,8 @@
 //!   located, cross-checked against the manifest, read as checked rows (typed problems).
 //! - [`reader`]: the primitives under `data`: finding and decoding data files, frame checks,
 //!   whole-file hashing, the COPY stream scanner.
-//! - [`digest`]: a table's order-independent content digest (issue 19; defined and tested,
-//!   not yet recorded in archives).
-//! - [`writer`]: writing an archive directory: data files frame by frame from many workers,
+//! - [`digest`]: a table's order-independent content digest (format 3, §5.3).
+//! - [`writer`]: writing an archive into a store: data files frame by frame from many workers,
 //!   toc.dat, frame indexes and the manifest, in the order of §6 and tool.md §1.
 
 pub mod compat;

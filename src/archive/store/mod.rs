@@ -321,7 +321,8 @@ impl Store for LocalDir {
     }
 
     /// Every file and directory of the archive fsynced, then a temporary file, fsync, a link
-    /// to the final name (which fails if it exists), fsync of the directory.
+    /// to the final name (which fails if it exists; a rename after a look where the
+    /// filesystem has no hard links), fsync of the directory.
     fn publish(&self, name: &str, bytes: Vec<u8>) -> Result<(), Error> {
         sync_tree(&self.root)?;
         let tmp = self.root.join(format!("{name}.tmp"));
@@ -332,8 +333,18 @@ impl Store for LocalDir {
             .map_err(io_err(&tmp, "could not write"))?;
         f.sync_all().map_err(io_err(&tmp, "could not fsync"))?;
         drop(f);
-        std::fs::hard_link(&tmp, &path).map_err(io_err(&path, "could not put into place"))?;
-        std::fs::remove_file(&tmp).map_err(io_err(&tmp, "could not remove"))?;
+        match std::fs::hard_link(&tmp, &path) {
+            Ok(()) => std::fs::remove_file(&tmp).map_err(io_err(&tmp, "could not remove"))?,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(io_err(&path, "could not put into place")(e));
+            }
+            // A filesystem without hard links (some network and FUSE filesystems): a
+            // rename, after a look (the directory was empty when the dump started).
+            Err(_) if !path.exists() => std::fs::rename(&tmp, &path)
+                .map_err(io_err(&path, "could not rename into place"))?,
+            Err(e) => return Err(io_err(&path, "could not put into place")(e)),
+        }
         sync_dir(&self.root)
     }
 
