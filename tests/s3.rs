@@ -355,26 +355,26 @@ fn wait(child: &mut std::process::Child) -> Output {
     }
 }
 
-#[test]
-fn a_dump_whose_server_stops_midway_leaves_no_manifest_and_no_open_upload() {
-    let s3 = S3Server::start(Kind::Garage);
-    let cluster = source();
-    // Parts go up slowly, so that the server can be stopped while uploads are open.
-    let slow = FlakyProxy::start(
-        &s3.endpoint,
-        Faults {
-            flaky: false,
-            part_delay: Duration::from_millis(700),
-        },
-    );
-    let url = format!("s3://{BUCKET}/stopped");
-    let mut child = s3_dump_cmd(&cluster, &s3, &slow.endpoint, &url)
+/// Starts a dump into `s3://BUCKET/prefix` through `slow`, waits until a part has gone up
+/// (an upload is open), lets `stop` stop it, and checks the outcome: exit `code` saying
+/// "incomplete", no manifest, no multipart upload left open, and verify saying incomplete.
+fn stopped_midway(
+    cluster: &Cluster,
+    s3: &S3Server,
+    slow: &FlakyProxy,
+    prefix: &str,
+    code: i32,
+    stop: impl FnOnce(&std::process::Child),
+) {
+    let url = format!("s3://{BUCKET}/{prefix}");
+    let before = slow.parts.load(Ordering::SeqCst);
+    let mut child = s3_dump_cmd(cluster, s3, &slow.endpoint, &url)
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while slow.parts.load(Ordering::SeqCst) == 0 {
+    while slow.parts.load(Ordering::SeqCst) == before {
         assert!(Instant::now() < deadline, "no part was ever uploaded");
         assert!(
             child.try_wait().unwrap().is_none(),
@@ -382,19 +382,19 @@ fn a_dump_whose_server_stops_midway_leaves_no_manifest_and_no_open_upload() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert!(cluster.pg_ctl(&["-m", "immediate", "stop"]));
+    stop(&child);
     let out = wait(&mut child);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(out.status.code(), Some(code), "{stderr}");
     assert!(stderr.contains("incomplete"), "{stderr}");
-    let keys = s3.keys("stopped");
+    let keys = s3.keys(prefix);
     assert!(
         !keys.iter().any(|k| k.ends_with("manifest.toml")),
         "{keys:?}"
     );
     assert_eq!(s3.open_uploads(), Vec::<String>::new(), "uploads aborted");
     // verify says the prefix holds an incomplete archive.
-    let v = pgarc_s3(&cluster, &s3, &s3.endpoint, &["verify", &url]);
+    let v = pgarc_s3(cluster, s3, &s3.endpoint, &["verify", &url]);
     let said = format!(
         "{}{}",
         String::from_utf8_lossy(&v.stdout),
@@ -402,6 +402,33 @@ fn a_dump_whose_server_stops_midway_leaves_no_manifest_and_no_open_upload() {
     );
     assert_ne!(v.status.code(), Some(0), "{said}");
     assert!(said.contains("incomplete"), "{said}");
+}
+
+#[test]
+fn a_dump_interrupted_or_whose_server_stops_leaves_no_manifest_and_no_open_upload() {
+    let s3 = S3Server::start(Kind::Garage);
+    let cluster = source();
+    // Parts go up slowly, so that the dump can be stopped while uploads are open.
+    let slow = FlakyProxy::start(
+        &s3.endpoint,
+        Faults {
+            flaky: false,
+            part_delay: Duration::from_millis(700),
+        },
+    );
+    // SIGINT to pgarc.
+    stopped_midway(&cluster, &s3, &slow, "interrupted", 130, |child| {
+        let ok = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("kill -INT {}", child.id()))
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    });
+    // The database server stopped.
+    stopped_midway(&cluster, &s3, &slow, "stopped", 1, |_| {
+        assert!(cluster.pg_ctl(&["-m", "immediate", "stop"]));
+    });
 }
 
 #[test]
