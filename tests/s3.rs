@@ -13,7 +13,7 @@ use crate::util::{entry_lines, newest_bindir, run_ok, Cluster};
 
 /// A cluster with the fixtures database `src` plus `wide`: 400,000 rows of hex digests,
 /// about 25 MiB compressed, so that its data file is a multipart upload of several parts
-/// written by several workers.
+/// written by several workers; and 24 more large objects.
 fn source() -> Cluster {
     let cluster = Cluster::start_in(&newest_bindir());
     cluster.create_fixtures_db("src");
@@ -21,6 +21,12 @@ fn source() -> Cluster {
         "src",
         "CREATE TABLE wide AS SELECT i AS id, md5(i::text) || md5((i * 7)::text) || \
          md5((i * 13)::text) || md5((i * 31)::text) AS h FROM generate_series(1, 400000) i",
+    );
+    // Large objects are files pg_dump writes itself, uploaded several at a time.
+    cluster.psql(
+        "src",
+        "SELECT count(lo_from_bytea(0, convert_to(repeat(md5(g::text), g * 40), 'UTF8'))) \
+         FROM generate_series(1, 24) g",
     );
     cluster
 }

@@ -18,6 +18,8 @@ use super::store::{Appender, Store};
 use super::toc::Toc;
 use super::TOC_FILE;
 
+/// How many threads move pg_dump's files into the store at once.
+const ADOPT_THREADS: usize = 4;
 /// The directory of frame indexes, relative to the root.
 pub const FRAMES_DIR: &str = "pgarc/frames";
 /// The file a pgarc dump writes first (format-spec §6): an archive that has it and no
@@ -94,7 +96,7 @@ impl ArchiveWriter {
     pub fn adopt_schema(&self) -> Result<(Toc, Vec<FileRecord>), Error> {
         let dir = self.schema_dir()?;
         let toc = Toc::read_file(&dir.join(TOC_FILE))?;
-        let mut adopted = Vec::new();
+        let mut files = Vec::new();
         let entries = std::fs::read_dir(&dir).map_err(io_err(&dir, "could not read"))?;
         for entry in entries {
             let entry = entry.map_err(io_err(&dir, "could not read"))?;
@@ -105,13 +107,35 @@ impl ArchiveWriter {
                     problem: "unexpected file name in pg_dump's output".into(),
                 });
             };
-            if name == TOC_FILE {
-                continue;
+            if name != TOC_FILE {
+                files.push((name.to_string(), entry.path()));
             }
-            let record = hash_local(&entry.path(), name)?;
-            self.store.put_file(name, &entry.path())?;
-            adopted.push(record);
         }
+        // Hashed and put into the store from several threads: one large object per file,
+        // and an object store's requests take their round trip each.
+        let per_thread = files.len().div_ceil(ADOPT_THREADS).max(1);
+        let mut adopted = std::thread::scope(|scope| {
+            let handles: Vec<_> = files
+                .chunks(per_thread)
+                .map(|chunk| {
+                    scope.spawn(move || {
+                        chunk
+                            .iter()
+                            .map(|(name, path)| {
+                                let record = hash_local(path, name)?;
+                                self.store.put_file(name, path)?;
+                                Ok(record)
+                            })
+                            .collect::<Result<Vec<_>, Error>>()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect::<Result<Vec<Vec<_>>, Error>>()
+        })?
+        .concat();
         std::fs::remove_file(dir.join(TOC_FILE)).map_err(io_err(&dir, "could not remove"))?;
         std::fs::remove_dir(&dir).map_err(io_err(&dir, "could not remove"))?;
         adopted.sort_by(|a, b| a.path.cmp(&b.path));
