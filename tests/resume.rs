@@ -55,12 +55,7 @@ fn hold_with_id_file(cluster: &Cluster) -> (tempfile::TempDir, PathBuf, Child, S
 }
 
 fn signal(child: &Child, name: &str) {
-    let ok = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(format!("kill -{name} {}", child.id()))
-        .status()
-        .unwrap();
-    assert!(ok.success());
+    crate::util::send_signal(child.id(), name);
 }
 
 /// Waits for `child` (at most a minute): its exit code and stderr.

@@ -424,12 +424,7 @@ fn a_dump_interrupted_or_whose_server_stops_leaves_no_manifest_and_no_open_uploa
     );
     // SIGINT to pgarc.
     stopped_midway(&cluster, &s3, &slow, "interrupted", 130, |child| {
-        let ok = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(format!("kill -INT {}", child.id()))
-            .status()
-            .unwrap();
-        assert!(ok.success());
+        crate::util::send_signal(child.id(), "INT");
     });
     // The database server stopped.
     stopped_midway(&cluster, &s3, &slow, "stopped", 1, |_| {

@@ -44,14 +44,13 @@ impl ArchiveDir {
     /// Opens the archive a store holds; it must hold `toc.dat` (or, damaged, a manifest).
     pub fn open_store(store: Arc<dyn Store>) -> Result<ArchiveDir, Error> {
         let dir = ArchiveDir { store };
+        let toc = dir.store.stat(TOC_FILE);
         // A damaged pgarc archive may have lost toc.dat: its manifest still says what it held.
-        let has = |name: &str| -> Result<bool, Error> {
-            Ok(matches!(dir.store.stat(name), Ok(Stat::File(_))))
-        };
-        if !has(TOC_FILE)? && !has(MANIFEST_FILE)? {
+        let found = |stat: &Result<Stat, Error>| matches!(stat, Ok(Stat::File(_)));
+        if !found(&toc) && !found(&dir.store.stat(MANIFEST_FILE)) {
             // A toc.dat that is a symbolic link to outside the archive is refused by name.
             dir.resolve(TOC_FILE)?;
-            if let Err(e @ Error::Store { .. }) = dir.store.stat(TOC_FILE) {
+            if let Err(e @ Error::Store { .. }) = toc {
                 return Err(e);
             }
             let problem = if dir.store.stat(super::writer::STARTED_FILE)? != Stat::Absent {
@@ -97,7 +96,7 @@ impl ArchiveDir {
                 })
             }
         };
-        let file = self.store.open(TOC_FILE, 0, None)?;
+        let file = self.store.open(TOC_FILE, 0, Some(size))?;
         let toc = Toc::read_from(std::io::BufReader::with_capacity(256 << 10, file), size)
             .map_err(|error| Error::Toc {
                 path: path.clone(),
@@ -246,10 +245,14 @@ impl ArchiveDir {
             action: "could not read",
             error,
         };
-        if self.store.stat(name)? == Stat::Absent {
-            return Err(io(std::io::ErrorKind::NotFound.into()));
-        }
-        let f = self.store.open(name, 0, None)?;
+        // The size just looked up bounds the read (an object store then needs no second
+        // lookup to know where the file ends).
+        let to = match self.store.stat(name)? {
+            Stat::Absent => return Err(io(std::io::ErrorKind::NotFound.into())),
+            Stat::File(size) => Some(size),
+            Stat::Special(_) => None,
+        };
+        let f = self.store.open(name, 0, to)?;
         let mut bytes = Vec::new();
         f.take(limit + 1).read_to_end(&mut bytes).map_err(io)?;
         if bytes.len() as u64 > limit {

@@ -818,7 +818,7 @@ impl RangeReader {
                 Ok(()) => Ok(None),
                 Err(e) => {
                     let shown = store.shown(&name).display().to_string();
-                    Err(io::Error::other(format!("{shown}: {e}")))
+                    Err(io::Error::new(e.kind(), format!("{shown}: {e}")))
                 }
             };
             send(&tx, &notify, last).await;
@@ -858,7 +858,7 @@ async fn stream_range(
     range: std::ops::Range<u64>,
     tx: &std::sync::mpsc::SyncSender<Piece>,
     room: &tokio::sync::Notify,
-) -> Result<(), String> {
+) -> io::Result<()> {
     let mut pos = range.start;
     let mut failures = 0;
     while pos < range.end {
@@ -869,7 +869,7 @@ async fn stream_range(
         };
         let mut stream = match store.inner.store.get_opts(path, opts).await {
             Ok(r) => r.into_stream(),
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(io::Error::other(e)),
         };
         loop {
             match tokio::time::timeout(STALL_TIMEOUT, stream.next()).await {
@@ -887,9 +887,15 @@ async fn stream_range(
                     failures += 1;
                     if failures > READ_RETRIES {
                         return Err(match other {
-                            Ok(Some(Err(e))) => e.to_string(),
-                            Ok(None) => "the server ended the response early".into(),
-                            _ => "the server stopped sending".into(),
+                            Ok(Some(Err(e))) => io::Error::other(e),
+                            Ok(None) => io::Error::new(
+                                io::ErrorKind::UnexpectedEof,
+                                "the server ended the response early",
+                            ),
+                            _ => io::Error::new(
+                                io::ErrorKind::TimedOut,
+                                "the server stopped sending",
+                            ),
                         });
                     }
                     tokio::time::sleep(Duration::from_millis(100 << failures.min(6))).await;

@@ -23,11 +23,31 @@ enum Refusal {
     Other { status: u16, code: String },
 }
 
-/// The `<Code>` of an S3 error document.
-fn error_code(body: &str) -> String {
-    body.split_once("<Code>")
-        .and_then(|(_, rest)| rest.split_once("</Code>"))
-        .map(|(code, _)| code.trim().to_string())
+/// Why the probe's request got no answer.
+#[derive(Debug, thiserror::Error)]
+enum Unanswered {
+    #[error("cannot start an HTTP client: {0}")]
+    Client(reqwest::Error),
+    #[error("cannot build a request: {0}")]
+    Request(http::Error),
+    #[error("cannot sign a request: {0}")]
+    Sign(object_store::Error),
+    /// The request failed (without its URL, which holds nothing secret but is long).
+    #[error("{0}")]
+    Send(reqwest::Error),
+}
+
+/// The `<Code>` of an S3 error document (ASCII by the protocol; empty when there is none or
+/// it is not UTF-8).
+fn error_code(body: &[u8]) -> String {
+    let find = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).position(|w| w == needle);
+    let Some(start) = find(body, b"<Code>").map(|i| i + b"<Code>".len()) else {
+        return String::new();
+    };
+    let rest = &body[start..];
+    find(rest, b"</Code>")
+        .and_then(|end| std::str::from_utf8(&rest[..end]).ok())
+        .map(|code| code.trim().to_string())
         .unwrap_or_default()
 }
 
@@ -99,7 +119,7 @@ impl S3Store {
                 .connect_timeout(super::CONNECT_TIMEOUT)
                 .timeout(Duration::from_secs(30))
                 .build()
-                .map_err(|e| format!("cannot start an HTTP client: {e}"))?;
+                .map_err(Unanswered::Client)?;
             // Transient answers (5xx, 429) are retried as every request is; a connection
             // refused only a few times, so that a wrong endpoint is named within a second.
             let mut attempt = 0u32;
@@ -111,10 +131,10 @@ impl S3Store {
                     .method(http::Method::GET)
                     .uri(&url)
                     .body(object_store::client::HttpRequestBody::empty())
-                    .map_err(|e| format!("cannot build a request: {e}"))?;
+                    .map_err(Unanswered::Request)?;
                 AwsAuthorizer::new(&credential, "s3", &region)
                     .try_authorize(&mut request, None)
-                    .map_err(|e| format!("cannot sign a request: {e}"))?;
+                    .map_err(Unanswered::Sign)?;
                 let response = match client
                     .get(&url)
                     .headers(request.headers().clone())
@@ -126,7 +146,7 @@ impl S3Store {
                         tokio::time::sleep(wait).await;
                         continue;
                     }
-                    Err(e) => return Err(e.without_url().to_string()),
+                    Err(e) => return Err(Unanswered::Send(e.without_url())),
                 };
                 let status = response.status().as_u16();
                 if !last && (status >= 500 || status == 429) {
@@ -142,7 +162,7 @@ impl S3Store {
                         break;
                     }
                 }
-                return Ok::<_, String>((status, String::from_utf8_lossy(&body).into_owned()));
+                return Ok::<_, Unanswered>((status, body));
             }
         });
         let loc = &self.inner.loc;
@@ -206,7 +226,9 @@ mod tests {
         let doc = |code: &str| {
             format!("<?xml version=\"1.0\"?><Error><Code>{code}</Code><Message>x</Message></Error>")
         };
-        assert_eq!(error_code(&doc("NoSuchBucket")), "NoSuchBucket");
+        assert_eq!(error_code(doc("NoSuchBucket").as_bytes()), "NoSuchBucket");
+        assert_eq!(error_code(b"<Error></Error>"), "");
+        assert_eq!(error_code(b"<Code>\xff</Code>"), "");
         assert_eq!(classify(200, ""), None);
         assert_eq!(classify(404, "NoSuchBucket"), Some(Refusal::NoBucket));
         assert_eq!(

@@ -384,6 +384,17 @@ fn clear_pg_env(cmd: &mut Command) {
     }
 }
 
+/// Sends signal `name` (`INT`, `TERM`, ...) to process `pid` with the shell's kill builtin
+/// (a minimal system may have no kill binary, procps).
+pub fn send_signal(pid: u32, name: &str) {
+    let ok = Command::new("sh")
+        .arg("-c")
+        .arg(format!("kill -{name} {pid}"))
+        .status()
+        .unwrap();
+    assert!(ok.success(), "kill -{name} {pid}");
+}
+
 /// The pgarc binary under test, with no inherited libpq variables.
 pub fn pgarc() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_pgarc"));
