@@ -557,6 +557,60 @@ class Bench:
             for k in server.env():
                 self.c.env.pop(k, None)
 
+    def resume(self):
+        """Issue 21 on skewed: pgarc dump with its journal and without (PGARC_BENCH_NO_JOURNAL,
+        which exists for this measurement), alternating; and a dump under a snapshot held by
+        pgarc snapshot, killed with SIGKILL halfway through (at half the uninterrupted dump's
+        time of the same round) and resumed: the two runs' times added up."""
+        a = self.args
+        j = a.jobs
+        log(f"building skewed (scale {a.scale})")
+        build_skewed(self.c, "skewed", a.scale)
+        id_file = os.path.join(a.workdir, "snapshot.id")
+        holder = subprocess.Popen([self.pgarc, "snapshot", "-d", "skewed", "--id-file", id_file,
+                                   "-q"], env=self.c.env, stdout=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 60
+            while not os.path.exists(id_file):
+                if time.monotonic() > deadline or holder.poll() is not None:
+                    raise RuntimeError("pgarc snapshot did not start")
+                time.sleep(0.05)
+            snap = open(id_file).read().strip()
+            for r in range(a.rounds):
+                log(f"skewed resume, round {r + 1} of {a.rounds}")
+                plain = self.fresh("skewed-journal")
+                whole = self.timed("resume/dump/pgarc", f"skewed: pgarc dump -j {j}",
+                                   self.pgarc_dump("skewed", plain, j), plain)
+                off = self.fresh("skewed-nojournal")
+                env = dict(self.c.env, PGARC_BENCH_NO_JOURNAL="1")
+                self.c.settle()
+                run = run_timed(self.pgarc_dump("skewed", off, j), env)
+                self.s("resume/dump/nojournal",
+                       f"skewed: pgarc dump -j {j} without the journal").add(run)
+                log(f"  without the journal: {run.seconds:.2f} s")
+                killed = self.fresh("skewed-killed")
+                cmd = self.pgarc_dump("skewed", killed, j) + ["--snapshot", snap]
+                self.c.settle()
+                start = time.monotonic()
+                p = subprocess.Popen(cmd, env=self.c.env, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+                time.sleep(whole.seconds / 2)
+                p.send_signal(signal.SIGKILL)
+                _, _, usage = os.wait4(p.pid, 0)
+                first = time.monotonic() - start
+                resumed = run_timed([self.pgarc, "dump", "--resume", "-d", "skewed", "-j", str(j),
+                                     "-f", killed, "--pg-dump", self.c.bin("pg_dump")],
+                                    self.c.env)
+                total = Run(first + resumed.seconds, max(usage.ru_maxrss, resumed.maxrss_kib))
+                self.s("resume/dump/resumed",
+                       f"skewed: pgarc dump -j {j} killed halfway + dump --resume").add(total)
+                log(f"  killed after {first:.2f} s, resumed in {resumed.seconds:.2f} s")
+        finally:
+            holder.terminate()
+            holder.wait()
+        self.c.psql("postgres", 'DROP DATABASE "skewed"')
+        self.clean()
+
     def linear(self):
         a = self.args
         j = a.jobs
@@ -707,6 +761,11 @@ def report(b, args, versions, started):
             v = S[key].peak_rss_mib
             row(f"{S[key].label}: peak RSS", f"<= {limit:.0f} MiB", f"{v:.0f}", v <= limit,
                 " MiB")
+    # Issue 21: resume.
+    r("resume/dump/resumed", "resume/dump/pgarc",
+      f"skewed: pgarc dump -j {args.jobs} killed halfway + resumed / uninterrupted", 1.10)
+    r("resume/dump/pgarc", "resume/dump/nojournal",
+      f"skewed: pgarc dump -j {args.jobs} / without the journal (the journal's cost)", 1.02)
     if "x4/dump/pgarc" in S:
         v = ratio(S["x4/dump/pgarc"], S["x1/dump/pgarc"])
         row("skewed x4: pgarc dump time / time at x1", "<= 4.40", f"{v:.2f}", v <= 4.4)
@@ -741,7 +800,8 @@ def main():
                     help="comma-separated: skewed, pgbench, many, tiny, linear (skewed x1 vs x4), "
                          "digest (issue 19 only: dump with and without digests on skewed and "
                          "pgbench, verify --against of skewed), s3 (issue 20: skewed to and "
-                         "from a loopback S3 server against a directory)")
+                         "from a loopback S3 server against a directory), resume (issue 21: "
+                         "the journal's cost, a dump killed halfway and resumed)")
     ap.add_argument("--s3-server", default="garage", choices=("garage", "s3s-fs"),
                     help="the S3-compatible server of the s3 dataset")
     ap.add_argument("--scale", type=float, default=1.0,
@@ -800,6 +860,8 @@ def main():
                 b.digest()
             elif d == "s3":
                 b.s3()
+            elif d == "resume":
+                b.resume()
             elif d == "linear":
                 if "skewed" not in sets:
                     build_skewed(c, "skewed", args.scale)

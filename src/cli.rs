@@ -325,6 +325,11 @@ pub struct RestoreArgs {
     /// Restore in one transaction: all or nothing (one session; not with -j > 1).
     #[arg(short = '1', long = "single-transaction")]
     pub single_transaction: bool,
+    /// Continue an interrupted restore into the same database (-d), with the same archive
+    /// and options: what its ledger (schema pgarc_restore, dropped when a restore completes)
+    /// records as committed is kept, the rest is done, each table's rows exactly once.
+    #[arg(long, conflicts_with_all = ["create", "clean", "single_transaction"])]
+    pub resume: bool,
     /// ANALYZE each table as soon as its data and indexes are in, beside the rest of the
     /// restore, so the database has planner statistics when the restore ends (tables whose
     /// statistics the archive restores are left alone). What `vacuumdb --analyze-only` does
@@ -407,6 +412,19 @@ pub struct DumpArgs {
     /// Upper bound on the uncompressed bytes of one frame.
     #[arg(long, value_name = "SIZE", default_value = "4MB", hide = true)]
     pub frame_size: String,
+    /// Continue the unfinished dump in DIR (or s3://BUCKET/PREFIX) from its journal: under
+    /// the same snapshot, with the options it was started with (so none of those may be
+    /// given), keeping every chunk it finished and copying the rest. The snapshot must still
+    /// be held (by `pgarc snapshot`, given to the first run with --snapshot); if it is gone,
+    /// nothing is changed and the dump must start again.
+    #[arg(long, conflicts_with_all = [
+        "compress", "snapshot", "no_digest", "split_size", "frame_size", "schema",
+        "exclude_schema", "table", "exclude_table", "exclude_table_data", "schema_only",
+        "data_only", "section", "no_unlogged_table_data", "strict_names", "no_owner",
+        "no_privileges", "no_comments", "large_objects", "no_large_objects",
+        "serializable_deferrable",
+    ])]
+    pub resume: bool,
     /// Do not record the rows' content digests: slightly faster, but `pgarc verify
     /// --against` must then decompress the archive to know what to expect, and the archive is
     /// written in format 2 (readable by older pgarc).

@@ -280,6 +280,7 @@ fn dump_options(args: DumpArgs) -> anyhow::Result<DumpOptions> {
         split_size,
         frame_size: frame_size as usize,
         digests: !args.no_digest,
+        resume: args.resume,
         pg_dump,
         selection: DumpSelection {
             schemas: args.select.schema,
@@ -344,6 +345,7 @@ fn restore_options(args: RestoreArgs, connect: bool) -> anyhow::Result<RestoreOp
     opts.use_list = args.use_list;
     opts.disable_triggers = args.disable_triggers;
     opts.single_transaction = args.single_transaction;
+    opts.resume = args.resume;
     opts.analyze = args.analyze;
     opts.freeze = !args.no_freeze;
     opts.verbose = args.output.verbose;

@@ -36,6 +36,23 @@ pub struct Report {
     /// `restore --verify`: the check of the restored database against the archive.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub verify: Option<VerifyReport>,
+    /// A resumed run (`--resume`): what earlier runs did and what this one did again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resume: Option<ResumeReport>,
+}
+
+/// What a resumed dump or restore kept and redid (format-spec/tool.md §10).
+#[derive(Debug, Clone, Serialize)]
+pub struct ResumeReport {
+    /// This run's number: 2 for the first resume.
+    pub run: u32,
+    /// Units of work (a dump's chunks; a restore's data pieces) earlier runs finished and
+    /// this one kept.
+    pub kept: usize,
+    /// Units this run did.
+    pub done: usize,
+    /// Of `done`, the units an earlier run had begun and not finished: the work redone.
+    pub redone: usize,
 }
 
 /// What `restore --verify` found (format-spec/tool.md §2a).
@@ -125,6 +142,7 @@ impl Report {
                 errors: 0,
             },
             verify: None,
+            resume: None,
         }
     }
 

@@ -62,3 +62,16 @@ pub fn human(bytes: u64) -> String {
         format!("{v:.1} {}", UNITS[i])
     }
 }
+
+/// The environment variable that names a kill point ([`kill_point`]).
+pub const KILL_AT_VAR: &str = "PGARC_TEST_KILL_AT";
+
+/// A named instant at which the test suite kills a run to test `--resume`
+/// (format-spec/tool.md §10): when `PGARC_TEST_KILL_AT` names it, the process sends itself
+/// SIGKILL here, as the OOM killer or a host restart would, without a chance to clean up.
+/// Otherwise nothing happens.
+pub fn kill_point(name: &str) {
+    if std::env::var_os(KILL_AT_VAR).is_some_and(|v| v == name) {
+        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+    }
+}

@@ -4,7 +4,7 @@
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
-use std::process::{Child, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::util::{newest_bindir, run_ok, Cluster};
@@ -154,4 +154,676 @@ fn end_of_input_releases_it_and_a_lost_session_is_said() {
         "{stderr}"
     );
     assert!(!id_file.exists());
+}
+
+// ---- `pgarc dump --resume` (issue 21, acceptance 1, 3 and 4) ----
+
+/// A source database for the kill points: `big` (300,000 rows, split into ctid-range chunks
+/// of 4 MB), 30 small tables, 16 large objects, and `log`, which a concurrent workload writes
+/// to while the dumps run. Every dump runs with 64 kB frames, so each table has many frames.
+fn resume_source() -> Cluster {
+    crate::util::cluster_with_big_table(
+        "SELECT count(lo_from_bytea(0, convert_to(repeat(md5(g::text), g * 40), 'UTF8'))) \
+         FROM generate_series(1, 16) g; \
+         CREATE TABLE log (id bigserial PRIMARY KEY, v int, at timestamptz DEFAULT now()); \
+         INSERT INTO log (v) SELECT g FROM generate_series(1, 20000) g; \
+         DO $$ BEGIN FOR i IN 1..30 LOOP \
+           EXECUTE format('CREATE TABLE small_%s AS SELECT g, md5(g::text) AS h \
+                           FROM generate_series(1, %s) g', i, i * 50); \
+         END LOOP; END $$;",
+    )
+}
+
+/// Writes to `src` (inserts, updates of the split table, deletes) until `stop` is set: what
+/// a dump under an older snapshot must not see.
+fn workload(cluster: &Cluster, stop: &std::sync::atomic::AtomicBool) -> usize {
+    let mut rounds = 0;
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+        cluster.psql(
+            "src",
+            &format!(
+                "INSERT INTO log (v) SELECT g FROM generate_series(1, 200) g; \
+                 UPDATE big SET h = md5(h) WHERE id % 997 = {rounds}; \
+                 DELETE FROM log WHERE id % 13 = {};",
+                rounds % 13
+            ),
+        );
+        rounds += 1;
+    }
+    rounds
+}
+
+/// A deterministic sequence of numbers in [0, 1) (xorshift64*), so that a failing kill point
+/// can be replayed from the seed the assertion prints.
+struct Seeded(u64);
+
+impl Seeded {
+    fn next(&mut self) -> f64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// Where a dump is killed with SIGKILL.
+#[derive(Debug, Clone, Copy)]
+enum Kill {
+    /// A kill point inside pgarc (`PGARC_TEST_KILL_AT`).
+    At(&'static str),
+    /// While its pg_dump child is capturing the schema.
+    WhilePgDump,
+    /// This long after the journal's first record is durable.
+    After(Duration),
+}
+
+/// The process ids of the children of `pid` whose command is `name`.
+fn children_named(pid: u32, name: &str) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            let (comm, rest) = stat.split_once(") ")?;
+            let comm = comm.split_once(" (")?.1;
+            let ppid: u32 = rest.split(' ').nth(1)?.parse().ok()?;
+            (ppid == pid && comm == name).then(|| e.file_name().to_str()?.parse().ok())?
+        })
+        .collect()
+}
+
+/// Runs `cmd` and kills it as `kill` says; `journal` is the file whose existence shows the
+/// journal's first record. Returns whether the dump was killed (not finished first).
+fn run_and_kill(mut cmd: Command, kill: Kill, journal: &std::path::Path) -> bool {
+    if let Kill::At(point) = kill {
+        cmd.env(pgarc::run::KILL_AT_VAR, point);
+    }
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut fired = false;
+    let mut journal_seen: Option<Instant> = None;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let out = child.wait_with_output().unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            return match kill {
+                Kill::At(_) => {
+                    assert_eq!(status.code(), None, "killed at its kill point: {stderr}");
+                    true
+                }
+                _ if fired => true,
+                _ => {
+                    assert!(status.success(), "{stderr}");
+                    false
+                }
+            };
+        }
+        assert!(Instant::now() < deadline, "the dump did not end");
+        match kill {
+            Kill::At(_) => {}
+            // Not `pg_dump --version`, which runs before the plan: the capture.
+            Kill::WhilePgDump
+                if !fired
+                    && journal.exists()
+                    && !children_named(child.id(), "pg_dump").is_empty() =>
+            {
+                signal(&child, "KILL");
+                fired = true;
+            }
+            Kill::After(delay) if !fired => {
+                if journal_seen.is_none() && journal.exists() {
+                    journal_seen = Some(Instant::now());
+                }
+                if journal_seen.is_some_and(|t| t.elapsed() >= delay) {
+                    signal(&child, "KILL");
+                    fired = true;
+                }
+            }
+            _ => {}
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// The `resume` object of a `--report` file: (run, kept, done, redone).
+fn resume_counts(report: &std::path::Path) -> (u64, u64, u64, u64) {
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(report).unwrap()).unwrap();
+    let r = &v["resume"];
+    let n = |k: &str| r[k].as_u64().unwrap_or_else(|| panic!("resume.{k} in {v}"));
+    (n("run"), n("kept"), n("done"), n("redone"))
+}
+
+/// The twenty kill points of acceptance 1: fixed ones (during pg_dump's capture, right after
+/// it, right before and right after the manifest) and random instants over the copy, drawn
+/// from `seed`; `n` of them.
+fn kill_points(seed: u64, n: usize, span: Duration) -> Vec<Kill> {
+    let mut points = vec![
+        Kill::WhilePgDump,
+        Kill::At("schema-captured"),
+        Kill::At("before-manifest"),
+        Kill::At("after-manifest"),
+    ];
+    let mut rng = Seeded(seed);
+    while points.len() < n {
+        points.push(Kill::After(span.mul_f64(rng.next() * 0.9)));
+    }
+    points
+}
+
+/// One store's half of acceptance 1: each kill point, then `--resume`, `verify`, and a restore
+/// compared with the restore of an uninterrupted dump under the same snapshot.
+struct DumpKills<'a> {
+    cluster: &'a Cluster,
+    snapshot: &'a str,
+    expected: &'a crate::util::DbState,
+    work: &'a std::path::Path,
+    /// The S3 server, for `s3://` archives.
+    s3: Option<&'a crate::util::s3::S3Server>,
+}
+
+const DUMP_ARGS: [&str; 8] = [
+    "-j",
+    "4",
+    "--split-size",
+    "4MB",
+    "--frame-size",
+    "64kB",
+    "--pg-dump",
+    "",
+];
+
+impl DumpKills<'_> {
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = self.cluster.pgarc();
+        if let Some(s3) = self.s3 {
+            s3.env(&mut cmd);
+        }
+        cmd.args(args);
+        cmd
+    }
+
+    /// The archive's location and the file that shows its journal began.
+    fn target(&self, n: usize) -> (String, PathBuf) {
+        match self.s3 {
+            Some(s3) => {
+                let prefix = format!("kill{n}");
+                let journal = s3.object_file(&format!("{prefix}/pgarc/journal.d/0000000000.rec"));
+                (
+                    format!("s3://{}/{prefix}", crate::util::s3::BUCKET),
+                    journal,
+                )
+            }
+            None => {
+                let dir = self.work.join(format!("kill{n}"));
+                let journal = dir.join("pgarc/journal");
+                (dir.display().to_string(), journal)
+            }
+        }
+    }
+
+    fn run(&self, n: usize, kill: Kill) {
+        let (target, journal) = self.target(n);
+        let pg_dump = self.cluster.bindir.join("pg_dump").display().to_string();
+        let mut args = DUMP_ARGS.to_vec();
+        args[7] = &pg_dump;
+        let mut dump = self.command(&[
+            "dump",
+            "-d",
+            "src",
+            "-f",
+            &target,
+            "--snapshot",
+            self.snapshot,
+        ]);
+        dump.args(&args);
+        let killed = run_and_kill(dump, kill, &journal);
+        let report = self.work.join(format!("report{n}.json"));
+        let out = self
+            .command(&[
+                "dump",
+                "--resume",
+                "-d",
+                "src",
+                "-j",
+                "4",
+                "-f",
+                &target,
+                "--pg-dump",
+                &pg_dump,
+            ])
+            .arg("--report")
+            .arg(&report)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let what = format!("kill point {n} ({kill:?}, killed: {killed}) into {target}");
+        if !killed || matches!(kill, Kill::At("after-manifest")) {
+            // The archive was complete: nothing to resume, and no journal is left.
+            assert_eq!(out.status.code(), Some(1), "{what}: {stderr}");
+            assert!(stderr.contains("nothing to resume"), "{what}: {stderr}");
+        } else {
+            assert!(out.status.success(), "{what}: {stderr}");
+            let (run, kept, done, redone) = resume_counts(&report);
+            assert_eq!(run, 2, "{what}");
+            // Bounded redo: at most one chunk per worker of the killed run.
+            assert!(
+                redone <= 4,
+                "{what}: {redone} chunks copied again: {stderr}"
+            );
+            assert!(redone <= done, "{what}");
+            assert!(kept + done > 0, "{what}");
+        }
+        let verified = self.command(&["verify", &target]).output().unwrap();
+        assert!(
+            verified.status.success(),
+            "{what}: verify: {}",
+            String::from_utf8_lossy(&verified.stderr)
+        );
+        let db = format!("resumed{n}");
+        self.cluster.create_db(&db);
+        run_ok(&mut self.command(&["restore", "-j", "2", "-d", &db, &target]));
+        same_as_snapshot(self.cluster, self.expected, &db, &what);
+        self.cluster
+            .psql("postgres", &format!("DROP DATABASE {db}"));
+    }
+}
+
+/// Acceptance 1, 3 and 4 of issue 21 for `pgarc dump`: twenty SIGKILLs at different points
+/// (ten into a directory, ten into an `s3://` prefix on s3s-fs), each resumed under the same
+/// snapshot while a workload writes to the database; every resumed archive verifies and
+/// restores equal to an uninterrupted dump of the snapshot, with at most one chunk per worker
+/// copied again. Then a dump whose snapshot holder stopped: `--resume` refuses in one line,
+/// exit 1, and changes nothing.
+#[test]
+fn a_dump_killed_anywhere_resumes_to_the_archive_an_uninterrupted_dump_gives() {
+    let cluster = resume_source();
+    let (holder, id) = hold(&cluster, &[], Stdio::null());
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let work = tempfile::tempdir().unwrap();
+    /// Stops the workload however the scope ends (a failed assertion too).
+    struct StopOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
+    impl Drop for StopOnDrop<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+    std::thread::scope(|scope| {
+        let writes = scope.spawn(|| workload(&cluster, &stop));
+        let _stop = StopOnDrop(&stop);
+        // The uninterrupted dump under the snapshot, and the database it restores to.
+        let reference = work.path().join("reference");
+        let mut args = DUMP_ARGS[..6].to_vec();
+        args.extend(["--snapshot", &id]);
+        let started = Instant::now();
+        cluster.pgarc_dump("src", &reference, &args);
+        let span = started.elapsed();
+        cluster.create_db("expected");
+        run_ok(
+            cluster
+                .pgarc()
+                .args(["restore", "-d", "expected"])
+                .arg(&reference),
+        );
+        let expected = cluster.db_state("expected");
+        assert!(
+            expected
+                .tables
+                .iter()
+                .any(|t| t.starts_with("public.big|300000|")),
+            "the snapshot predates the workload's writes: {:?}",
+            expected.tables
+        );
+        let s3 = crate::util::s3::S3Server::s3s_fs();
+        let seed = 0x5eed_2111;
+        for (half, store) in [(0, None), (1, Some(&s3))] {
+            let kills = DumpKills {
+                cluster: &cluster,
+                snapshot: &id,
+                expected: &expected,
+                work: work.path(),
+                s3: store,
+            };
+            for (i, kill) in kill_points(seed + half, 10, span).into_iter().enumerate() {
+                kills.run(half as usize * 10 + i, kill);
+            }
+        }
+        lost_snapshot_is_refused(&cluster, holder, &id, work.path());
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        assert!(
+            writes.join().unwrap() > 0,
+            "the workload wrote during the dumps"
+        );
+    });
+}
+
+/// Asserts that `db` holds what `expected` (the restore of an uninterrupted dump under the same
+/// snapshot) holds: schema, every table's rows and content hash, large objects, materialized
+/// views. Not sequence values: they are not under any snapshot (pg_dump reads their current
+/// value as it captures the schema), so two dumps of one snapshot taken at different moments
+/// of a workload differ there, uninterrupted ones too.
+fn same_as_snapshot(cluster: &Cluster, expected: &crate::util::DbState, db: &str, what: &str) {
+    let got = cluster.db_state(db);
+    assert_eq!(got.tables, expected.tables, "{what}: table contents");
+    assert_eq!(
+        got.large_objects, expected.large_objects,
+        "{what}: large objects"
+    );
+    assert_eq!(
+        got.matviews, expected.matviews,
+        "{what}: materialized views"
+    );
+    assert!(got.schema == expected.schema, "{what}: the schema differs");
+}
+
+/// Acceptance 4: the holder stopped, `--resume` refuses with one line naming the snapshot,
+/// exit 1, and the archive's files are untouched.
+fn lost_snapshot_is_refused(cluster: &Cluster, holder: Child, id: &str, work: &std::path::Path) {
+    let dir = work.join("lost");
+    let pg_dump = cluster.bindir.join("pg_dump").display().to_string();
+    let mut dump = cluster.pgarc();
+    dump.args(["dump", "-d", "src", "-f"]).arg(&dir).args([
+        "--snapshot",
+        id,
+        "-j",
+        "4",
+        "--split-size",
+        "4MB",
+        "--pg-dump",
+        &pg_dump,
+    ]);
+    assert!(run_and_kill(
+        dump,
+        Kill::At("before-manifest"),
+        &dir.join("pgarc/journal")
+    ));
+    signal(&holder, "TERM");
+    assert_eq!(finish(holder).0, Some(0));
+    let before = tree(&dir);
+    let out = cluster
+        .pgarc()
+        .args(["dump", "--resume", "-d", "src", "-f"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
+    assert!(
+        stderr.contains("snapshot lost") && stderr.contains(id) && stderr.contains("dump again"),
+        "{stderr}"
+    );
+    assert_eq!(tree(&dir), before, "nothing was changed");
+}
+
+/// Every file under `dir` with its contents' length and hash.
+fn tree(dir: &std::path::Path) -> Vec<(String, u64, String)> {
+    let mut out: Vec<(String, u64, String)> = walk(dir)
+        .into_iter()
+        .map(|p| {
+            let bytes = std::fs::read(&p).unwrap();
+            let sum = bytes.iter().fold(0u64, |h, &b| {
+                h.wrapping_mul(1_099_511_628_211) ^ u64::from(b)
+            });
+            (
+                p.display().to_string(),
+                bytes.len() as u64,
+                format!("{sum:x}"),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+// ---- `pgarc restore --resume` (issue 21, acceptance 2, 3 and 4) ----
+
+/// Waits until `query` (a count) is not 0 in `postgres`; false when `child` ended first.
+fn wait_for(cluster: &Cluster, child: &mut Child, query: &str) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "never saw: {query}");
+        if cluster.psql("postgres", query).trim() != "0" {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    false
+}
+
+const RESTORE_COPYING: &str = "SELECT count(*) FROM pg_stat_activity WHERE application_name \
+     LIKE 'pgarc restore%' AND query LIKE 'COPY%big%' AND state = 'active'";
+
+/// Restores (and resumes restores of) one archive into fresh databases of one cluster.
+struct RestoreKills<'a> {
+    cluster: &'a Cluster,
+    archive: &'a std::path::Path,
+    expected: &'a crate::util::DbState,
+    work: &'a std::path::Path,
+}
+
+impl RestoreKills<'_> {
+    fn restore(&self, db: &str) -> Child {
+        self.cluster
+            .pgarc()
+            .args(["restore", "-q", "-j", "4", "-d", db])
+            .arg(self.archive)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    /// `--resume` into `db`, then the checks of acceptance 2 and 3.
+    fn resume_and_check(&self, db: &str, what: &str) {
+        let report = self.work.join(format!("{db}.json"));
+        let out = self
+            .cluster
+            .pgarc()
+            .args(["restore", "--resume", "-j", "4", "-d", db, "--report"])
+            .arg(&report)
+            .arg(self.archive)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{what}: {stderr}");
+        let (run, _kept, done, redone) = resume_counts(&report);
+        assert!(run >= 2, "{what}");
+        // Exactly once: what was in flight when it stopped, at most one load per worker.
+        assert!(redone <= 4, "{what}: {redone} loads done again: {stderr}");
+        assert!(redone <= done, "{what}");
+        self.cluster.assert_same_db(self.expected, db);
+        assert_eq!(
+            self.cluster
+                .psql(
+                    db,
+                    "SELECT count(*) FROM pg_namespace WHERE nspname = 'pgarc_restore'"
+                )
+                .trim(),
+            "0",
+            "{what}: the ledger is gone"
+        );
+        self.cluster
+            .psql("postgres", &format!("DROP DATABASE {db}"));
+    }
+
+    /// Kills a restore `delay` after it started; resumes it.
+    fn kill_after(&self, n: usize, delay: Duration) {
+        let db = format!("k{n}");
+        self.cluster.create_db(&db);
+        let mut child = self.restore(&db);
+        std::thread::sleep(delay);
+        signal(&child, "KILL");
+        let status = child.wait().unwrap();
+        let what = format!("restore kill point {n} at {delay:?} ({status})");
+        let ledger = self.cluster.psql(
+            &db,
+            "SELECT count(*) FROM pg_namespace WHERE nspname = 'pgarc_restore'",
+        );
+        if status.success() || ledger.trim() == "0" {
+            // Finished before the kill, or killed before its ledger existed (then it had done
+            // nothing): a resume is refused and a new restore is the way.
+            let out = self
+                .cluster
+                .pgarc()
+                .args(["restore", "--resume", "-d", &db])
+                .arg(self.archive)
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{what}: {stderr}");
+            assert!(
+                stderr.contains("no pgarc restore ledger"),
+                "{what}: {stderr}"
+            );
+            let relations = self.cluster.psql(
+                &db,
+                "SELECT count(*) FROM pg_class WHERE relnamespace = 'public'::regnamespace",
+            );
+            if relations.trim() != "0" {
+                // Killed after it dropped its ledger, as it exited: it was complete.
+                self.cluster.assert_same_db(self.expected, &db);
+            }
+            self.cluster
+                .psql("postgres", &format!("DROP DATABASE {db}"));
+            return;
+        }
+        self.resume_and_check(&db, &what);
+    }
+}
+
+/// A source for the restore kill points: `big` (split when loaded), 30 small tables with
+/// primary keys, an index and a foreign key (post-data work), 16 large objects.
+fn restore_source() -> Cluster {
+    crate::util::cluster_with_big_table(
+        "ALTER TABLE big ADD PRIMARY KEY (id); CREATE INDEX big_h ON big (h); \
+         SELECT count(lo_from_bytea(0, convert_to(repeat(md5(g::text), g * 40), 'UTF8'))) \
+         FROM generate_series(1, 16) g; \
+         DO $$ BEGIN FOR i IN 1..30 LOOP \
+           EXECUTE format('CREATE TABLE small_%s (g int PRIMARY KEY, h text, \
+                           b int REFERENCES big (id))', i); \
+           EXECUTE format('INSERT INTO small_%s SELECT g, md5(g::text), g FROM \
+                           generate_series(1, %s) g', i, i * 50); \
+         END LOOP; END $$;",
+    )
+}
+
+/// Acceptance 2, 3 and 4 of issue 21 for `pgarc restore`: twenty SIGKILLs of `restore -j 4`
+/// at seeded random instants, a server restart and a terminated worker mid-load, each followed
+/// by `--resume`: the database equals the source, no row twice, no table short, at most one
+/// load per worker done again, the ledger gone. A stock pg_dump archive resumes too; a resume
+/// with another archive is refused in one line and changes nothing.
+#[test]
+fn a_restore_stopped_anywhere_resumes_to_the_source_exactly_once() {
+    let cluster = restore_source();
+    let work = tempfile::tempdir().unwrap();
+    let archive = work.path().join("a");
+    cluster.pgarc_dump(
+        "src",
+        &archive,
+        &["-j", "4", "--split-size", "4MB", "--frame-size", "64kB"],
+    );
+    let expected = cluster.db_state("src");
+    let kills = RestoreKills {
+        cluster: &cluster,
+        archive: &archive,
+        expected: &expected,
+        work: work.path(),
+    };
+    // How long an uninterrupted restore takes: the span the kill points are drawn from.
+    cluster.create_db("whole");
+    let started = Instant::now();
+    let out = kills.restore("whole").wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let span = started.elapsed();
+    cluster.assert_same_db(&expected, "whole");
+    let mut rng = Seeded(0x2e57_04e1);
+    for n in 0..20 {
+        kills.kill_after(n, span.mul_f64(0.05 + rng.next() * 0.9));
+    }
+
+    // The server restarts while big is loaded: the restore stops; --resume finishes it.
+    cluster.create_db("restarted");
+    let mut child = kills.restore("restarted");
+    assert!(wait_for(&cluster, &mut child, RESTORE_COPYING));
+    assert!(cluster.pg_ctl(&["-m", "fast", "restart"]));
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    kills.resume_and_check("restarted", "server restart");
+
+    // A worker's session terminated mid-load: the restore ends with that error, the ledger
+    // stays; --resume loads what did not commit.
+    cluster.create_db("terminated");
+    let mut child = kills.restore("terminated");
+    assert!(wait_for(&cluster, &mut child, RESTORE_COPYING));
+    cluster.psql(
+        "postgres",
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name LIKE \
+         'pgarc restore%' AND query LIKE 'COPY%big%' AND state = 'active' LIMIT 1",
+    );
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("--resume"), "the way on is said: {stderr}");
+    kills.resume_and_check("terminated", "terminated worker");
+
+    // A stock pg_dump archive: per entry.
+    let stock = work.path().join("stock");
+    cluster.stock_dump_uncompressed("src", &stock);
+    let stock_kills = RestoreKills {
+        archive: &stock,
+        ..kills
+    };
+    cluster.create_db("stockdb");
+    let mut child = stock_kills.restore("stockdb");
+    assert!(wait_for(&cluster, &mut child, RESTORE_COPYING));
+    signal(&child, "KILL");
+    let _ = child.wait();
+    // Another archive is refused: one line naming the archive, exit 1, nothing changed.
+    let before = cluster.psql("stockdb", "SELECT count(*) FROM pgarc_restore.done");
+    let out = cluster
+        .pgarc()
+        .args(["restore", "--resume", "-d", "stockdb"])
+        .arg(&archive)
+        .output()
+        .unwrap();
+    let refusal = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{refusal}");
+    assert_eq!(refusal.trim_end().lines().count(), 1, "{refusal}");
+    assert!(refusal.contains("archive differs"), "{refusal}");
+    assert_eq!(
+        cluster.psql("stockdb", "SELECT count(*) FROM pgarc_restore.done"),
+        before
+    );
+    stock_kills.resume_and_check("stockdb", "stock archive");
 }

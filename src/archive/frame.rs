@@ -436,6 +436,20 @@ pub struct IndexError {
 /// Parses a frame index and checks that its frames follow each other without gaps from 0.
 /// `digests`: whether the index must have the `rows_sum` column (format 3) or must not.
 pub fn parse_frame_index(text: &[u8], digests: bool) -> Result<Vec<FrameIndexEntry>, IndexError> {
+    parse_frames(text, digests, true)
+}
+
+/// Parses a list of some of a file's frames in the frame index's layout (a dump journal's
+/// record of one chunk): increasing offsets, not necessarily adjacent.
+pub fn parse_frame_list(text: &[u8], digests: bool) -> Result<Vec<FrameIndexEntry>, IndexError> {
+    parse_frames(text, digests, false)
+}
+
+fn parse_frames(
+    text: &[u8],
+    digests: bool,
+    tiled: bool,
+) -> Result<Vec<FrameIndexEntry>, IndexError> {
     let err = |line: usize, problem: String| IndexError { line, problem };
     let text = std::str::from_utf8(text).map_err(|_| err(1, "not UTF-8".into()))?;
     let mut lines = text.split_terminator('\n');
@@ -495,7 +509,7 @@ pub fn parse_frame_index(text: &[u8], digests: bool) -> Result<Vec<FrameIndexEnt
                 None => None,
             },
         };
-        if entry.offset != next_offset {
+        if (tiled && entry.offset != next_offset) || entry.offset < next_offset {
             return Err(err(
                 n,
                 format!("frame starts at {} instead of {next_offset}", entry.offset),

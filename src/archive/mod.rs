@@ -31,6 +31,7 @@ mod dir;
 mod error;
 pub mod expect;
 pub mod frame;
+pub mod journal;
 pub mod list;
 pub mod manifest;
 mod names;

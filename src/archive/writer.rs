@@ -13,8 +13,9 @@ use sha2::{Digest, Sha256};
 use super::digest::RowsDigest;
 use super::error::Error;
 use super::frame::{hex, write_frame_index, Codec, EncodedFrame, Encoder, Frame, FrameIndexEntry};
+use super::journal::SCHEMA_TOC;
 use super::manifest::{FileRecord, Manifest, MANIFEST_FILE};
-use super::store::{Appender, Store};
+use super::store::{Appender, Checkpoint, Store};
 use super::toc::Toc;
 use super::TOC_FILE;
 
@@ -67,6 +68,29 @@ impl ArchiveWriter {
         })
     }
 
+    /// Takes up an unfinished archive again (`dump --resume`): [`STARTED_FILE`] is read back
+    /// for the manifest's record of it.
+    pub fn reopen(store: Arc<dyn Store>) -> Result<ArchiveWriter, Error> {
+        let mut bytes = Vec::new();
+        store
+            .open(STARTED_FILE, 0, None)?
+            .take(1 << 20)
+            .read_to_end(&mut bytes)
+            .map_err(io_err(
+                &store.location().join(STARTED_FILE),
+                "could not read",
+            ))?;
+        Ok(ArchiveWriter {
+            started: FileRecord {
+                path: STARTED_FILE.to_string(),
+                size: bytes.len() as u64,
+                sha256: hex(&Sha256::digest(&bytes)),
+            },
+            store,
+            schema_dir: Mutex::new(None),
+        })
+    }
+
     /// The record of the file written first, for the manifest.
     pub fn started_record(&self) -> FileRecord {
         self.started.clone()
@@ -91,9 +115,10 @@ impl ArchiveWriter {
     }
 
     /// Reads the toc.dat pg_dump wrote into [`Self::schema_dir`], moves every other file it
-    /// wrote (large objects, extension table data) into the archive, and removes the
-    /// directory. Returns the TOC and the adopted files, hashed.
-    pub fn adopt_schema(&self) -> Result<(Toc, Vec<FileRecord>), Error> {
+    /// wrote (large objects, extension table data) into the archive, keeps its toc.dat as the
+    /// journal's [`SCHEMA_TOC`] (pgarc writes its own toc.dat last), and removes the
+    /// directory. Returns the TOC, the record of the kept toc.dat and the adopted files.
+    pub fn adopt_schema(&self) -> Result<(Toc, FileRecord, Vec<FileRecord>), Error> {
         let dir = self.schema_dir()?;
         let toc = Toc::read_file(&dir.join(TOC_FILE))?;
         let mut files = Vec::new();
@@ -136,10 +161,30 @@ impl ArchiveWriter {
                 .collect::<Result<Vec<Vec<_>>, Error>>()
         })?
         .concat();
-        std::fs::remove_file(dir.join(TOC_FILE)).map_err(io_err(&dir, "could not remove"))?;
+        let kept = hash_local(&dir.join(TOC_FILE), SCHEMA_TOC)?;
+        self.store.put_file(SCHEMA_TOC, &dir.join(TOC_FILE))?;
         std::fs::remove_dir(&dir).map_err(io_err(&dir, "could not remove"))?;
         adopted.sort_by(|a, b| a.path.cmp(&b.path));
-        Ok((toc, adopted))
+        Ok((toc, kept, adopted))
+    }
+
+    /// pg_dump's toc.dat as an earlier run kept it ([`Self::adopt_schema`]), checked
+    /// against its record.
+    pub fn read_schema_toc(&self, record: &FileRecord) -> Result<Toc, Error> {
+        let path = self.root().join(SCHEMA_TOC);
+        let mut bytes = Vec::new();
+        self.store
+            .open(SCHEMA_TOC, 0, None)?
+            .take(record.size + 1)
+            .read_to_end(&mut bytes)
+            .map_err(io_err(&path, "could not read"))?;
+        if bytes.len() as u64 != record.size || hex(&Sha256::digest(&bytes)) != record.sha256 {
+            return Err(Error::NotArchive {
+                path,
+                problem: "differs from what the journal recorded".into(),
+            });
+        }
+        Toc::parse(&bytes).map_err(|error| Error::Toc { path, error })
     }
 
     /// Writes a whole file (created new).
@@ -166,14 +211,16 @@ impl ArchiveWriter {
     /// is the table's size on disk, the store's guess at the file's size.
     /// With `digests`, each frame's index line carries the digest of its rows (format 3,
     /// §5.3) and the finished file the table's.
+    /// `run`: the dump run that writes it (a resumed run rewrites a table into a new file).
     pub fn data_file(
         &self,
         oid: u32,
+        run: u32,
         table_bytes: u64,
         codec: Codec,
         digests: bool,
     ) -> Result<DataFileWriter, Error> {
-        let rel = format!("{}{}", data_file_name(oid), codec.suffix());
+        let rel = format!("{}{}", data_file_name(oid, run), codec.suffix());
         let out = self.store.append(&rel, table_bytes)?;
         Ok(DataFileWriter {
             path: self.root().join(&rel),
@@ -241,9 +288,35 @@ impl ArchiveWriter {
     }
 }
 
-/// The name in toc.dat of the data file of the table with OID `oid` (format-spec §6).
-pub fn data_file_name(oid: u32) -> String {
-    format!("t{oid}.dat")
+/// The name in toc.dat of the data file of the table with OID `oid` (format-spec §6) that
+/// run `run` of a dump writes: `t<oid>.dat`, or `t<oid>-r<run>.dat` from a resumed run on.
+pub fn data_file_name(oid: u32, run: u32) -> String {
+    if run <= 1 {
+        format!("t{oid}.dat")
+    } else {
+        format!("t{oid}-r{run}.dat")
+    }
+}
+
+/// Whether `name` is a data file a pgarc dump writes (`t<oid>.dat`, `t<oid>-r<run>.dat`,
+/// with a codec's suffix or none).
+pub fn is_data_file_name(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix('t') else {
+        return false;
+    };
+    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+    let rest = &rest[digits..];
+    let rest = match rest.strip_prefix("-r") {
+        Some(r) => {
+            let d = r.bytes().take_while(u8::is_ascii_digit).count();
+            if d == 0 {
+                return false;
+            }
+            &r[d..]
+        }
+        None => rest,
+    };
+    digits > 0 && matches!(rest, ".dat" | ".dat.gz" | ".dat.lz4" | ".dat.zst")
 }
 
 /// Reads and hashes a local file, recording it as `rel`.
@@ -344,7 +417,8 @@ impl DataFileWriter {
     /// Compresses whole COPY rows into one frame and appends it. Blocking: call it off the
     /// async runtime's threads.
     /// `encoder` must be of this file's codec.
-    pub fn append_rows(&self, raw: &[u8], encoder: &mut Encoder) -> Result<(), Error> {
+    /// Returns the frame's index entry.
+    pub fn append_rows(&self, raw: &[u8], encoder: &mut Encoder) -> Result<FrameIndexEntry, Error> {
         debug_assert_eq!(encoder.codec(), self.codec);
         // The digest is computed before the lock, like the compression.
         let digest = self.digests.then(|| {
@@ -358,8 +432,55 @@ impl DataFileWriter {
         self.append(&frame, digest)
     }
 
+    /// Appends a frame an earlier run wrote, whose index entry `entry` was (its offset is
+    /// this file's now). Returns the new entry.
+    pub fn append_stored(
+        &self,
+        stored: &[u8],
+        entry: &FrameIndexEntry,
+    ) -> Result<FrameIndexEntry, Error> {
+        let frame = EncodedFrame {
+            stored,
+            raw_len: entry.raw,
+            rows: entry.rows,
+            sha256: entry.sha256,
+        };
+        let digest = match (self.digests, entry.rows_sum) {
+            (false, _) => None,
+            (true, Some(sum)) => Some(RowsDigest::from_sum_bytes(&sum, entry.rows, entry.raw)),
+            (true, None) => {
+                return Err(Error::NotArchive {
+                    path: self.path.clone(),
+                    problem: "a kept frame without its rows' digest".into(),
+                })
+            }
+        };
+        self.append(&frame, digest)
+    }
+
+    /// Makes every frame appended so far durable where the store can ([`Appender::checkpoint`]).
+    pub fn checkpoint(&self) -> Result<Checkpoint, Error> {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        match inner.out.as_mut() {
+            Some(out) => out.checkpoint(),
+            None => Err(Error::NotArchive {
+                path: self.path.clone(),
+                problem: "internal error: a checkpoint after the end frame".into(),
+            }),
+        }
+    }
+
+    /// The file's name in the archive.
+    pub fn rel(&self) -> &str {
+        &self.rel
+    }
+
     /// Appends a frame; `digest` is its rows' digest when the file has digests.
-    fn append(&self, frame: &EncodedFrame<'_>, digest: Option<RowsDigest>) -> Result<(), Error> {
+    fn append(
+        &self,
+        frame: &EncodedFrame<'_>,
+        digest: Option<RowsDigest>,
+    ) -> Result<FrameIndexEntry, Error> {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let offset = inner.offset;
         match inner.out.as_mut() {
@@ -381,7 +502,7 @@ impl DataFileWriter {
         inner.offset += frame.stored.len() as u64;
         inner.rows += frame.rows;
         inner.raw += frame.raw_len;
-        Ok(())
+        Ok(entry)
     }
 
     /// Appends the end frame (`Frame::end` of this file's codec: the same bytes for every

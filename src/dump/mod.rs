@@ -13,6 +13,7 @@
 //! manifest.
 
 pub mod plan;
+pub mod resume;
 pub mod schema;
 pub mod scope;
 pub mod worker;
@@ -65,6 +66,9 @@ pub struct DumpOptions {
     pub report: Option<PathBuf>,
     /// Content digests of every frame and table (format 3); off with `--no-digest`.
     pub digests: bool,
+    /// `--resume`: continue the unfinished dump in `out` (its journal gives the snapshot and
+    /// the options that shape the archive).
+    pub resume: bool,
 }
 
 /// The end-of-run summary.
@@ -87,6 +91,8 @@ pub struct DumpSummary {
     pub unsplit: Option<(String, usize)>,
     /// The pg_restore releases that read the archive.
     pub readers: crate::archive::compat::Readers,
+    /// How much of the work earlier runs did (a resumed dump).
+    pub resumed: Option<crate::report::ResumeReport>,
 }
 
 impl fmt::Display for DumpSummary {
@@ -113,6 +119,18 @@ impl fmt::Display for DumpSummary {
             crate::run::human((self.raw_bytes as f64 / secs) as u64)
         )?;
         writeln!(f, "  readable by {} (and by pgarc)", self.readers)?;
+        if let Some(r) = &self.resumed {
+            writeln!(
+                f,
+                "  resumed (run {}): {} of {} chunks kept from earlier runs, {} copied by this \
+                 run ({} of them begun by an earlier run and copied again)",
+                r.run,
+                r.kept,
+                r.kept + r.done,
+                r.done,
+                r.redone
+            )?;
+        }
         for (name, chunks, workers, at_once) in &self.split {
             writeln!(
                 f,
@@ -220,14 +238,13 @@ async fn run_pipeline(
 ) -> Result<DumpSummary> {
     let started_at = SystemTime::now();
     let started = Instant::now();
-    // Refuse a non-empty output directory or prefix before touching the server.
-    {
-        let store = store.clone();
-        tokio::task::spawn_blocking(move || ArchiveWriter::check_target(store.as_ref()))
-            .await
-            .context("the storage task failed")??;
-    }
-    let holder = open_holder(&mut opts).await?;
+    // Refuse a non-empty output directory or prefix before touching the server; or read back
+    // the journal of the dump to resume, which gives the snapshot and the options.
+    let replay = prepare_target(&mut opts, &store).await?;
+    let holder = match open_holder(&mut opts).await {
+        Err(e) if replay.is_some() => return Err(lost_snapshot(e, &opts.out)),
+        r => r?,
+    };
     let info = holder.info.clone();
     let (pg_dump, pg_dump_version) = find_pg_dump(
         opts.pg_dump.as_ref().map(|(p, s)| (p.as_path(), *s)),
@@ -237,41 +254,37 @@ async fn run_pipeline(
     let codec = opts
         .codec
         .unwrap_or_else(|| default_codec(pg_dump_version.major));
-    let planned = plan_dump(&holder, &opts).await?;
-    let archive = {
-        let started = format!(
-            "started = \"{}\"\nsnapshot_id = \"{}\"\npgarc_version = \"{}\"\n",
-            rfc3339_utc(started_at),
-            holder.snapshot_id,
-            env!("CARGO_PKG_VERSION")
-        );
-        Arc::new(
-            tokio::task::spawn_blocking(move || ArchiveWriter::create(store, &started))
-                .await
-                .context("the storage task failed")??,
-        )
-    };
-    let schema_dir = archive.schema_dir()?;
-    let estimate: u64 = planned.tables.iter().map(|t| t.table_bytes).sum();
-    let progress = crate::progress::Progress::start(
-        "dump",
-        Some(estimate),
-        Some(planned.chunks.len() as u64),
-        opts.jobs,
-    );
+    let mut planned = plan_dump(&holder, &opts).await?;
+    if let Some(r) = &replay {
+        planned.chunks = resume::plan_chunks(r, &planned.tables)?;
+    }
+    let begun = Begun::start(&store, &holder, &opts, codec, &planned, replay, started_at).await?;
+    let schema_dir = begun.archive.schema_dir()?;
     let plan_time = started.elapsed();
     let mut shared = worker::Shared::new(
         planned.tables,
-        planned.chunks,
+        begun.start,
         codec,
         opts.frame_size,
-        archive.clone(),
+        begun.archive.clone(),
     )?;
     shared.verbose = opts.selection.verbose;
     shared.digests = opts.digests;
+    for (t, f) in begun.kept.finished {
+        shared.keep_finished(t, f);
+    }
+    for (t, w) in begun.kept.partial {
+        shared.keep_partial(t, w);
+    }
     let shared = Arc::new(shared);
+    let progress = crate::progress::Progress::start(
+        "dump",
+        Some(begun.estimate),
+        Some(begun.todo as u64),
+        opts.jobs,
+    );
     let copy_started = Instant::now();
-    let capture = schema::Capture {
+    let capture = begun.schema.is_none().then(|| schema::Capture {
         pg_dump: &pg_dump,
         version: &pg_dump_version,
         conn: &opts.conn,
@@ -282,8 +295,9 @@ async fn run_pipeline(
         selection: &opts.selection,
         encoding: &info.encoding,
         keep: &planned.keep,
-    };
-    let schema_time = copy_and_capture(&opts, &holder, capture, &shared)
+    });
+    let schema_slot = std::sync::Mutex::new(begun.schema);
+    let schema_time = copy_and_capture(&opts, &holder, capture, &shared, &schema_slot)
         .await
         .map_err(|e| incomplete(&opts.out, e))?;
     let times = Times {
@@ -293,11 +307,17 @@ async fn run_pipeline(
         copy: copy_started.elapsed(),
         schema: schema_time,
     };
+    let schema = schema_slot
+        .into_inner()
+        .unwrap_or_else(|p| p.into_inner())
+        .ok_or_else(|| anyhow!("internal error: the schema was not captured"))?;
     let done = Finish {
         opts: &opts,
         holder,
-        archive,
+        archive: begun.archive,
         shared,
+        schema,
+        kept_chunks: begun.kept.chunks.len(),
         codec,
         pg_dump_version: &pg_dump_version.full,
         unsplit: planned.unsplit,
@@ -313,6 +333,212 @@ async fn run_pipeline(
             .map_err(|e| anyhow!("the archive in {} is complete, but {e:#}", opts.out))?;
     }
     Ok(summary)
+}
+
+/// Before the server is touched: a new dump refuses a non-empty target; a resumed one reads
+/// the journal and takes the snapshot and the shaping options from it.
+async fn prepare_target(
+    opts: &mut DumpOptions,
+    store: &Arc<dyn Store>,
+) -> Result<Option<crate::archive::journal::Replay>> {
+    let store = store.clone();
+    if !opts.resume {
+        tokio::task::spawn_blocking(move || ArchiveWriter::check_target(store.as_ref()))
+            .await
+            .context("the storage task failed")??;
+        return Ok(None);
+    }
+    let out = opts.out.clone();
+    let replay = tokio::task::spawn_blocking(move || resume::load(store.as_ref(), &out))
+        .await
+        .context("the storage task failed")??;
+    let shaping = resume::Shaping::from_value(&replay.options)?;
+    opts.codec = Some(shaping.codec()?);
+    opts.frame_size = shaping.frame_size;
+    opts.split_size = shaping.split_size;
+    opts.digests = shaping.digests;
+    let verbose = opts.selection.verbose;
+    opts.selection = shaping.selection;
+    opts.selection.verbose = verbose;
+    opts.snapshot = Some(replay.snapshot_id.clone());
+    Ok(Some(replay))
+}
+
+/// A resumed dump whose snapshot the server no longer has: said so, with what to do.
+fn lost_snapshot(e: anyhow::Error, out: &Location) -> anyhow::Error {
+    match e.downcast_ref::<crate::pg::session::SnapshotGone>() {
+        Some(gone) => anyhow!(
+            "snapshot lost: the snapshot {} that the interrupted dump in {out} read is no \
+             longer held by the server ({}); the dump cannot be resumed consistently and \
+             nothing was changed: remove it and dump again (hold the snapshot with `pgarc \
+             snapshot` and pass --snapshot, so that a later interruption can be resumed)",
+            gone.id,
+            gone.detail
+        ),
+        None => e,
+    }
+}
+
+/// The archive started (or taken up again), its journal, and what earlier runs left.
+struct Begun {
+    archive: Arc<ArchiveWriter>,
+    start: worker::Start,
+    kept: resume::Kept,
+    /// The schema an earlier run captured: pg_dump's TOC and the files it wrote.
+    schema: Option<SchemaDone>,
+    /// Chunks left, and the bytes they are estimated at.
+    todo: usize,
+    estimate: u64,
+}
+
+/// pg_dump's TOC and the files it wrote, once in the store.
+type SchemaDone = (crate::archive::toc::Toc, Vec<FileRecord>);
+
+impl Begun {
+    /// A new dump: the archive is created and the journal begun with the plan. A resumed one:
+    /// the archive is reopened, the run recorded, and the kept work carried in.
+    async fn start(
+        store: &Arc<dyn Store>,
+        holder: &SnapshotHolder,
+        opts: &DumpOptions,
+        codec: Codec,
+        planned: &PlannedDump,
+        replay: Option<crate::archive::journal::Replay>,
+        started_at: SystemTime,
+    ) -> Result<Begun> {
+        use crate::archive::journal::{Journal, Record};
+        let store = store.clone();
+        let snapshot_id = holder.snapshot_id.clone();
+        let shaping = resume::Shaping {
+            compression: codec.to_string(),
+            frame_size: opts.frame_size,
+            split_size: opts.split_size,
+            digests: opts.digests,
+            selection: opts.selection.clone(),
+        };
+        let chunks = planned.chunks.clone();
+        let tables = planned.tables.clone();
+        let (out, digests) = (opts.out.clone(), opts.digests);
+        let begun = tokio::task::spawn_blocking(move || -> Result<Begun> {
+            let version = env!("CARGO_PKG_VERSION").to_string();
+            let Some(replay) = replay else {
+                let started = format!(
+                    "started = \"{}\"\nsnapshot_id = \"{snapshot_id}\"\npgarc_version = \"{version}\"\n",
+                    rfc3339_utc(started_at),
+                );
+                let archive = Arc::new(ArchiveWriter::create(store.clone(), &started)?);
+                let journal = Arc::new(Journal::new(store, 0));
+                journal.write(
+                    Record::Begin {
+                        snapshot_id,
+                        pgarc_version: version,
+                        started: rfc3339_utc(started_at),
+                        options: shaping.to_value(),
+                        chunks: resume::planned(&chunks, &tables),
+                    },
+                    true,
+                )?;
+                return Ok(Begun::fresh(archive, journal, chunks));
+            };
+            let archive = Arc::new(ArchiveWriter::reopen(store.clone())?);
+            let journal = Arc::new(Journal::new(store.clone(), replay.next_seq));
+            let run = replay.runs + 1;
+            journal.write(
+                Record::Resume {
+                    run,
+                    pgarc_version: version,
+                },
+                true,
+            )?;
+            let carry = resume::Carry {
+                archive: &archive,
+                journal: &journal,
+                run,
+                codec,
+                digests,
+            };
+            let kept = resume::keep(&replay, &tables, &chunks, &carry)?;
+            let schema = resume::kept_schema(&replay, &archive)?;
+            if schema.is_none() {
+                resume::clear_schema(&store, &archive)?;
+            }
+            let begun = Begun::resumed(archive, journal, chunks, kept, schema, &replay, run);
+            crate::progress::say(&format!(
+                "pgarc: resuming the dump in {out} under snapshot {} (run {run}): {} of {} \
+                 chunks kept, {} left; the schema is {}",
+                replay.snapshot_id,
+                begun.kept.chunks.len(),
+                begun.start.all.len(),
+                begun.todo,
+                if begun.schema.is_some() { "kept" } else { "captured again" }
+            ));
+            Ok(begun)
+        })
+        .await
+        .context("the storage task failed")??;
+        Ok(begun)
+    }
+
+    fn fresh(
+        archive: Arc<ArchiveWriter>,
+        journal: Arc<crate::archive::journal::Journal>,
+        all: Vec<plan::Chunk>,
+    ) -> Begun {
+        let estimate = all.iter().map(|c| c.estimate).sum();
+        Begun {
+            archive,
+            todo: all.len(),
+            estimate,
+            start: worker::Start {
+                todo: (0..all.len()).collect(),
+                all,
+                journal,
+                run: 1,
+                started_before: Default::default(),
+            },
+            kept: resume::Kept {
+                finished: Vec::new(),
+                partial: Vec::new(),
+                chunks: Default::default(),
+            },
+            schema: None,
+        }
+    }
+
+    fn resumed(
+        archive: Arc<ArchiveWriter>,
+        journal: Arc<crate::archive::journal::Journal>,
+        all: Vec<plan::Chunk>,
+        kept: resume::Kept,
+        schema: Option<SchemaDone>,
+        replay: &crate::archive::journal::Replay,
+        run: u32,
+    ) -> Begun {
+        let todo: Vec<usize> = (0..all.len())
+            .filter(|i| !kept.chunks.contains(i))
+            .collect();
+        let estimate = todo.iter().map(|&i| all[i].estimate).sum();
+        let started_before = replay
+            .started_chunks
+            .iter()
+            .copied()
+            .filter(|i| !kept.chunks.contains(i))
+            .collect();
+        Begun {
+            archive,
+            todo: todo.len(),
+            estimate,
+            start: worker::Start {
+                all,
+                todo,
+                journal,
+                run,
+                started_before,
+            },
+            kept,
+            schema,
+        }
+    }
 }
 
 /// Step 1: the snapshot holder. Like libpq programs, when the server wants a password and
@@ -407,8 +633,9 @@ fn refuse_rewritten(tables: &[crate::pg::session::CatalogTable], rewritten: &[u3
 async fn copy_and_capture(
     opts: &DumpOptions,
     holder: &SnapshotHolder,
-    capture: schema::Capture<'_>,
+    capture: Option<schema::Capture<'_>>,
     shared: &Arc<worker::Shared>,
+    schema_slot: &std::sync::Mutex<Option<SchemaDone>>,
 ) -> Result<Duration> {
     let work = async {
         // Every worker imports the snapshot before any starts copying.
@@ -422,9 +649,30 @@ async fn copy_and_capture(
             *shared.settings.lock().unwrap_or_else(|p| p.into_inner()) = Some(values);
         }
         let capture_started = Instant::now();
+        // The schema: captured, its files put into the store and recorded in the journal
+        // (unless an earlier run did all that).
         let capture = async {
+            let Some(capture) = capture else {
+                return Ok::<_, anyhow::Error>(Duration::ZERO);
+            };
             schema::capture(capture).await?;
-            Ok::<_, anyhow::Error>(capture_started.elapsed())
+            let (archive, journal) = (shared.archive.clone(), shared.journal.clone());
+            let done = tokio::task::spawn_blocking(move || {
+                crate::run::kill_point("schema-captured");
+                let (toc, kept, files) = archive.adopt_schema()?;
+                journal.write(
+                    crate::archive::journal::Record::Schema {
+                        toc: kept,
+                        files: files.clone(),
+                    },
+                    true,
+                )?;
+                Ok::<_, crate::archive::Error>((toc, files))
+            })
+            .await
+            .context("the storage task failed")??;
+            *schema_slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(done);
+            Ok(capture_started.elapsed())
         };
         let workers =
             futures_util::future::try_join_all(sessions.into_iter().enumerate().map(|(i, s)| {
@@ -491,6 +739,9 @@ struct Finish<'a> {
     holder: SnapshotHolder,
     archive: Arc<ArchiveWriter>,
     shared: Arc<worker::Shared>,
+    schema: SchemaDone,
+    /// Chunks an earlier run copied that this one kept.
+    kept_chunks: usize,
     codec: Codec,
     pg_dump_version: &'a str,
     unsplit: Option<(String, usize)>,
@@ -505,12 +756,20 @@ impl Finish<'_> {
             holder,
             archive,
             shared,
+            schema,
+            kept_chunks,
             codec,
             pg_dump_version,
             unsplit,
             committing,
             times,
         } = self;
+        let resumed = (shared.run > 1).then(|| crate::report::ResumeReport {
+            run: shared.run,
+            kept: kept_chunks,
+            done: shared.copied.load(std::sync::atomic::Ordering::SeqCst),
+            redone: shared.redone.load(std::sync::atomic::Ordering::SeqCst),
+        });
         let info = holder.info.clone();
         let assemble_started = Instant::now();
         let settings = if opts.digests {
@@ -524,7 +783,7 @@ impl Finish<'_> {
             let encoding = info.encoding.clone();
             let table_entries = opts.selection.writes_table_entries();
             tokio::task::spawn_blocking(move || {
-                assemble(&archive, &shared, &encoding, codec, table_entries)
+                assemble(&archive, &shared, schema, &encoding, codec, table_entries)
             })
             .await
             .context("the archive assembly task failed")??
@@ -570,9 +829,7 @@ impl Finish<'_> {
         let manifest_started = Instant::now();
         committing.store(true, std::sync::atomic::Ordering::SeqCst);
         let created_end = manifest.created_end.clone();
-        tokio::task::spawn_blocking(move || archive.write_manifest(&manifest))
-            .await
-            .context("the manifest task failed")??;
+        publish(archive, manifest).await?;
         let report = opts.report.as_ref().map(|_| {
             let mut r = crate::report::Report::new(
                 "dump",
@@ -591,6 +848,7 @@ impl Finish<'_> {
             r.server_version = Some(info.version.clone());
             r.compression = Some(codec.to_string());
             r.snapshot_id = Some(snapshot_id.clone());
+            r.resume = resumed.clone();
             r
         });
         let summary = DumpSummary {
@@ -607,9 +865,35 @@ impl Finish<'_> {
             split: assembled.split,
             unsplit,
             readers: assembled.readers,
+            resumed,
         };
         Ok((report, summary))
     }
+}
+
+/// Writes the manifest, which completes the archive, then removes the journal (a journal that
+/// cannot be removed is said, and removed by the next `dump --resume`).
+async fn publish(archive: Arc<ArchiveWriter>, manifest: Manifest) -> Result<()> {
+    let store = archive.store().clone();
+    tokio::task::spawn_blocking(move || {
+        crate::run::kill_point("before-manifest");
+        archive.write_manifest(&manifest)?;
+        crate::run::kill_point("after-manifest");
+        Ok::<_, crate::archive::Error>(())
+    })
+    .await
+    .context("the manifest task failed")??;
+    // The archive is complete: its journal has done its work.
+    let removed =
+        tokio::task::spawn_blocking(move || store.log_remove(crate::archive::journal::JOURNAL))
+            .await;
+    if let Ok(Err(e)) = removed {
+        crate::progress::say(&format!(
+            "pgarc: warning: the archive is complete, but its journal could not be removed \
+             ({e}); `pgarc dump --resume` removes it"
+        ));
+    }
+    Ok(())
 }
 
 /// The archive's files and tables once data and schema are in, before the manifest.
@@ -630,16 +914,30 @@ struct Assembled {
 fn assemble(
     archive: &ArchiveWriter,
     shared: &worker::Shared,
+    schema: SchemaDone,
     encoding: &str,
     codec: Codec,
     table_entries: bool,
 ) -> Result<Assembled> {
-    let (mut toc, mut files) = archive.adopt_schema()?;
+    let (mut toc, mut files) = schema;
     let recorded = toc.encoding()?;
     if recorded.as_deref() != Some(encoding) {
         bail!("pg_dump recorded encoding {recorded:?} but the data was copied in {encoding}");
     }
-    let ids = plan::add_table_data(&mut toc, &shared.tables, table_entries)?;
+    let results = shared.results()?;
+    if shared.run > 1 {
+        let used = results.iter().map(|r| r.finished.rel.clone()).collect();
+        resume::clear_assembly(archive.store().as_ref(), &used)?;
+    }
+    // Each entry names its data file without the codec's suffix, as pg_dump's do.
+    let names: Vec<String> = results
+        .iter()
+        .map(|r| {
+            let rel = &r.finished.rel;
+            rel.strip_suffix(codec.suffix()).unwrap_or(rel).to_string()
+        })
+        .collect();
+    let ids = plan::add_table_data(&mut toc, &shared.tables, &names, table_entries)?;
     toc.header.version = plan::archive_version(toc.header.version, codec);
     toc.header.compression = plan::header_compression(toc.header.version, codec);
     let readers = crate::archive::compat::readers(&toc.header);
@@ -653,7 +951,7 @@ fn assemble(
         report: Vec::new(),
         readers,
     };
-    for ((t, id), r) in shared.tables.iter().zip(ids).zip(shared.results()?) {
+    for ((t, id), r) in shared.tables.iter().zip(ids).zip(results) {
         let Some(id) = id else {
             crate::progress::say(&format!(
                 "pgarc: warning: pg_dump did not dump table {}; its rows are left out too",

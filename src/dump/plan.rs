@@ -235,6 +235,7 @@ pub fn header_compression(version: ArchiveVersion, codec: Codec) -> HeaderCompre
 pub fn add_table_data(
     toc: &mut Toc,
     tables: &[CatalogTable],
+    files: &[String],
     table_entries_written: bool,
 ) -> Result<Vec<Option<i32>>> {
     let mut table_entries: HashMap<u32, usize> = HashMap::new();
@@ -305,7 +306,7 @@ pub fn add_table_data(
             owner,
             with_oids: TocStr::from("false"),
             deps,
-            filename: TocStr::new(crate::archive::writer::data_file_name(t.oid)),
+            filename: TocStr::new(files[i].clone()),
         });
     }
     let at = toc

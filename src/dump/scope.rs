@@ -19,7 +19,7 @@ use tokio_postgres::Client;
 use crate::pg::session::{literal, query_text, CatalogTable};
 
 /// The selection options of `pgarc dump`, as pg_dump spells them.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct DumpSelection {
     pub schemas: Vec<String>,
     pub exclude_schemas: Vec<String>,

@@ -13,7 +13,8 @@ use futures_util::{pin_mut, StreamExt};
 use tokio::task::JoinHandle;
 
 use super::plan::{copy_sql, Chunk};
-use crate::archive::frame::{Codec, Encoder, Frame, RowBatcher};
+use crate::archive::frame::{hex, Codec, Encoder, Frame, FrameIndexEntry, RowBatcher};
+use crate::archive::journal::{frame_list, Journal, Record};
 use crate::archive::writer::{ArchiveWriter, DataFileWriter, FinishedDataFile};
 use crate::pg::carrier;
 use crate::pg::session::{describe, CatalogTable, Session};
@@ -26,7 +27,17 @@ pub struct Shared {
     pub archive: Arc<ArchiveWriter>,
     /// The end frame every data file closes with, compressed once.
     end: Frame,
-    queue: Mutex<VecDeque<Chunk>>,
+    /// The chunks left, with their numbers in the plan.
+    queue: Mutex<VecDeque<(usize, Chunk)>>,
+    /// The journal every finished chunk and table is recorded in.
+    pub journal: Arc<Journal>,
+    /// This run's number (1: the first; more: resumed).
+    pub run: u32,
+    /// Chunks an earlier run started and did not finish.
+    started_before: HashSet<usize>,
+    /// Chunks this run copied, and how many of them an earlier run had started.
+    pub copied: AtomicUsize,
+    pub redone: AtomicUsize,
     state: Vec<TableState>,
     stop: AtomicBool,
     /// `-v`: a line per chunk as it starts.
@@ -62,17 +73,34 @@ pub struct TableResult {
     pub elapsed: Duration,
 }
 
+/// Where a run starts: the plan's chunks, the ones left to copy, and the journal.
+pub struct Start {
+    pub all: Vec<Chunk>,
+    /// Numbers (in `all`) of the chunks to copy, in order.
+    pub todo: Vec<usize>,
+    pub journal: Arc<Journal>,
+    pub run: u32,
+    pub started_before: HashSet<usize>,
+}
+
 impl Shared {
     pub fn new(
         tables: Vec<CatalogTable>,
-        chunks: Vec<Chunk>,
+        start: Start,
         codec: Codec,
         frame_size: usize,
         archive: Arc<ArchiveWriter>,
     ) -> Result<Shared> {
         let mut state: Vec<TableState> = (0..tables.len()).map(|_| TableState::default()).collect();
-        for c in &chunks {
+        for c in &start.all {
             state[c.table].chunks += 1;
+        }
+        let queue: VecDeque<(usize, Chunk)> = start
+            .todo
+            .iter()
+            .map(|&i| (i, start.all[i].clone()))
+            .collect();
+        for (_, c) in &queue {
             *state[c.table].remaining.get_mut() += 1;
         }
         Ok(Shared {
@@ -81,7 +109,12 @@ impl Shared {
             frame_size,
             archive,
             end: Frame::end(codec).context("could not compress the end frame")?,
-            queue: Mutex::new(chunks.into()),
+            queue: Mutex::new(queue),
+            journal: start.journal,
+            run: start.run,
+            started_before: start.started_before,
+            copied: AtomicUsize::new(0),
+            redone: AtomicUsize::new(0),
             state,
             stop: AtomicBool::new(false),
             verbose: false,
@@ -95,7 +128,23 @@ impl Shared {
         self.stop.store(true, Ordering::SeqCst);
     }
 
-    fn next_chunk(&self) -> Option<Chunk> {
+    /// A table an earlier run finished: its data file is kept whole.
+    pub fn keep_finished(&self, table: usize, finished: FinishedDataFile) {
+        *self.state[table]
+            .finished
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(finished);
+    }
+
+    /// A table whose kept chunks were carried into `writer`: the rest goes there too.
+    pub fn keep_partial(&self, table: usize, writer: DataFileWriter) {
+        *self.state[table]
+            .writer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(writer));
+    }
+
+    fn next_chunk(&self) -> Option<(usize, Chunk)> {
         if self.stop.load(Ordering::SeqCst) {
             return None;
         }
@@ -115,6 +164,7 @@ impl Shared {
         }
         let w = Arc::new(self.archive.data_file(
             self.tables[table].oid,
+            self.run,
             self.tables[table].table_bytes,
             self.codec,
             self.digests,
@@ -165,8 +215,16 @@ impl Shared {
 pub async fn run(n: usize, session: Arc<Session>, shared: Arc<Shared>) -> Result<()> {
     let mut locked = HashSet::new();
     let mut encoder = None;
-    while let Some(chunk) = shared.next_chunk() {
+    while let Some((id, chunk)) = shared.next_chunk() {
         let table = &shared.tables[chunk.table];
+        {
+            let (journal, run) = (shared.journal.clone(), shared.run);
+            blocking(move || journal.write(Record::Started { run, chunk: id }, false)).await?;
+        }
+        shared.copied.fetch_add(1, Ordering::SeqCst);
+        if shared.started_before.contains(&id) {
+            shared.redone.fetch_add(1, Ordering::SeqCst);
+        }
         let state = &shared.state[chunk.table];
         // The worker's own NOWAIT lock on a table it has not locked yet goes out in the same
         // round trip as the COPY (pipelined): a failed lock aborts the transaction, so the
@@ -208,22 +266,97 @@ pub async fn run(n: usize, session: Arc<Session>, shared: Arc<Shared>) -> Result
         .await;
         state.active.fetch_sub(1, Ordering::SeqCst);
         state.span.lock().unwrap_or_else(|p| p.into_inner()).1 = Some(Instant::now());
-        copied.with_context(|| format!("worker {n}: copying {}", table.display_name()))?;
-        crate::progress::item_done();
+        let frames =
+            copied.with_context(|| format!("worker {n}: copying {}", table.display_name()))?;
+        // A chunk that may not be the table's last is recorded while it still counts as
+        // remaining, so that no other worker can finish the file before the record is made.
+        if state.remaining.load(Ordering::SeqCst) > 1 {
+            let (journal, run, oid, w) = (
+                shared.journal.clone(),
+                shared.run,
+                table.oid,
+                writer.clone(),
+            );
+            blocking(move || record_chunk(&journal, run, id, oid, &w, &frames)).await?;
+        }
         if state.remaining.fetch_sub(1, Ordering::SeqCst) == 1 {
-            // The last chunk of the table: append the end frame.
+            // The last chunk of the table: append the end frame, complete the file, record it.
             state
                 .writer
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .take();
-            // The end frame is a few bytes and the hash is finished in memory: done here,
-            // without a hand-off to a blocking thread (thousands of small tables).
-            let finished = writer.finish(&shared.end)?;
+            let (shared2, oid) = (shared.clone(), table.oid);
+            let finished = blocking(move || {
+                let finished = writer.finish(&shared2.end)?;
+                shared2
+                    .journal
+                    .write(file_record(shared2.run, oid, &finished), true)?;
+                Ok(finished)
+            })
+            .await?;
             *state.finished.lock().unwrap_or_else(|p| p.into_inner()) = Some(finished);
         }
+        crate::progress::item_done();
     }
     crate::progress::worker(n, None);
+    Ok(())
+}
+
+/// Runs blocking storage work off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, crate::archive::Error> + Send + 'static,
+) -> Result<T> {
+    Ok(tokio::task::spawn_blocking(f)
+        .await
+        .context("a storage task failed")??)
+}
+
+/// The journal's record of a finished data file.
+pub fn file_record(run: u32, oid: u32, f: &FinishedDataFile) -> Record {
+    Record::File {
+        run,
+        oid,
+        file: f.rel.clone(),
+        size: f.size,
+        sha256: hex(&f.sha256),
+        frames: frame_list(&f.index),
+        rows: f.rows,
+        raw_bytes: f.raw_bytes,
+        rows_sum: f.rows_digest.map(|d| d.sum_hex()),
+    }
+}
+
+/// Makes a chunk's frames durable and records them (format-spec tool.md §10): the file is
+/// checkpointed, the bytes of a part still being filled go into a tail object, then the
+/// record. Blocking.
+pub fn record_chunk(
+    journal: &Journal,
+    run: u32,
+    chunk: usize,
+    oid: u32,
+    writer: &DataFileWriter,
+    frames: &[FrameIndexEntry],
+) -> Result<(), crate::archive::Error> {
+    let mut checkpoint = writer.checkpoint()?;
+    let tail = std::mem::take(&mut checkpoint.tail);
+    let tail = if tail.is_empty() {
+        None
+    } else {
+        Some(journal.put_tail(tail)?)
+    };
+    journal.write(
+        Record::Chunk {
+            run,
+            chunk,
+            oid,
+            file: writer.rel().to_string(),
+            frames: frame_list(frames),
+            checkpoint,
+            tail,
+        },
+        true,
+    )?;
     Ok(())
 }
 
@@ -249,8 +382,13 @@ fn lock_error(e: &tokio_postgres::Error, table: &CatalogTable) -> anyhow::Error 
 /// The largest last batch of rows compressed on the worker's own task (see `copy_chunk`).
 const SMALL_BATCH: usize = 64 << 10;
 
-type Pending = JoinHandle<(Encoder, Vec<u8>, Result<(), crate::archive::Error>)>;
+type Pending = JoinHandle<(
+    Encoder,
+    Vec<u8>,
+    Result<FrameIndexEntry, crate::archive::Error>,
+)>;
 
+/// Copies one chunk; returns the index entries of its frames.
 async fn copy_chunk(
     session: &Session,
     lock: Option<&CatalogTable>,
@@ -258,7 +396,7 @@ async fn copy_chunk(
     writer: &Arc<DataFileWriter>,
     shared: &Shared,
     encoder: &mut Option<Encoder>,
-) -> Result<()> {
+) -> Result<Vec<FrameIndexEntry>> {
     let lock_nowait = async {
         match lock {
             Some(t) => {
@@ -293,6 +431,7 @@ async fn copy_chunk(
     };
     let mut batcher = RowBatcher::new(shared.frame_size);
     let mut pending: Option<Pending> = None;
+    let mut frames = Vec::new();
     let submit = |mut encoder: Encoder, batch: Vec<u8>| {
         crate::progress::add(batch.len() as u64);
         let writer = writer.clone();
@@ -308,25 +447,25 @@ async fn copy_chunk(
             Err(e) => bail!("{}", session.explain(&e).await),
         };
         if let Some(batch) = batcher.push(&row) {
-            let encoder = ready(&mut pending, &mut idle, &mut batcher).await?;
+            let encoder = ready(&mut pending, &mut idle, &mut batcher, &mut frames).await?;
             pending = Some(submit(encoder, batch));
         }
     }
     if let Some(batch) = batcher.finish() {
-        let mut encoder = ready(&mut pending, &mut idle, &mut batcher).await?;
+        let mut encoder = ready(&mut pending, &mut idle, &mut batcher, &mut frames).await?;
         // A table whose rows fit in one small batch (most tables of a database with
         // thousands of them) is compressed and written on this task: a hand-off to a
         // blocking thread and back costs more than compressing a few kilobytes.
         if batch.len() <= SMALL_BATCH {
             crate::progress::add(batch.len() as u64);
-            writer.append_rows(&batch, &mut encoder)?;
+            frames.push(writer.append_rows(&batch, &mut encoder)?);
             idle = Some(encoder);
         } else {
             pending = Some(submit(encoder, batch));
         }
     }
-    *encoder = Some(ready(&mut pending, &mut idle, &mut batcher).await?);
-    Ok(())
+    *encoder = Some(ready(&mut pending, &mut idle, &mut batcher, &mut frames).await?);
+    Ok(frames)
 }
 
 /// The encoder, once the frame in flight (if any) is written: at most one frame per worker is
@@ -335,10 +474,11 @@ async fn ready(
     pending: &mut Option<Pending>,
     idle: &mut Option<Encoder>,
     batcher: &mut RowBatcher,
+    frames: &mut Vec<FrameIndexEntry>,
 ) -> Result<Encoder> {
     if let Some(handle) = pending.take() {
         let (encoder, buf, result) = handle.await.context("a compression task failed")?;
-        result?;
+        frames.push(result?);
         batcher.recycle(buf);
         return Ok(encoder);
     }

@@ -149,6 +149,17 @@ pub struct ConnectFailed {
     pub needs_password: bool,
 }
 
+/// A snapshot to import that the server no longer has (its exporting transaction ended).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "cannot import snapshot {id:?} ({detail}); the exporting transaction must still be open, \
+     in the same database"
+)]
+pub struct SnapshotGone {
+    pub id: String,
+    pub detail: String,
+}
+
 impl ConnectFailed {
     /// Whether `err` (anywhere in its chain) is a connection refused for want of a password.
     pub fn needs_password(err: &anyhow::Error) -> bool {
@@ -598,9 +609,26 @@ impl SnapshotHolder {
                 if !valid_snapshot_id(id) {
                     bail!("invalid snapshot id {id:?}: expected the value of pg_export_snapshot(), e.g. 00000003-00000D02-1");
                 }
-                execute(c, &format!("SET TRANSACTION SNAPSHOT {}", literal(id)))
+                if let Err(e) = c
+                    .batch_execute(&format!("SET TRANSACTION SNAPSHOT {}", literal(id)))
                     .await
-                    .with_context(|| format!("cannot import snapshot {id:?}; the exporting transaction must still be open, in the same database"))?;
+                {
+                    // 42704: "snapshot ... does not exist" (its exporter ended); 22023: not
+                    // a snapshot's identifier.
+                    use tokio_postgres::error::SqlState;
+                    let gone = [
+                        SqlState::UNDEFINED_OBJECT,
+                        SqlState::INVALID_PARAMETER_VALUE,
+                    ];
+                    if e.code().is_some_and(|c| gone.contains(c)) {
+                        return Err(SnapshotGone {
+                            id: id.to_string(),
+                            detail: describe(&e),
+                        }
+                        .into());
+                    }
+                    bail!("cannot import snapshot {id:?}: {}", describe(&e));
+                }
                 id.to_string()
             }
             None => query_text(c, "SELECT pg_catalog.pg_export_snapshot()")

@@ -16,6 +16,7 @@
 
 pub mod account;
 pub mod analyze;
+pub mod ledger;
 pub mod plan;
 pub mod sql;
 pub mod worker;
@@ -87,6 +88,8 @@ pub struct RestoreOptions {
     /// `--verify`: the caller checks the restored database afterwards and writes the
     /// `--report` itself, with the check in it; the restore leaves it in the summary.
     pub defer_report: bool,
+    /// `--resume`: continue the interrupted restore whose ledger is in the target database.
+    pub resume: bool,
 }
 
 /// Options that cannot go together.
@@ -99,6 +102,12 @@ pub enum OptionsError {
          transaction"
     )]
     SingleTransactionCreate,
+    #[error(
+        "--resume continues a restore in the database it was restoring into: it cannot be \
+         used with --create, --clean or --single-transaction (connect with -d to the database \
+         the interrupted restore created)"
+    )]
+    ResumeWith,
 }
 
 impl RestoreOptions {
@@ -110,6 +119,9 @@ impl RestoreOptions {
         }
         if self.single_transaction && self.create {
             return Err(OptionsError::SingleTransactionCreate);
+        }
+        if self.resume && (self.create || self.clean || self.single_transaction) {
+            return Err(OptionsError::ResumeWith);
         }
         Ok(())
     }
@@ -142,6 +154,7 @@ impl RestoreOptions {
             analyze: false,
             freeze: true,
             defer_report: false,
+            resume: false,
         }
     }
 }
@@ -165,9 +178,26 @@ pub struct Ctx {
     /// `pg_postmaster_start_time()` when the first session opened: a different value later
     /// means the server restarted under the restore.
     server_started: std::sync::Mutex<Option<String>>,
+    /// Once the ledger is in place: this run's number, and what earlier runs recorded
+    /// (nothing for a new restore). Unset: no ledger (`-1`, or before `--create`'s database).
+    pub ledger: std::sync::OnceLock<(u32, ledger::Ledger)>,
 }
 
 impl Ctx {
+    /// This run's number in the ledger, once there is one.
+    pub fn ledger_run(&self) -> Option<u32> {
+        self.ledger.get().map(|(run, _)| *run)
+    }
+
+    /// Whether entry `idx` loads data in a transaction of its own (table data, large
+    /// objects), which records itself in the ledger.
+    pub fn loads_data(&self, idx: usize) -> bool {
+        let e = &self.toc.entries[idx];
+        self.plan.items[idx].reqs.data
+            && e.had_dumper
+            && (e.desc.is("TABLE DATA") || e.desc.is("BLOBS"))
+    }
+
     pub fn conn(&self) -> ConnParams {
         self.conn.read().expect("not poisoned").clone()
     }
@@ -387,6 +417,7 @@ pub fn prepare(opts: RestoreOptions) -> Result<Ctx> {
         conn,
         server_version_num: AtomicI32::new(0),
         server_started: std::sync::Mutex::new(None),
+        ledger: std::sync::OnceLock::new(),
     })
 }
 
@@ -425,6 +456,17 @@ pub struct RestoreSummary {
     pub restored_data: std::collections::HashSet<i32>,
     /// The `--report` when `defer_report`: built, not written.
     pub report: Option<crate::report::Report>,
+    /// A resumed restore: entries earlier runs did, kept (schema and data); data loads kept
+    /// (whole entries and parts); data loads this run did, and how many of them an earlier
+    /// run had begun and not committed.
+    pub kept: usize,
+    pub kept_loads: usize,
+    pub loads: usize,
+    pub redone: usize,
+    /// The run's number, when it resumed an earlier one.
+    pub run: Option<u32>,
+    /// Entries whose session ended under them (terminated, server restarted).
+    pub sessions_lost: usize,
 }
 
 impl fmt::Display for RestoreSummary {
@@ -477,6 +519,14 @@ impl fmt::Display for RestoreSummary {
                 "  table {name}: {frames} frames loaded by {workers} workers at once"
             )?;
         }
+        if let Some(run) = self.run {
+            writeln!(
+                f,
+                "  resumed (run {run}): {} entries kept from earlier runs ({} data loads), {} \
+                 data loads by this run ({} of them begun by an earlier run and loaded again)",
+                self.kept, self.kept_loads, self.loads, self.redone
+            )?;
+        }
         if self.errors > 0 {
             writeln!(f, "  errors: {}", self.errors)?;
         }
@@ -501,6 +551,11 @@ enum Job {
     /// `ANALYZE` the table a loaded TABLE DATA entry filled (`--analyze`).
     Analyze {
         idx: usize,
+    },
+    /// The frames of a table that an interrupted run did not commit (`--resume`).
+    Rest {
+        idx: usize,
+        ranges: Vec<Range<usize>>,
     },
 }
 
@@ -535,7 +590,11 @@ pub async fn run(opts: RestoreOptions) -> Result<RestoreSummary> {
     let progress = crate::progress::Progress::start("restore", total, Some(tables), ctx.opts.jobs);
     let mut signals = crate::run::Signals::new()?;
     let mut leader = open_leader(&ctx).await?;
-    check_target(&ctx, &leader).await?;
+    if ctx.opts.resume {
+        resume(&ctx, &mut leader).await?;
+    } else {
+        check_target(&ctx, &leader).await?;
+    }
     if ctx.opts.single_transaction {
         leader
             .session
@@ -555,18 +614,86 @@ pub async fn run(opts: RestoreOptions) -> Result<RestoreSummary> {
     if ctx.opts.clean {
         clean(&ctx, &mut leader, &mut errors).await?;
     }
+    if !ctx.opts.resume && !ctx.opts.create {
+        start_ledger(&ctx, &leader).await?;
+    }
 
+    let t = Instant::now();
+    let (leader, created) = pre_data(&ctx, leader, &mut signals, &mut summary, &mut errors).await?;
+    summary.pre_data.elapsed = t.elapsed();
+    summary.database = ctx.conn().dbname;
+    crate::progress::say(&format!(
+        "pgarc: pre-data: {} entries in {:.1} s",
+        summary.pre_data.entries,
+        summary.pre_data.elapsed.as_secs_f64()
+    ));
+
+    parallel(
+        &ctx,
+        leader,
+        &created,
+        &mut summary,
+        &mut errors,
+        &mut signals,
+    )
+    .await?;
+
+    summary.errors = errors.count;
+    summary.run = ctx.ledger_run().filter(|&r| r > 1);
+    finish_ledger(&ctx, summary.sessions_lost).await;
+    summary.elapsed = started.elapsed();
+    progress.finish();
+    conclude(&ctx, &mut summary, started_at)?;
+    if errors.count > 0 {
+        eprint!("{summary}");
+        let resume = if summary.sessions_lost > 0 && ctx.ledger.get().is_some() {
+            format!(
+                "; {} of them lost their session: run the restore again with --resume to do \
+                 what did not commit",
+                summary.sessions_lost
+            )
+        } else {
+            String::new()
+        };
+        bail!(
+            "restore finished with {} error{}, listed above (as pg_restore, pgarc carried on \
+             after them; -e stops at the first){resume}",
+            errors.count,
+            if errors.count == 1 { "" } else { "s" }
+        );
+    }
+    Ok(summary)
+}
+
+/// Pre-data on the leader, in TOC order (tool.md §4); returns the leader (connected to the
+/// new database after `--create`) and the TABLE DATA entries whose tables it created.
+async fn pre_data(
+    ctx: &Arc<Ctx>,
+    mut leader: Conn,
+    signals: &mut crate::run::Signals,
+    summary: &mut RestoreSummary,
+    errors: &mut Errors,
+) -> Result<(Conn, HashSet<usize>)> {
     // Pre-data on the leader, in TOC order; schema statements commit without waiting for
     // their WAL, flushed before the restore ends (tool.md §8).
-    let t = Instant::now();
     let async_schema = !ctx.opts.single_transaction;
     if async_schema {
         leader.async_commits(true).await?;
     }
-    let mut created: HashSet<usize> = HashSet::new();
+    let mut created: HashSet<usize> = resumed_created(ctx, &leader).await?;
+    // Entries run, recorded in the ledger a batch at a time (one that ran and is not recorded
+    // yet is run again by a resumed restore, its "already exists" errors not counted).
+    let mut ran: Vec<usize> = Vec::new();
     for idx in 0..ctx.toc.entries.len() {
         if !ctx.plan.items[idx].prefork || !ctx.plan.items[idx].reqs.selected() {
             continue;
+        }
+        if ctx.ledger.get().is_some_and(|(_, l)| l.done.contains(&idx)) {
+            summary.kept += 1;
+            continue;
+        }
+        if ran.len() >= LEDGER_BATCH {
+            leader.mark_done(&std::mem::take(&mut ran)).await?;
         }
         let outcome = tokio::select! {
             outcome = leader.restore_entry(idx, false) => outcome,
@@ -589,6 +716,7 @@ pub async fn run(opts: RestoreOptions) -> Result<RestoreSummary> {
             }
         }
         let reconnect = outcome.reconnect.clone();
+        let clean = outcome.errors.is_empty();
         summary.pre_data.entries += 1;
         if let Some(reason) = leader.lost() {
             for e in &outcome.errors {
@@ -607,40 +735,251 @@ pub async fn run(opts: RestoreOptions) -> Result<RestoreSummary> {
             if async_schema {
                 leader.async_commits(true).await?;
             }
+            // --create: the ledger goes into the database just created.
+            if !ctx.opts.single_transaction && ctx.ledger.get().is_none() {
+                start_ledger(ctx, &leader).await?;
+            }
+        } else if clean {
+            ran.push(idx);
         }
     }
-    summary.pre_data.elapsed = t.elapsed();
-    summary.database = ctx.conn().dbname;
-    crate::progress::say(&format!(
-        "pgarc: pre-data: {} entries in {:.1} s",
-        summary.pre_data.entries,
-        summary.pre_data.elapsed.as_secs_f64()
+    leader.mark_done(&ran).await?;
+    Ok((leader, created))
+}
+
+/// Schema entries recorded in the ledger at once (see `run`).
+const LEDGER_BATCH: usize = 64;
+
+/// A new restore's ledger, in the database the data goes into.
+async fn start_ledger(ctx: &Arc<Ctx>, leader: &Conn) -> Result<()> {
+    if ctx.opts.single_transaction {
+        return Ok(());
+    }
+    let (archive, selection) = identities(ctx).await?;
+    ledger::create(&leader.session.client, &archive, &selection).await?;
+    let _ = ctx.ledger.set((1, ledger::Ledger::default()));
+    Ok(())
+}
+
+/// The archive's and the selection's identities, as the ledger keeps them.
+async fn identities(ctx: &Arc<Ctx>) -> Result<(String, String)> {
+    let store = ctx.dir.store().clone();
+    let archive = tokio::task::spawn_blocking(move || -> Result<String> {
+        use crate::archive::reader::{read_whole, Decode};
+        let manifest = crate::archive::manifest::MANIFEST_FILE;
+        let name = match store.stat(manifest)? {
+            crate::archive::store::Stat::File(_) => manifest,
+            _ => crate::archive::TOC_FILE,
+        };
+        let whole = read_whole(store.as_ref(), name, Decode::No)
+            .with_context(|| format!("reading {name}"))?;
+        Ok(format!("{name} sha256 {}", whole.sha256))
+    })
+    .await
+    .context("the archive reader failed")??;
+    let items = ctx
+        .toc
+        .entries
+        .iter()
+        .zip(&ctx.plan.items)
+        .filter(|(_, it)| it.reqs.selected())
+        .map(|(e, it)| (e.dump_id, format!("{:?}", it.reqs)));
+    let mut selection = ledger::selection_id(items);
+    selection.push_str(&format!(
+        " owner:{} privileges:{}",
+        !ctx.opts.no_owner, !ctx.opts.no_privileges
     ));
+    Ok((archive, selection))
+}
 
-    parallel(
-        &ctx,
-        leader,
-        &created,
-        &mut summary,
-        &mut errors,
-        &mut signals,
-    )
-    .await?;
-
-    summary.errors = errors.count;
-    summary.elapsed = started.elapsed();
-    progress.finish();
-    conclude(&ctx, &mut summary, started_at)?;
-    if errors.count > 0 {
-        eprint!("{summary}");
+/// `--resume`: the ledger of the interrupted restore, checked against this archive, options
+/// and database; this run is counted in it.
+async fn resume(ctx: &Arc<Ctx>, leader: &mut Conn) -> Result<()> {
+    let client = &leader.session.client;
+    let db = ctx.conn().dbname;
+    let Some(previous) = ledger::read(client).await? else {
         bail!(
-            "restore finished with {} error{}, listed above (as pg_restore, pgarc carried on \
-             after them; -e stops at the first)",
-            errors.count,
-            if errors.count == 1 { "" } else { "s" }
+            "database {db:?} has no pgarc restore ledger (schema {}): there is no interrupted \
+             restore to resume there (it completed, or it was never started; pg_restore leaves \
+             none); restore without --resume into an empty database",
+            ledger::SCHEMA
+        );
+    };
+    let (archive, selection) = identities(ctx).await?;
+    if previous.archive != archive {
+        bail!(
+            "the archive differs from the one the interrupted restore into {db:?} used (it \
+             had {}, this one has {archive}): resume with the same archive, or restore again \
+             into a new database",
+            previous.archive
         );
     }
-    Ok(summary)
+    if previous.selection != selection {
+        bail!(
+            "the options that select what is restored (-n, -t, -L, --section, -a, -s, \
+             --no-owner, --no-privileges, ...) differ from the interrupted restore's: resume \
+             with the same ones"
+        );
+    }
+    end_orphans(leader).await?;
+    check_unchanged(ctx, leader, &previous).await?;
+    let run = ledger::begin_run(&leader.session.client).await?;
+    crate::progress::say(&format!(
+        "pgarc: resuming the restore into {db:?} (run {run}): {} entries and {} table parts \
+         done before are kept",
+        previous.done.len(),
+        previous.parts.values().map(Vec::len).sum::<usize>()
+    ));
+    let _ = ctx.ledger.set((run, previous));
+    leader.tolerate_existing = true;
+    Ok(())
+}
+
+/// Ends the sessions the interrupted restore left in the database. A killed client's backend
+/// goes on with its statement until it next talks to the client: a CREATE INDEX would finish
+/// and commit behind the resumed run's back (or deadlock with it). They are terminated, and
+/// waited for.
+async fn end_orphans(leader: &Conn) -> Result<()> {
+    let client = &leader.session.client;
+    let others = "FROM pg_catalog.pg_stat_activity WHERE datname = pg_catalog.current_database() \
+                  AND pid <> pg_catalog.pg_backend_pid() AND application_name LIKE 'pgarc restore%'";
+    let ended = client
+        .query(
+            &format!("SELECT pid, pg_catalog.pg_terminate_backend(pid) {others}"),
+            &[],
+        )
+        .await
+        .map_err(|e| {
+            anyhow!(
+                "cannot end the interrupted restore's sessions: {}",
+                describe(&e)
+            )
+        })?;
+    if ended.is_empty() {
+        return Ok(());
+    }
+    crate::progress::say(&format!(
+        "pgarc: ended {} session(s) the interrupted restore left running",
+        ended.len()
+    ));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let left: i64 = client
+            .query_one(&format!("SELECT count(*) {others}"), &[])
+            .await
+            .map_err(|e| {
+                anyhow!(
+                    "cannot check the interrupted restore's sessions: {}",
+                    describe(&e)
+                )
+            })?
+            .get(0);
+        if left == 0 {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{left} session(s) of the interrupted restore are still running in the database \
+                 after a minute: end them (pg_terminate_backend) and resume again"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Refuses to resume when the target changed where the restore is to continue: a table whose
+/// load the ledger records is gone, or one it is still to load has rows it did not put there.
+async fn check_unchanged(ctx: &Arc<Ctx>, leader: &Conn, previous: &ledger::Ledger) -> Result<()> {
+    let client = &leader.session.client;
+    for (idx, e) in ctx.toc.entries.iter().enumerate() {
+        if !(ctx.loads_data(idx) && e.desc.is("TABLE DATA")) || sql::loads_via_partition_root(e) {
+            continue;
+        }
+        let q = sql::entry_table(e);
+        let exists_sql = format!(
+            "SELECT pg_catalog.to_regclass({}) IS NOT NULL",
+            crate::pg::session::literal(&q)
+        );
+        let exists = client
+            .query_one(&exists_sql, &[])
+            .await
+            .map(|r| r.get::<_, bool>(0))
+            .map_err(|err| anyhow!("cannot check table {}: {}", label(e), describe(&err)))?;
+        let loaded = previous.done.contains(&idx) || previous.parts.contains_key(&idx);
+        if loaded && !exists {
+            bail!(
+                "{} was loaded before the interruption and is gone from the database: resuming \
+                 would not restore it; restore again into a new database",
+                label(e)
+            );
+        }
+        if exists && !loaded {
+            let rows = client
+                .query_one(&format!("SELECT EXISTS (SELECT 1 FROM ONLY {q})"), &[])
+                .await
+                .map(|r| r.get::<_, bool>(0))
+                .map_err(|err| anyhow!("cannot check table {}: {}", label(e), describe(&err)))?;
+            if rows {
+                bail!(
+                    "{} has rows that no committed load of the interrupted restore put there \
+                     (written after it stopped?): resuming would add the archive's rows to \
+                     them; empty it (TRUNCATE), or restore again into a new database",
+                    label(e)
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A resumed restore: the TABLE DATA entries whose tables an earlier run created and that hold
+/// no row yet (checked), loaded as if created in this run (one transaction with TRUNCATE,
+/// split across workers).
+async fn resumed_created(ctx: &Arc<Ctx>, _leader: &Conn) -> Result<HashSet<usize>> {
+    let Some((run, previous)) = ctx.ledger.get() else {
+        return Ok(HashSet::new());
+    };
+    if *run == 1 {
+        return Ok(HashSet::new());
+    }
+    Ok(ctx
+        .plan
+        .table_data_of
+        .iter()
+        .filter(|(table, _)| previous.done.contains(table))
+        .map(|(_, &td)| td)
+        .filter(|td| !previous.done.contains(td) && !previous.parts.contains_key(td))
+        .collect())
+}
+
+/// The restore reached its end: the ledger is dropped, unless a session ended under an entry
+/// (terminated, or the server restarted): then it stays, so that `--resume` does what did not
+/// commit. (Statement errors, which pg_restore also reports and carries on after, are the
+/// restore's result, not an interruption.)
+async fn finish_ledger(ctx: &Arc<Ctx>, sessions_lost: usize) {
+    if ctx.ledger.get().is_none() {
+        return;
+    }
+    if sessions_lost > 0 {
+        crate::progress::say(&format!(
+            "pgarc: {sessions_lost} entr{} lost their session: the restore's ledger (schema \
+             {}) is kept; run the restore again with --resume to do what did not commit",
+            if sessions_lost == 1 { "y" } else { "ies" },
+            ledger::SCHEMA
+        ));
+        return;
+    }
+    let dropped = async {
+        let conn = Conn::open(ctx.clone(), "pgarc restore ledger").await?;
+        ledger::drop(&conn.session.client).await
+    };
+    if let Err(e) = dropped.await {
+        crate::progress::say(&format!(
+            "pgarc: warning: the restore is complete, but its ledger could not be dropped \
+             ({e:#}): DROP SCHEMA {} CASCADE",
+            ledger::SCHEMA
+        ));
+    }
 }
 
 /// What the summary says of where the restore went and what it restored, and the
@@ -701,6 +1040,12 @@ fn build_report(
         summary.errors,
     );
     report.server_version = Some(ctx.server_version_num().to_string());
+    report.resume = summary.run.map(|run| crate::report::ResumeReport {
+        run,
+        kept: summary.kept_loads,
+        done: summary.loads,
+        redone: summary.redone,
+    });
     report
 }
 
@@ -970,13 +1315,25 @@ fn spawn_worker(
             let (Job::Entry { idx, .. }
             | Job::Part { idx, .. }
             | Job::Undo { idx }
-            | Job::Analyze { idx }) = &job;
+            | Job::Analyze { idx }
+            | Job::Rest { idx, .. }) = &job;
             let idx = *idx;
             crate::progress::worker(w + 1, Some(label(&conn.ctx.toc.entries[idx])));
             let undo = matches!(job, Job::Undo { .. });
             let analyze = matches!(job, Job::Analyze { .. });
             let mut outcome = match job {
-                Job::Entry { idx, truncate } => conn.restore_entry(idx, truncate).await,
+                Job::Entry { idx, truncate } => {
+                    let mut out = conn.restore_entry(idx, truncate).await;
+                    // A schema entry is recorded after it ran (a data load records itself).
+                    // One with errors is not: a resumed restore runs it again.
+                    if out.lost.is_none() && out.errors.is_empty() && !conn.ctx.loads_data(idx) {
+                        if let Err(e) = conn.mark_done(&[idx]).await {
+                            out.errors.push(format!("{e:#}"));
+                        }
+                    }
+                    out
+                }
+                Job::Rest { idx, ranges } => conn.load_rest(idx, ranges).await,
                 Job::Part { idx, range, gang } => {
                     let mut out = Outcome::default();
                     conn.load_table(idx, Some((range, gang)), false, &mut out)
@@ -1135,6 +1492,9 @@ impl Dispatcher<'_> {
                     None => break,
                 }
             };
+            if self.resumed(idx, idle[0], summary) {
+                continue;
+            }
             let e = &ctx.toc.entries[idx];
             let truncate = self.created.contains(&idx) && !sql::loads_via_partition_root(e);
             let k = if self.splittable.contains(&idx) {
@@ -1164,6 +1524,15 @@ impl Dispatcher<'_> {
                     .cloned()
                     .expect("split needs frames");
                 let ranges = split_frames(&frames, k);
+                // Each part is a load of its own (and, of a table begun before, one redone).
+                summary.loads += ranges.len() - 1;
+                if ctx
+                    .ledger
+                    .get()
+                    .is_some_and(|(_, l)| l.started.iter().any(|(i, _)| *i == idx))
+                {
+                    summary.redone += ranges.len() - 1;
+                }
                 let gang = Gang::new(ranges.len());
                 summary.split.push((
                     crate::pg::carrier::display(&e.qualified_name()),
@@ -1189,6 +1558,52 @@ impl Dispatcher<'_> {
         }
     }
 
+    /// A resumed restore: an entry an earlier run finished is kept (completed at once); the
+    /// frames left of a table part of which an earlier run committed go to worker `w` in one
+    /// job. Counts the data loads done and redone. True when `idx` was handled here.
+    fn resumed(&mut self, idx: usize, w: usize, summary: &mut RestoreSummary) -> bool {
+        let ctx = self.ctx;
+        let Some((_, previous)) = ctx.ledger.get() else {
+            return false;
+        };
+        let loads_data = ctx.loads_data(idx);
+        if previous.done.contains(&idx) {
+            summary.kept += 1;
+            summary.kept_loads += usize::from(loads_data);
+            self.loads.insert(idx, Load::new(1, false, None));
+            self.complete(idx, true, 0, 0, summary);
+            return true;
+        }
+        if !loads_data {
+            return false;
+        }
+        summary.loads += 1;
+        // An earlier run began loading this and did not commit it: this run's loads of it
+        // are work done again.
+        let begun = previous.started.iter().any(|(i, r)| {
+            *i == idx
+                && r.as_ref()
+                    .is_none_or(|r| !previous.parts.get(&idx).is_some_and(|p| p.contains(r)))
+        });
+        summary.redone += usize::from(begun);
+        let frames = ctx.data.get(&idx).and_then(|d| d.frames().map(|f| f.len()));
+        let Some(missing) = frames.and_then(|n| previous.missing(idx, n)) else {
+            return false;
+        };
+        summary.kept_loads += previous.parts.get(&idx).map_or(0, Vec::len);
+        self.loads.insert(idx, Load::new(1, false, None));
+        if missing.is_empty() {
+            self.complete(idx, true, 0, 0, summary);
+        } else {
+            self.running[w] = Some(idx);
+            let _ = self.jobs[w].send(Job::Rest {
+                idx,
+                ranges: missing,
+            });
+        }
+        true
+    }
+
     /// Takes a worker's report. Errors of a table are reported once (its first failing
     /// part's); rows count only when every part committed.
     fn on_done(
@@ -1211,6 +1626,7 @@ impl Dispatcher<'_> {
             ..
         } = done;
         if let Some(reason) = &outcome.lost {
+            summary.sessions_lost += 1;
             let e = &ctx.toc.entries[idx];
             let fate = if outcome.committed || !self.is_data(idx) {
                 String::new()

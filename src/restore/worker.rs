@@ -87,6 +87,12 @@ pub struct Conn {
     pub ctx: Arc<Ctx>,
     /// The server was started after the restore's first session (it restarted).
     pub restarted: bool,
+    /// A resumed restore running schema entries again: an object that is there already
+    /// (the entry ran before the restore stopped) is not an error ([`super::ledger`]).
+    pub tolerate_existing: bool,
+    /// A schema entry's statements are running (with `tolerate_existing`): the only ones
+    /// whose "already exists" is forgiven, never a load's.
+    in_schema_entry: bool,
 }
 
 impl Conn {
@@ -159,7 +165,10 @@ impl Conn {
             state: SessionState::new(ctx.search_path.is_some()),
             ctx,
             restarted,
+            tolerate_existing: false,
+            in_schema_entry: false,
         };
+        conn.tolerate_existing = conn.ctx.ledger_run().is_some_and(|run| run > 1);
         conn.fixed_state().await?;
         Ok(conn)
     }
@@ -208,6 +217,7 @@ impl Conn {
     pub(crate) async fn exec(&self, entry: &TocEntry, sql: &str, out: &mut Outcome) -> bool {
         match self.session.execute_bytes(&carrier::to_bytes(sql)).await {
             Ok(()) => true,
+            Err(e) if self.in_schema_entry && super::ledger::already_there(&e, entry) => true,
             Err(e) => {
                 out.errors.push(format!(
                     "{}: {} (command: {})",
@@ -221,7 +231,14 @@ impl Conn {
     }
 
     /// `_printTocEntry`: session state, the definition, the owner, a partitioned table's AM.
+    /// In a resumed restore, an object that is there already is not an error here.
     async fn print_entry(&mut self, idx: usize, out: &mut Outcome) {
+        self.in_schema_entry = self.tolerate_existing;
+        self.print_entry_statements(idx, out).await;
+        self.in_schema_entry = false;
+    }
+
+    async fn print_entry_statements(&mut self, idx: usize, out: &mut Outcome) {
         let ctx = self.ctx.clone();
         let e = &ctx.toc.entries[idx];
         for stmt in self.state.enter(e) {
@@ -364,6 +381,18 @@ impl Conn {
             prelude.push(format!("ALTER TABLE {qualified} DISABLE TRIGGER ALL"));
         }
         let prelude = prelude.join("; ");
+        let run = if in_txn { ctx.ledger_run() } else { None };
+        let range_of = part.as_ref().map(|(r, _)| r.clone());
+        if let Some(run) = run {
+            // Committed on its own: says that a load began, to count work done again.
+            let started = super::ledger::started_sql(idx, range_of.as_ref(), run);
+            if !self.exec(e, &started, out).await {
+                if let Some((_, gang)) = &part {
+                    gang.arrive(false).await;
+                }
+                return;
+            }
+        }
         let client = &self.session.client;
         let copy_bytes = carrier::to_bytes(&copy);
         let (prelude_ok, prepared) = tokio::join!(
@@ -415,21 +444,42 @@ impl Conn {
             commit &= self.exec(e, &enable, out).await;
         }
         if in_txn {
-            if commit {
-                out.committed = self.exec(e, "COMMIT", out).await;
-            } else {
-                // A failed COPY left the transaction aborted; ROLLBACK ends it either way.
-                let _ = self.session.client.batch_execute("ROLLBACK").await;
-                out.rows = 0;
-                out.raw_bytes = 0;
-            }
-        } else {
+            let ledger = run.map(|run| (idx, range_of, run));
+            self.end_load(e, commit, ledger, out).await;
+        } else if !ok {
             // -1: nothing is committed until the restore's one transaction ends; the
             // dispatcher counts the rows of a COPY that succeeded.
-            if !ok {
-                out.rows = 0;
-                out.raw_bytes = 0;
-            }
+            out.rows = 0;
+            out.raw_bytes = 0;
+        }
+    }
+
+    /// Ends a load's transaction: COMMIT (with the ledger's row of `ledger`: entry, frames,
+    /// run) when `commit`, else ROLLBACK; rows count only when it committed.
+    async fn end_load(
+        &mut self,
+        e: &TocEntry,
+        commit: bool,
+        ledger: Option<(usize, Option<Range<usize>>, u32)>,
+        out: &mut Outcome,
+    ) {
+        if commit {
+            // The ledger's row goes in the load's own transaction.
+            let commit_sql = match ledger {
+                Some((idx, range, run)) => format!(
+                    "{}; COMMIT",
+                    super::ledger::done_sql(idx, range.as_ref(), out.rows, run)
+                ),
+                None => "COMMIT".to_string(),
+            };
+            out.committed = self.exec(e, &commit_sql, out).await;
+        }
+        if !out.committed {
+            // A failed COPY or ledger row left the transaction aborted; ROLLBACK ends it
+            // either way.
+            let _ = self.session.client.batch_execute("ROLLBACK").await;
+            out.rows = 0;
+            out.raw_bytes = 0;
         }
     }
 
@@ -440,7 +490,13 @@ impl Conn {
         let e = &ctx.toc.entries[idx];
         let mut out = Outcome::default();
         let q = sql::entry_table(e);
-        let truncate = format!("BEGIN; {DURABLE_COMMIT}; TRUNCATE TABLE ONLY {q}");
+        let mut truncate = format!("BEGIN; {DURABLE_COMMIT}; TRUNCATE TABLE ONLY {q}");
+        if ctx.ledger_run().is_some() {
+            truncate.push_str(&format!(
+                "; DELETE FROM {}.done WHERE entry = {idx}",
+                super::ledger::SCHEMA
+            ));
+        }
         if !(self.exec(e, &truncate, &mut out).await && self.exec(e, "COMMIT", &mut out).await) {
             let _ = self.session.client.batch_execute("ROLLBACK").await;
             out.errors = vec![format!(
@@ -631,8 +687,104 @@ impl Conn {
         } else if failed {
             let _ = self.session.client.batch_execute("ROLLBACK").await;
         } else {
-            self.exec(e, "COMMIT", out).await;
+            let commit_sql = match ctx.ledger_run() {
+                Some(run) => format!("{}; COMMIT", super::ledger::done_sql(idx, None, 0, run)),
+                None => "COMMIT".to_string(),
+            };
+            out.committed = self.exec(e, &commit_sql, out).await;
+            if !out.committed {
+                let _ = self.session.client.batch_execute("ROLLBACK").await;
+            }
         }
+    }
+
+    /// Records schema entries that ran (on their own, after them: see [`super::ledger`]).
+    pub async fn mark_done(&mut self, entries: &[usize]) -> anyhow::Result<()> {
+        let Some(run) = self.ctx.ledger_run() else {
+            return Ok(());
+        };
+        if entries.is_empty() {
+            return Ok(());
+        }
+        self.session
+            .client
+            .batch_execute(&super::ledger::entries_done_sql(entries, run))
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot record progress in the restore's ledger: {}",
+                    describe(&e)
+                )
+            })
+    }
+
+    /// The frames `ranges` of a table whose other frames an interrupted run committed: all of
+    /// them in one transaction, recorded in the ledger in it.
+    pub async fn load_rest(&mut self, idx: usize, ranges: Vec<Range<usize>>) -> Outcome {
+        let ctx = self.ctx.clone();
+        let e = &ctx.toc.entries[idx];
+        let mut out = Outcome::default();
+        let (Some(source), Some(run)) = (ctx.data.get(&idx).cloned(), ctx.ledger_run()) else {
+            out.errors
+                .push(format!("{}: internal error: nothing to resume", label(e)));
+            return out;
+        };
+        for stmt in self.state.enter(e) {
+            self.exec(e, &stmt, &mut out).await;
+        }
+        let mut begun = Vec::new();
+        for r in &ranges {
+            begun.push(super::ledger::started_sql(idx, Some(r), run));
+        }
+        // Committed on their own (statements before a BEGIN in one message would join its
+        // transaction).
+        if !self.exec(e, &begun.join("; "), &mut out).await
+            || !self
+                .exec(e, &format!("BEGIN; {DURABLE_COMMIT}"), &mut out)
+                .await
+        {
+            let _ = self.session.client.batch_execute("ROLLBACK").await;
+            return out;
+        }
+        let copy = carrier::to_bytes(&e.copy_stmt.carrier().unwrap_or_default());
+        let mut done = Vec::new();
+        let mut ok = true;
+        for r in ranges {
+            let prepared = match self.session.prepare_bytes(&copy, true).await {
+                Ok(p) => p,
+                Err(err) => {
+                    out.errors
+                        .push(format!("{}: COPY failed: {}", label(e), describe(&err)));
+                    ok = false;
+                    break;
+                }
+            };
+            match self
+                .copy_in(&prepared, source.clone(), Some(r.clone()))
+                .await
+            {
+                Ok((rows, raw)) => {
+                    out.rows += rows;
+                    out.raw_bytes += raw;
+                    done.push(super::ledger::done_sql(idx, Some(&r), rows, run));
+                }
+                Err(msg) => {
+                    out.errors.push(format!("{}: {msg}", label(e)));
+                    ok = false;
+                    break;
+                }
+            }
+        }
+        if ok {
+            done.push("COMMIT".into());
+            out.committed = self.exec(e, &done.join("; "), &mut out).await;
+        }
+        if !out.committed {
+            let _ = self.session.client.batch_execute("ROLLBACK").await;
+            out.rows = 0;
+            out.raw_bytes = 0;
+        }
+        out
     }
 }
 

@@ -42,7 +42,7 @@ use object_store::{
 };
 
 use crate::archive::store::s3_config::{S3Location, S3Settings, Sources};
-use crate::archive::store::{Appender, LocalDir, Location, Stat, Store};
+use crate::archive::store::{Appender, Checkpoint, LocalDir, Location, Stat, Store};
 use crate::archive::{safe_relative_name, ArchiveDir, Error};
 
 /// The smallest part: S3's minimum for every part but the last.
@@ -58,6 +58,9 @@ pub const MAX_RETRIES: usize = 8;
 /// The most keys a listing of an archive's prefix may return (memory stays bounded whatever
 /// a server sends; an archive of 100,000 tables has about 200,000 files).
 const MAX_LISTED: usize = 2_000_000;
+/// The largest journal record read back (a chunk's record lists its frames: 64 MiB is more
+/// than a million of them).
+const MAX_LOG_RECORD: u64 = 64 << 20;
 /// Resumptions of one read stream that broke after it started.
 pub const READ_RETRIES: usize = 8;
 /// No request may take longer than this (a part is at most a few tens of MiB; a GET at most
@@ -638,9 +641,104 @@ impl Store for S3Store {
             .push(dir.clone());
         Ok(dir)
     }
+
+    fn log_append(&self, name: &str, seq: u64, record: &[u8], _durable: bool) -> Result<(), Error> {
+        // A PUT is durable once answered.
+        self.put(&format!("{name}.d/{seq:010}.rec"), record.to_vec())
+    }
+
+    fn log_read(&self, name: &str) -> Result<Vec<Vec<u8>>, Error> {
+        let under = format!("{name}.d/");
+        let mut names: Vec<String> = self
+            .list_sizes()?
+            .into_keys()
+            .filter(|n| n.starts_with(&under) && n.ends_with(".rec"))
+            .collect();
+        names.sort();
+        let mut out = Vec::with_capacity(names.len());
+        for n in names {
+            out.push(self.read_small(&n)?);
+        }
+        Ok(out)
+    }
+
+    fn log_remove(&self, name: &str) -> Result<(), Error> {
+        let under = format!("{name}.d/");
+        for n in self.list()? {
+            if n.starts_with(&under) || n == name {
+                self.delete(&n)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn sync(&self) -> Result<(), Error> {
+        Ok(())
+    }
+
+    fn recover(&self, name: &str, checkpoint: &Checkpoint) -> Result<(), Error> {
+        if checkpoint.durable == 0 {
+            // Nothing was uploaded yet: every byte is in the journal's tails.
+            return Ok(());
+        }
+        if let Some((id, tags)) = &checkpoint.upload {
+            let path = self.path(name)?;
+            let store = self.inner.store.clone();
+            let id: MultipartId = id.clone();
+            let parts: Vec<object_store::multipart::PartId> = tags
+                .iter()
+                .map(|t| object_store::multipart::PartId {
+                    content_id: t.clone(),
+                })
+                .collect();
+            let done = block(async move {
+                object_store::multipart::MultipartStore::complete_multipart(
+                    &*store, &path, &id, parts,
+                )
+                .await
+            });
+            // An upload completed before (by an earlier resume) is gone: the object is there.
+            if let Err(e) = done {
+                if self.stat(name)? == Stat::Absent {
+                    return Err(self.failed(name, "could not complete the interrupted upload", &e));
+                }
+            }
+        }
+        match self.stat(name)? {
+            Stat::File(size) if size >= checkpoint.durable => Ok(()),
+            _ => Err(Error::Store {
+                location: self.shown(name).display().to_string(),
+                problem: format!(
+                    "the journal says its first {} bytes were uploaded, but they are not there \
+                     (the upload was aborted, e.g. by a lifecycle rule)",
+                    checkpoint.durable
+                ),
+            }),
+        }
+    }
 }
 
 impl S3Store {
+    /// A whole small object (a journal record), at most [`MAX_LOG_RECORD`] bytes.
+    fn read_small(&self, name: &str) -> Result<Vec<u8>, Error> {
+        let mut out = Vec::new();
+        self.open(name, 0, None)?
+            .take(MAX_LOG_RECORD + 1)
+            .read_to_end(&mut out)
+            .map_err(|error| Error::Io {
+                path: self.shown(name),
+                action: "could not read",
+                error,
+            })?;
+        if out.len() as u64 > MAX_LOG_RECORD {
+            return Err(Error::Store {
+                location: self.shown(name).display().to_string(),
+                problem: format!("a journal record larger than {MAX_LOG_RECORD} bytes"),
+            });
+        }
+        Ok(out)
+    }
+
     fn exists(&self, name: &str) -> Error {
         Error::Store {
             location: format!("{}/{name}", self.inner.loc),
@@ -757,6 +855,24 @@ impl Appender for S3Appender {
             self.send_part()?;
         }
         Ok(())
+    }
+
+    /// The parts in flight are waited for: the bytes in uploaded parts are durable, and the
+    /// ones in the part being filled are handed back as the tail.
+    fn checkpoint(&mut self) -> Result<Checkpoint, Error> {
+        while !self.in_flight.is_empty() {
+            self.settle_one()?;
+        }
+        Ok(Checkpoint {
+            durable: (self.parts.len() * self.part) as u64,
+            upload: self.upload.as_ref().map(|(_, id)| {
+                (
+                    id.clone(),
+                    self.parts.iter().map(|p| p.content_id.clone()).collect(),
+                )
+            }),
+            tail: self.buf.clone(),
+        })
     }
 
     fn finish(mut self: Box<Self>) -> Result<(), Error> {

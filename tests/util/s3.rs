@@ -202,6 +202,15 @@ impl S3Server {
         }
     }
 
+    /// Where s3s-fs keeps the object `key` of the test bucket (it stores objects as files).
+    pub fn object_file(&self, key: &str) -> PathBuf {
+        assert!(
+            matches!(self.kind, Kind::S3sFs),
+            "only s3s-fs keeps objects as files"
+        );
+        self._dir.path().join("root").join(BUCKET).join(key)
+    }
+
     /// Sets the AWS variables that reach this server (and clears any others).
     pub fn env(&self, cmd: &mut Command) {
         self.env_to(cmd, &self.endpoint);

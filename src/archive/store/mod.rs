@@ -127,11 +127,50 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// A private local directory where pg_dump may write its schema archive before its
     /// files are put into the store (it must not exist yet).
     fn scratch_dir(&self) -> Result<PathBuf, Error>;
+
+    /// Appends record `seq` (one line, without its newline) to the log `name` (a dump's
+    /// journal, format-spec tool.md §10). With `durable`, it is on stable storage when this
+    /// returns, and so is every record appended before it. A directory keeps the log as one
+    /// file of lines (a torn last line, from a run killed while writing it, is cut off before
+    /// the next append); an object store writes each record as an object `name/<seq>`.
+    fn log_append(&self, name: &str, seq: u64, record: &[u8], durable: bool) -> Result<(), Error>;
+
+    /// The records of the log `name` in order (none when there is no log); a torn last line
+    /// is left out.
+    fn log_read(&self, name: &str) -> Result<Vec<Vec<u8>>, Error>;
+
+    /// Removes the log `name` and everything stored under `name/`.
+    fn log_remove(&self, name: &str) -> Result<(), Error>;
+
+    /// Makes everything written so far durable (a directory: `syncfs(2)` of its filesystem,
+    /// one call for every file; an object store: nothing, a write is durable when answered).
+    fn sync(&self) -> Result<(), Error>;
+
+    /// Makes the first `durable` bytes of `name`, which an interrupted run was appending to
+    /// and checkpointed ([`Appender::checkpoint`]), readable: an object store completes the
+    /// upload from the parts the checkpoint lists (or finds it completed already).
+    fn recover(&self, name: &str, checkpoint: &Checkpoint) -> Result<(), Error>;
+}
+
+/// What of a file being appended to is on stable storage ([`Appender::checkpoint`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Checkpoint {
+    /// The first `durable` bytes are stored (fsynced; in uploaded parts).
+    pub durable: u64,
+    /// The object store's upload they are parts of: its id and each part's tag, in order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload: Option<(String, Vec<String>)>,
+    /// The bytes after `durable` up to the end written so far, which a store holds only in
+    /// memory (the part being filled): the caller keeps them elsewhere.
+    #[serde(skip)]
+    pub tail: Vec<u8>,
 }
 
 /// A file being written front to back.
 pub trait Appender: Send + fmt::Debug {
     fn write(&mut self, bytes: &[u8]) -> Result<(), Error>;
+    /// Makes everything written so far durable where the store can, and says what is.
+    fn checkpoint(&mut self) -> Result<Checkpoint, Error>;
     /// Makes the file complete (a directory: fsynced later with the tree; an object store:
     /// the upload completed).
     fn finish(self: Box<Self>) -> Result<(), Error>;
@@ -149,6 +188,8 @@ fn io_err<'a>(path: &'a Path, action: &'static str) -> impl FnOnce(io::Error) ->
 #[derive(Debug, Clone)]
 pub struct LocalDir {
     root: PathBuf,
+    /// The log being appended to: its name and open file (shared by clones).
+    log: std::sync::Arc<std::sync::Mutex<Option<(String, File)>>>,
 }
 
 /// Where pg_dump writes the schema archive inside a local archive before pgarc adopts its files.
@@ -158,6 +199,7 @@ impl LocalDir {
     pub fn new(root: &Path) -> LocalDir {
         LocalDir {
             root: root.to_owned(),
+            log: std::sync::Arc::default(),
         }
     }
 
@@ -312,7 +354,11 @@ impl Store for LocalDir {
     fn append(&self, name: &str, _expected: u64) -> Result<Box<dyn Appender>, Error> {
         let path = self.create_parents(name)?;
         let file = private_file(&path)?;
-        Ok(Box::new(LocalAppender { path, file }))
+        Ok(Box::new(LocalAppender {
+            path,
+            file,
+            written: 0,
+        }))
     }
 
     fn delete(&self, name: &str) -> Result<(), Error> {
@@ -353,9 +399,124 @@ impl Store for LocalDir {
     fn scratch_dir(&self) -> Result<PathBuf, Error> {
         Ok(self.root.join(SCHEMA_DIR))
     }
+
+    fn log_append(&self, name: &str, _seq: u64, record: &[u8], durable: bool) -> Result<(), Error> {
+        let mut slot = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.as_ref().is_none_or(|(n, _)| n != name) {
+            *slot = Some((name.to_string(), self.open_log(name)?));
+        }
+        let Some((_, file)) = slot.as_mut() else {
+            unreachable!("the log was just opened")
+        };
+        let path = self.root.join(name);
+        let mut line = Vec::with_capacity(record.len() + 1);
+        line.extend_from_slice(record);
+        line.push(b'\n');
+        file.write_all(&line)
+            .map_err(io_err(&path, "could not write"))?;
+        if durable {
+            file.sync_data().map_err(io_err(&path, "could not fsync"))?;
+        }
+        Ok(())
+    }
+
+    fn log_read(&self, name: &str) -> Result<Vec<Vec<u8>>, Error> {
+        let path = self.path(name)?;
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_err(&path, "could not read")(e)),
+        };
+        let whole = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
+        Ok(bytes[..whole]
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(<[u8]>::to_vec)
+            .collect())
+    }
+
+    fn log_remove(&self, name: &str) -> Result<(), Error> {
+        self.log.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let path = self.path(name)?;
+        for p in [path.clone(), self.path(&format!("{name}.d"))?] {
+            let r = if p.is_dir() {
+                std::fs::remove_dir_all(&p)
+            } else {
+                std::fs::remove_file(&p)
+            };
+            match r {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err(&p, "could not remove")(e)),
+            }
+        }
+        if let Some(parent) = path.parent() {
+            sync_dir(parent)?;
+        }
+        Ok(())
+    }
+
+    fn sync(&self) -> Result<(), Error> {
+        let dir = File::open(&self.root).map_err(io_err(&self.root, "could not open"))?;
+        nix::unistd::syncfs(&dir).map_err(|e| Error::Io {
+            path: self.root.clone(),
+            action: "could not sync",
+            error: e.into(),
+        })
+    }
+
+    fn recover(&self, name: &str, checkpoint: &Checkpoint) -> Result<(), Error> {
+        match self.stat(name)? {
+            Stat::File(size) if size >= checkpoint.durable => Ok(()),
+            found => Err(Error::NotArchive {
+                path: self.path(name)?,
+                problem: format!(
+                    "the journal says its first {} bytes were written, but it is {}",
+                    checkpoint.durable,
+                    match found {
+                        Stat::File(n) => format!("{n} bytes long"),
+                        Stat::Absent => "missing".to_string(),
+                        Stat::Special(what) => format!("a {what}"),
+                    }
+                ),
+            }),
+        }
+    }
 }
 
 impl LocalDir {
+    /// Opens the log `name` for appending (created private, its directory fsynced), cut
+    /// after its last whole line.
+    fn open_log(&self, name: &str) -> Result<File, Error> {
+        let path = self.create_parents(name)?;
+        let mut file = match std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let f = private_file(&path)?;
+                if let Some(parent) = path.parent() {
+                    sync_dir(parent)?;
+                }
+                return Ok(f);
+            }
+            Err(e) => return Err(io_err(&path, "could not open")(e)),
+        };
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)
+            .map_err(io_err(&path, "could not read"))?;
+        let whole = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
+        if whole < bytes.len() {
+            file.set_len(whole as u64)
+                .map_err(io_err(&path, "could not truncate"))?;
+        }
+        file.seek(SeekFrom::Start(whole as u64))
+            .map_err(io_err(&path, "could not seek"))?;
+        Ok(file)
+    }
+
     /// The path of a new file `name`, its parent directories created private.
     fn create_parents(&self, name: &str) -> Result<PathBuf, Error> {
         let path = self.path(name)?;
@@ -376,13 +537,25 @@ impl LocalDir {
 struct LocalAppender {
     path: PathBuf,
     file: File,
+    written: u64,
 }
 
 impl Appender for LocalAppender {
     fn write(&mut self, bytes: &[u8]) -> Result<(), Error> {
         self.file
             .write_all(bytes)
-            .map_err(io_err(&self.path, "could not write"))
+            .map_err(io_err(&self.path, "could not write"))?;
+        self.written += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Everything written is in the file (the kernel's page cache: it survives the process;
+    /// [`Store::sync`] makes it survive the machine).
+    fn checkpoint(&mut self) -> Result<Checkpoint, Error> {
+        Ok(Checkpoint {
+            durable: self.written,
+            ..Checkpoint::default()
+        })
     }
 
     fn finish(self: Box<Self>) -> Result<(), Error> {
