@@ -406,9 +406,11 @@ pub struct DumpArgs {
     /// Use this exported snapshot (from pg_export_snapshot() in a transaction that stays open).
     #[arg(long, value_name = "ID")]
     pub snapshot: Option<String>,
-    /// Split tables larger than this into ctid ranges copied in parallel (e.g. 512MB, 1GB).
-    #[arg(long, value_name = "SIZE", default_value = "128MB")]
-    pub split_size: String,
+    /// Split tables larger than this into ctid ranges copied in parallel (e.g. 512MB, 1GB);
+    /// a killed dump redoes at most one such chunk per worker on --resume. Default: 32MB into
+    /// a directory, 128MB into s3:// (where each chunk's end uploads a partial part).
+    #[arg(long, value_name = "SIZE")]
+    pub split_size: Option<String>,
     /// Upper bound on the uncompressed bytes of one frame.
     #[arg(long, value_name = "SIZE", default_value = "4MB", hide = true)]
     pub frame_size: String,

@@ -260,7 +260,13 @@ fn dump_options(args: DumpArgs) -> anyhow::Result<DumpOptions> {
         Some(spec) => Some(Codec::parse(spec)?),
         None => None,
     };
-    let split_size = parse_size(&args.split_size).map_err(anyhow::Error::msg)?;
+    let split_size = match &args.split_size {
+        Some(size) => parse_size(size).map_err(anyhow::Error::msg)?,
+        None if matches!(args.file, pgarc::archive::store::Location::S3(_)) => {
+            pgarc::dump::DEFAULT_SPLIT_SIZE_S3
+        }
+        None => pgarc::dump::DEFAULT_SPLIT_SIZE,
+    };
     let frame_size = parse_size(&args.frame_size).map_err(anyhow::Error::msg)?;
     if !(4096..=pgarc::archive::reader::MAX_MULTI_ROW_FRAME_BYTES).contains(&frame_size) {
         anyhow::bail!("--frame-size must be between 4kB and 64MB");
