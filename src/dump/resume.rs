@@ -223,19 +223,9 @@ pub fn keep(replay: &Replay, tables: &[CatalogTable], plan: &[Chunk], c: &Carry)
 
 /// Whether `name` has `size` bytes whose SHA-256 is `sha256` (lower-case hex).
 pub fn same_bytes(store: &dyn Store, name: &str, size: u64, sha256: &str) -> Result<bool> {
-    let mut hasher = Sha256::new();
-    let mut reader = store.open(name, 0, None)?;
-    let mut buf = vec![0u8; 1 << 20];
-    let mut n = 0u64;
-    loop {
-        let k = reader.read(&mut buf)?;
-        if k == 0 {
-            break;
-        }
-        hasher.update(&buf[..k]);
-        n += k as u64;
-    }
-    Ok(n == size && crate::archive::frame::hex(&hasher.finalize()) == sha256)
+    use crate::archive::reader::{read_whole, Decode};
+    let whole = read_whole(store, name, Decode::No)?;
+    Ok(whole.size == size && whole.sha256 == sha256)
 }
 
 /// The schema an earlier run captured, if it is whole: pg_dump's toc.dat and its files

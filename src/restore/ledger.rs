@@ -37,9 +37,14 @@ pub struct Ledger {
 }
 
 impl Ledger {
-    /// Whether the load of `idx` (`range` of it) was begun and not committed: done again now.
-    pub fn redone(&self, idx: usize, range: Option<&Range<usize>>) -> bool {
-        self.started.contains(&(idx, range.cloned()))
+    /// Whether an earlier run began a load of `idx` (whole, or a range of it) and did not
+    /// commit it: loading it now is work done again.
+    pub fn in_flight(&self, idx: usize) -> bool {
+        self.started.iter().any(|(i, r)| {
+            *i == idx
+                && r.as_ref()
+                    .is_none_or(|r| !self.parts.get(&idx).is_some_and(|p| p.contains(r)))
+        })
     }
 
     /// The frame ranges of `idx` still to load, of `frames` frames (the end frame included,
@@ -138,41 +143,37 @@ pub async fn read(client: &Client) -> Result<Option<Ledger>> {
         runs: run.get::<_, i32>(2) as u32,
         ..Ledger::default()
     };
-    let range = |row: &tokio_postgres::Row| -> Option<Range<usize>> {
-        match (row.get::<_, Option<i32>>(1), row.get::<_, Option<i32>>(2)) {
-            (Some(a), Some(b)) => Some(a as usize..b as usize),
-            _ => None,
-        }
-    };
-    for row in client
-        .query(
-            &format!("SELECT entry, first_frame, end_frame FROM {SCHEMA}.done"),
-            &[],
-        )
-        .await
-        .map_err(|e| failed("read", &e))?
-    {
-        let idx = row.get::<_, i32>(0) as usize;
-        match range(&row) {
+    for (idx, range) in recorded(client, "done").await? {
+        match range {
             Some(r) => ledger.parts.entry(idx).or_default().push(r),
             None => {
                 ledger.done.insert(idx);
             }
         }
     }
-    for row in client
+    ledger.started = recorded(client, "started").await?.into_iter().collect();
+    Ok(Some(ledger))
+}
+
+/// The (entry, frame range) of every row of the ledger's table `table`.
+async fn recorded(client: &Client, table: &str) -> Result<Vec<(usize, Option<Range<usize>>)>> {
+    let rows = client
         .query(
-            &format!("SELECT entry, first_frame, end_frame FROM {SCHEMA}.started"),
+            &format!("SELECT entry, first_frame, end_frame FROM {SCHEMA}.{table}"),
             &[],
         )
         .await
-        .map_err(|e| failed("read", &e))?
-    {
-        ledger
-            .started
-            .insert((row.get::<_, i32>(0) as usize, range(&row)));
-    }
-    Ok(Some(ledger))
+        .map_err(|e| failed("read", &e))?;
+    Ok(rows
+        .iter()
+        .map(|row| {
+            let range = match (row.get::<_, Option<i32>>(1), row.get::<_, Option<i32>>(2)) {
+                (Some(a), Some(b)) => Some(a as usize..b as usize),
+                _ => None,
+            };
+            (row.get::<_, i32>(0) as usize, range)
+        })
+        .collect())
 }
 
 /// Counts the new run; returns its number.
@@ -269,8 +270,9 @@ mod tests {
         l.parts.insert(4, std::iter::once(0..10).collect());
         assert_eq!(l.missing(4, 10), Some(vec![]));
         l.started.insert((3, Some(2..4)));
-        assert!(l.redone(3, Some(&(2..4))));
-        assert!(!l.redone(3, None));
+        assert!(l.in_flight(3));
+        l.started.insert((4, Some(0..10)));
+        assert!(!l.in_flight(4), "its range committed");
     }
 
     #[test]

@@ -680,7 +680,7 @@ async fn pre_data(
     if async_schema {
         leader.async_commits(true).await?;
     }
-    let mut created: HashSet<usize> = resumed_created(ctx, &leader).await?;
+    let mut created: HashSet<usize> = resumed_created(ctx);
     // Entries run, recorded in the ledger a batch at a time (one that ran and is not recorded
     // yet is run again by a resumed restore, its "already exists" errors not counted).
     let mut ran: Vec<usize> = Vec::new();
@@ -935,21 +935,17 @@ async fn check_unchanged(ctx: &Arc<Ctx>, leader: &Conn, previous: &ledger::Ledge
 /// A resumed restore: the TABLE DATA entries whose tables an earlier run created and that hold
 /// no row yet (checked), loaded as if created in this run (one transaction with TRUNCATE,
 /// split across workers).
-async fn resumed_created(ctx: &Arc<Ctx>, _leader: &Conn) -> Result<HashSet<usize>> {
-    let Some((run, previous)) = ctx.ledger.get() else {
-        return Ok(HashSet::new());
+fn resumed_created(ctx: &Ctx) -> HashSet<usize> {
+    let Some((_, previous)) = ctx.ledger.get().filter(|(run, _)| *run > 1) else {
+        return HashSet::new();
     };
-    if *run == 1 {
-        return Ok(HashSet::new());
-    }
-    Ok(ctx
-        .plan
+    ctx.plan
         .table_data_of
         .iter()
         .filter(|(table, _)| previous.done.contains(table))
         .map(|(_, &td)| td)
         .filter(|td| !previous.done.contains(td) && !previous.parts.contains_key(td))
-        .collect())
+        .collect()
 }
 
 /// The restore reached its end: the ledger is dropped, unless a session ended under an entry
@@ -1526,11 +1522,7 @@ impl Dispatcher<'_> {
                 let ranges = split_frames(&frames, k);
                 // Each part is a load of its own (and, of a table begun before, one redone).
                 summary.loads += ranges.len() - 1;
-                if ctx
-                    .ledger
-                    .get()
-                    .is_some_and(|(_, l)| l.started.iter().any(|(i, _)| *i == idx))
-                {
+                if ctx.ledger.get().is_some_and(|(_, l)| l.in_flight(idx)) {
                     summary.redone += ranges.len() - 1;
                 }
                 let gang = Gang::new(ranges.len());
@@ -1580,12 +1572,7 @@ impl Dispatcher<'_> {
         summary.loads += 1;
         // An earlier run began loading this and did not commit it: this run's loads of it
         // are work done again.
-        let begun = previous.started.iter().any(|(i, r)| {
-            *i == idx
-                && r.as_ref()
-                    .is_none_or(|r| !previous.parts.get(&idx).is_some_and(|p| p.contains(r)))
-        });
-        summary.redone += usize::from(begun);
+        summary.redone += usize::from(previous.in_flight(idx));
         let frames = ctx.data.get(&idx).and_then(|d| d.frames().map(|f| f.len()));
         let Some(missing) = frames.and_then(|n| previous.missing(idx, n)) else {
             return false;
