@@ -802,6 +802,24 @@ fn a_restore_stopped_anywhere_resumes_to_the_source_exactly_once() {
     assert!(wait_for(&cluster, &mut child, RESTORE_COPYING));
     signal(&child, "KILL");
     let _ = child.wait();
+    // The killed client's backends finish the statements they had (a ledger row may still
+    // commit): the "before" is taken once they are gone.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while cluster
+        .psql(
+            "postgres",
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = 'stockdb' \
+             AND application_name LIKE 'pgarc restore%'",
+        )
+        .trim()
+        != "0"
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the killed restore's sessions did not end"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     // Another archive is refused: one line naming the archive, exit 1, nothing changed.
     let before = cluster.psql("stockdb", "SELECT count(*) FROM pgarc_restore.done");
     let out = cluster
