@@ -76,6 +76,15 @@ pub enum Record {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         tail: Option<String>,
     },
+    /// A resumed run continues `file` in place: its first `at` bytes (whole frames of
+    /// recorded chunks) stay and the rest is cut off. Chunks recorded with frames past `at`
+    /// are void from here (the run records again those it moves).
+    Cut {
+        run: u32,
+        oid: u32,
+        file: String,
+        at: u64,
+    },
     /// A table's data file is complete (end frame written, file durable).
     File {
         run: u32,
@@ -191,6 +200,9 @@ pub struct KeptChunk {
     pub frames: Vec<FrameIndexEntry>,
     pub checkpoint: Checkpoint,
     pub tail: Option<String>,
+    /// Recorded before the last barrier: its frames are on stable storage. Else their bytes
+    /// are re-checked against their SHA-256 when they are carried.
+    pub durable: bool,
 }
 
 /// A table whose data file an earlier run started: the file, and its durable chunks.
@@ -365,6 +377,7 @@ impl Replay {
                     frames: frames(&text, &file)?,
                     checkpoint,
                     tail,
+                    durable,
                 };
                 let p = self.partial.entry(oid).or_default();
                 if p.file != file {
@@ -380,6 +393,15 @@ impl Replay {
                     }
                 }
                 p.chunks.insert(chunk, kept);
+            }
+            Record::Cut { oid, file, at, .. } => {
+                if let Some(p) = self.partial.get_mut(&oid).filter(|p| p.file == file) {
+                    p.chunks
+                        .retain(|_, k| k.frames.iter().all(|e| e.offset + e.stored <= at));
+                    for k in p.chunks.values_mut() {
+                        k.checkpoint.durable = k.checkpoint.durable.min(at);
+                    }
+                }
             }
             Record::File {
                 oid,
@@ -537,6 +559,88 @@ mod tests {
         done.sort();
         assert_eq!(done, vec![0, 2]);
         assert!(r.started_chunks.contains(&0));
+    }
+
+    #[test]
+    fn records_before_the_last_barrier_are_durable_and_the_others_are_not() {
+        let file = Record::File {
+            run: 1,
+            oid: 11,
+            file: "t11.dat".into(),
+            size: 10,
+            sha256: "00".into(),
+            frames: frame_list(&[entry(0)]),
+            rows: 2,
+            raw_bytes: 20,
+            rows_sum: None,
+        };
+        let records = vec![
+            line(0, begin()),
+            // Written after the flush that it vouches for: seq 2 was handed out before it.
+            line(2, chunk(1, 0, "t10.dat", 10)),
+            line(3, Record::Barrier { through: 2 }),
+            line(1, file.clone()),
+            line(4, chunk(1, 1, "t10.dat", 20)),
+        ];
+        let r = replay(&records).unwrap().unwrap();
+        let chunks = &r.partial[&10].chunks;
+        assert!(chunks[&0].durable);
+        assert!(!chunks[&1].durable);
+        assert!(r.files[&11].durable);
+        // Without a barrier nothing is.
+        let r = replay(&[
+            line(0, begin()),
+            line(1, file),
+            line(2, chunk(1, 0, "t10.dat", 10)),
+        ])
+        .unwrap()
+        .unwrap();
+        assert!(!r.files[&11].durable);
+        assert!(!r.partial[&10].chunks[&0].durable);
+    }
+
+    #[test]
+    fn a_cut_voids_the_chunks_with_frames_past_it_and_bounds_the_checkpoints() {
+        let at = |run: u32, chunk: usize, offset: u64| Record::Chunk {
+            run,
+            chunk,
+            oid: 10,
+            file: "t10.dat".into(),
+            frames: frame_list(&[entry(offset)]),
+            checkpoint: Checkpoint {
+                durable: 500,
+                upload: None,
+                tail: Vec::new(),
+            },
+            tail: None,
+        };
+        let stored = entry(0).stored;
+        let cut = |file: &str| Record::Cut {
+            run: 2,
+            oid: 10,
+            file: file.into(),
+            at: stored,
+        };
+        let records = vec![
+            line(0, begin()),
+            line(1, at(1, 0, 0)),
+            line(2, at(1, 1, stored + 7)),
+            // Another file's cut changes nothing.
+            line(3, cut("t10-r2.dat")),
+        ];
+        let r = replay(&records).unwrap().unwrap();
+        assert_eq!(r.partial[&10].chunks.len(), 2);
+        let mut records = records;
+        records.push(line(4, cut("t10.dat")));
+        let r = replay(&records).unwrap().unwrap();
+        let chunks = &r.partial[&10].chunks;
+        assert_eq!(chunks.keys().copied().collect::<Vec<_>>(), vec![0]);
+        assert_eq!(chunks[&0].checkpoint.durable, stored);
+        // The chunk moved by the run that cut is recorded again, after the kept one.
+        records.push(line(5, at(2, 1, stored)));
+        let r = replay(&records).unwrap().unwrap();
+        assert_eq!(r.partial[&10].chunks.len(), 2);
+        assert_eq!(r.partial[&10].chunks[&1].frames[0].offset, stored);
     }
 
     #[test]

@@ -239,6 +239,35 @@ impl ArchiveWriter {
         })
     }
 
+    /// Continues the data file `rel` that an earlier run wrote, where the store can (a
+    /// directory; an object store cannot: `None`): the frames of `prefix` stay, everything
+    /// after them is cut off, and the writer appends after them.
+    pub fn continue_data_file(
+        &self,
+        rel: &str,
+        codec: Codec,
+        prefix: KeptPrefix,
+    ) -> Result<Option<DataFileWriter>, Error> {
+        let Some(out) = self.store.reopen(rel, prefix.len)? else {
+            return Ok(None);
+        };
+        Ok(Some(DataFileWriter {
+            path: self.root().join(rel),
+            rel: rel.to_string(),
+            codec,
+            digests: prefix.digests,
+            inner: Mutex::new(DataInner {
+                out: Some(out),
+                offset: prefix.len,
+                hasher: prefix.hasher,
+                index: prefix.index,
+                rows: prefix.rows,
+                raw: prefix.raw,
+                digest: prefix.digest,
+            }),
+        }))
+    }
+
     /// Places a finished data file's frame index: in the manifest when it has at most
     /// [`INLINE_FRAMES`] frames (format 2, §5.2: one file less per small table), else in
     /// `pgarc/frames/<dump_id>.tsv`. Returns the data file's record and where the index went.
@@ -372,6 +401,70 @@ fn is_plain_name(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-')
+}
+
+/// The frames an earlier run left at the start of a data file, accounted as a writer
+/// appending them would have (hash, index, rows, digest): what
+/// [`ArchiveWriter::continue_data_file`] keeps.
+#[derive(Debug)]
+pub struct KeptPrefix {
+    digests: bool,
+    len: u64,
+    hasher: Sha256,
+    index: Vec<FrameIndexEntry>,
+    rows: u64,
+    raw: u64,
+    digest: RowsDigest,
+}
+
+impl KeptPrefix {
+    pub fn new(digests: bool) -> KeptPrefix {
+        KeptPrefix {
+            digests,
+            len: 0,
+            hasher: Sha256::new(),
+            index: Vec::new(),
+            rows: 0,
+            raw: 0,
+            digest: RowsDigest::default(),
+        }
+    }
+
+    /// Adds the frame `entry` describes, whose bytes `stored` are at the prefix's end.
+    pub fn add(&mut self, stored: &[u8], entry: &FrameIndexEntry) -> Result<(), Error> {
+        let bad = |problem: String| Error::NotArchive {
+            path: PathBuf::new(),
+            problem,
+        };
+        if entry.offset != self.len || stored.len() as u64 != entry.stored {
+            return Err(bad(format!(
+                "a kept frame at byte {} of {} bytes does not follow byte {}",
+                entry.offset, entry.stored, self.len
+            )));
+        }
+        match (self.digests, entry.rows_sum) {
+            (false, _) => {}
+            (true, Some(sum)) => self
+                .digest
+                .combine(&RowsDigest::from_sum_bytes(&sum, entry.rows, entry.raw)),
+            (true, None) => return Err(bad("a kept frame without its rows' digest".into())),
+        }
+        self.hasher.update(stored);
+        self.index.push(*entry);
+        self.len += entry.stored;
+        self.rows += entry.rows;
+        self.raw += entry.raw;
+        Ok(())
+    }
+
+    /// The prefix's length in bytes.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
 }
 
 /// One table's data file, appended to frame by frame by any number of workers. Each frame is
@@ -525,5 +618,19 @@ impl DataFileWriter {
             raw_bytes: inner.raw,
             rows_digest: self.digests.then_some(inner.digest),
         })
+    }
+
+    /// Gives the file up: what was appended is closed (an object store's upload completed,
+    /// so that none is left open) and removed from `store`.
+    pub fn discard(self, store: &dyn Store) -> Result<(), Error> {
+        let out = self
+            .inner
+            .into_inner()
+            .unwrap_or_else(|p| p.into_inner())
+            .out;
+        if let Some(out) = out {
+            out.finish()?;
+        }
+        store.delete(&self.rel)
     }
 }

@@ -1,8 +1,9 @@
 //! `pgarc dump --resume` (format-spec tool.md §10): what an interrupted dump left, read back
 //! from its journal, checked, and carried into this run. A table whose data file an earlier run
-//! finished is kept as it is; a table it was still copying is rewritten into a new file (named
-//! for this run) from the frames of its recorded chunks, each re-checked against its SHA-256,
-//! and the rest of its chunks are copied again. Blocking code: call it off the async threads.
+//! finished is kept as it is; the recorded chunks of a table it was still copying are kept, its
+//! file continued in place (a directory) or rewritten into a new file named for this run (an
+//! object store), and the rest of its chunks are copied again. Frames recorded after the last
+//! barrier are re-checked against their SHA-256. Blocking code: call it off the async threads.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Read;
@@ -21,7 +22,7 @@ use crate::archive::journal::{
 use crate::archive::manifest::MANIFEST_FILE;
 use crate::archive::store::{Location, Stat, Store};
 use crate::archive::writer::{
-    is_data_file_name, ArchiveWriter, DataFileWriter, FinishedDataFile, FRAMES_DIR,
+    is_data_file_name, ArchiveWriter, DataFileWriter, FinishedDataFile, KeptPrefix, FRAMES_DIR,
 };
 use crate::archive::{digest::RowsDigest, TOC_FILE};
 use crate::pg::session::CatalogTable;
@@ -218,7 +219,30 @@ pub fn keep(replay: &Replay, tables: &[CatalogTable], plan: &[Chunk], c: &Carry)
             )),
         }
     }
+    finish_whole(&mut kept, tables, plan, c)?;
     Ok(kept)
+}
+
+/// A table all of whose chunks are kept but whose file no run finished (the run was killed
+/// after two workers recorded its last two chunks at once and before either finished the
+/// file): no worker would come to it, so it is finished here and recorded.
+fn finish_whole(kept: &mut Kept, tables: &[CatalogTable], plan: &[Chunk], c: &Carry) -> Result<()> {
+    let end = crate::archive::frame::Frame::end(c.codec).context("compressing the end frame")?;
+    for (table, writer) in std::mem::take(&mut kept.partial) {
+        let left = plan
+            .iter()
+            .enumerate()
+            .any(|(i, ch)| ch.table == table && !kept.chunks.contains(&i));
+        if left {
+            kept.partial.push((table, writer));
+            continue;
+        }
+        let finished = writer.finish(&end)?;
+        let record = super::worker::file_record(c.run, tables[table].oid, &finished);
+        c.journal.write(record, true)?;
+        kept.finished.push((table, finished));
+    }
+    Ok(())
 }
 
 /// Whether `name` has `size` bytes whose SHA-256 is `sha256` (lower-case hex).
@@ -278,16 +302,40 @@ fn finished_file(f: &crate::archive::journal::DoneFile) -> Result<FinishedDataFi
     })
 }
 
-/// Rewrites the recorded chunks of a table an earlier run was copying into this run's new data
-/// file, each frame re-checked, records them there, and removes the old file.
+/// Carries the recorded chunks of a table an earlier run was copying into this run: in place
+/// where the store can ([`continue_in_place`]), else rewritten into this run's new data file,
+/// recorded there, and the old file removed.
 fn carry_table(oid: u32, t: &CatalogTable, p: &PartialFile, c: &Carry) -> Result<DataFileWriter> {
     let store = c.archive.store().clone();
     let checkpoint = p.checkpoint();
     store.recover(&p.file, &checkpoint)?;
-    let durable = checkpoint.durable;
+    if let Some(writer) = continue_in_place(oid, p, c)? {
+        return Ok(writer);
+    }
     let writer = c
         .archive
         .data_file(oid, c.run, t.table_bytes, c.codec, c.digests)?;
+    match carry_frames(oid, p, &writer, c) {
+        Ok(()) => Ok(writer),
+        Err(e) => {
+            // The table is copied again into a file of this name: this one goes.
+            if let Err(gone) = writer.discard(store.as_ref()) {
+                crate::progress::say(&format!(
+                    "pgarc: warning: could not remove a partly carried data file ({gone})"
+                ));
+            }
+            Err(e)
+        }
+    }
+}
+
+/// The most bytes of recorded frames past the first gap (the frames of chunks the killed run
+/// had not finished) that [`continue_in_place`] holds in memory to move; a table with more is
+/// rewritten instead. With `-j` workers about `j` chunks' frames are there.
+const MOVE_LIMIT: u64 = 128 << 20;
+
+/// The recorded frames of `p`, by offset: (offset, chunk, index in the chunk's frames).
+fn frames_by_offset(p: &PartialFile) -> Vec<(u64, usize, usize)> {
     let mut order: Vec<(u64, usize, usize)> = Vec::new();
     for (&chunk, k) in &p.chunks {
         for (i, e) in k.frames.iter().enumerate() {
@@ -295,6 +343,147 @@ fn carry_table(oid: u32, t: &CatalogTable, p: &PartialFile, c: &Carry) -> Result
         }
     }
     order.sort_unstable();
+    order
+}
+
+/// A frame read back from an earlier run's file: recorded after the last barrier, it is
+/// checked against its SHA-256 (before it, it was flushed before the barrier was written).
+fn check_frame(p: &PartialFile, chunk: usize, e: &FrameIndexEntry, bytes: &[u8]) -> Result<()> {
+    if !p.chunks[&chunk].durable && Sha256::digest(bytes).as_slice() != e.sha256 {
+        bail!(
+            "{}: the frame at byte {} differs from the journal's SHA-256",
+            p.file,
+            e.offset
+        );
+    }
+    Ok(())
+}
+
+/// Continues the old file of a directory archive in place instead of rewriting it: the
+/// recorded frames that fill it from its start without a gap stay (read once, for the file's
+/// hash), a `cut` record voids the rest and the file is cut after them, and the recorded
+/// frames that were past the first gap are appended again and their chunks recorded again.
+/// `None`: the store cannot continue a file (an object store), nothing starts the file, or
+/// too much would move.
+fn continue_in_place(oid: u32, p: &PartialFile, c: &Carry) -> Result<Option<DataFileWriter>> {
+    let object_store = p
+        .chunks
+        .values()
+        .any(|k| k.checkpoint.upload.is_some() || k.tail.is_some());
+    let order = frames_by_offset(p);
+    let frame = |&(_, chunk, i): &(u64, usize, usize)| (chunk, p.chunks[&chunk].frames[i]);
+    let mut len = 0u64;
+    let mut split = 0;
+    for o in &order {
+        if o.0 != len {
+            break;
+        }
+        len += frame(o).1.stored;
+        split += 1;
+    }
+    let moved: u64 = order[split..].iter().map(|o| frame(o).1.stored).sum();
+    if object_store || split == 0 || moved > MOVE_LIMIT {
+        return Ok(None);
+    }
+    let store = c.archive.store().clone();
+    let mut reader = store.open(&p.file, 0, None)?;
+    let mut prefix = KeptPrefix::new(c.digests);
+    let mut bytes = Vec::new();
+    for o in &order[..split] {
+        let (chunk, e) = frame(o);
+        bytes.resize(e.stored as usize, 0);
+        reader
+            .read_exact(&mut bytes)
+            .with_context(|| format!("{}: reading the frame at byte {}", p.file, e.offset))?;
+        check_frame(p, chunk, &e, &bytes)?;
+        prefix.add(&bytes, &e)?;
+    }
+    let mut at = len;
+    let mut moving = Vec::new();
+    for o in &order[split..] {
+        let (chunk, e) = frame(o);
+        if e.offset < at {
+            bail!("{}: frames overlap at byte {}", p.file, e.offset);
+        }
+        std::io::copy(&mut (&mut reader).take(e.offset - at), &mut std::io::sink())?;
+        let mut bytes = vec![0u8; e.stored as usize];
+        reader
+            .read_exact(&mut bytes)
+            .with_context(|| format!("{}: reading the frame at byte {}", p.file, e.offset))?;
+        check_frame(p, chunk, &e, &bytes)?;
+        at = e.offset + e.stored;
+        moving.push((chunk, e, bytes));
+    }
+    drop(reader);
+    // Durable before the file is cut: a later resume must not read moved frames where they were.
+    let cut = Record::Cut {
+        run: c.run,
+        oid,
+        file: p.file.clone(),
+        at: len,
+    };
+    c.journal.write(cut, true)?;
+    let Some(writer) = c.archive.continue_data_file(&p.file, c.codec, prefix)? else {
+        return Ok(None);
+    };
+    // Each chunk with a frame past the cut is recorded again, with all its frames.
+    let mut carried: BTreeMap<usize, Vec<FrameIndexEntry>> = BTreeMap::new();
+    for (chunk, _, _) in &moving {
+        carried.entry(*chunk).or_insert_with(|| {
+            p.chunks[chunk]
+                .frames
+                .iter()
+                .filter(|e| e.offset + e.stored <= len)
+                .copied()
+                .collect()
+        });
+    }
+    for (chunk, e, bytes) in moving {
+        let entry = writer.append_stored(&bytes, &e)?;
+        carried.entry(chunk).or_default().push(entry);
+    }
+    record_carried(oid, &writer, carried, c)?;
+    Ok(Some(writer))
+}
+
+/// Records `carried` (chunk: its frames in `writer`'s file), one flush for all of them, made
+/// by the last record's write.
+fn record_carried(
+    oid: u32,
+    writer: &DataFileWriter,
+    carried: BTreeMap<usize, Vec<FrameIndexEntry>>,
+    c: &Carry,
+) -> Result<()> {
+    let mut checkpoint = writer.checkpoint()?;
+    let tail = std::mem::take(&mut checkpoint.tail);
+    let tail = (!tail.is_empty())
+        .then(|| c.journal.put_tail(tail))
+        .transpose()?;
+    let last = carried.keys().next_back().copied();
+    for (chunk, frames) in carried {
+        c.journal.write(
+            Record::Chunk {
+                run: c.run,
+                chunk,
+                oid,
+                file: writer.rel().to_string(),
+                frames: frame_list(&frames),
+                checkpoint: checkpoint.clone(),
+                tail: tail.clone(),
+            },
+            Some(chunk) == last,
+        )?;
+    }
+    Ok(())
+}
+
+/// Appends the recorded chunks' frames of the old file `p` to `writer`, records them under
+/// it, and removes the old file.
+fn carry_frames(oid: u32, p: &PartialFile, writer: &DataFileWriter, c: &Carry) -> Result<()> {
+    let store = c.archive.store().clone();
+    let checkpoint = p.checkpoint();
+    let durable = checkpoint.durable;
+    let order = frames_by_offset(p);
     let mut reader: Box<dyn Read + Send> = if durable > 0 {
         store.open(&p.file, 0, Some(durable))?
     } else {
@@ -344,34 +533,13 @@ fn carry_table(oid: u32, t: &CatalogTable, p: &PartialFile, c: &Carry) -> Result
             })?;
             bytes[below..].copy_from_slice(src);
         }
-        if Sha256::digest(&bytes).as_slice() != e.sha256 {
-            return Err(damaged(format!(
-                "the frame at byte {offset} differs from the journal's SHA-256"
-            )));
-        }
+        check_frame(p, chunk, e, &bytes)?;
         let entry = writer.append_stored(&bytes, e)?;
         carried.entry(chunk).or_default().push(entry);
     }
     drop(reader);
-    let mut checkpoint = writer.checkpoint()?;
-    let tail = std::mem::take(&mut checkpoint.tail);
-    let tail = (!tail.is_empty())
-        .then(|| c.journal.put_tail(tail))
-        .transpose()?;
-    for (chunk, frames) in carried {
-        c.journal.write(
-            Record::Chunk {
-                run: c.run,
-                chunk,
-                oid,
-                file: writer.rel().to_string(),
-                frames: frame_list(&frames),
-                checkpoint: checkpoint.clone(),
-                tail: tail.clone(),
-            },
-            true,
-        )?;
-    }
+    // Once they are on stable storage, the superseded file goes.
+    record_carried(oid, writer, carried, c)?;
     let gone = durable == 0 && store.stat(&p.file)? == Stat::Absent;
     if let Err(e) = (!gone).then(|| store.delete(&p.file)).transpose() {
         crate::progress::say(&format!(
@@ -379,7 +547,7 @@ fn carry_table(oid: u32, t: &CatalogTable, p: &PartialFile, c: &Carry) -> Result
              before the manifest is written"
         ));
     }
-    Ok(writer)
+    Ok(())
 }
 
 /// Before the schema is captured again: removes what an interrupted capture left (pg_dump's

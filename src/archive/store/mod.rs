@@ -113,6 +113,14 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// of its final size (an object store sizes its upload's parts by it; 0: unknown).
     fn append(&self, name: &str, expected: u64) -> Result<Box<dyn Appender>, Error>;
 
+    /// Continues the file `name` that an earlier run appended to: its first `len` bytes stay,
+    /// the rest is cut off, and what is appended follows them. A directory can; an object
+    /// store cannot (an object is immutable): `None`, and the caller writes a new file.
+    fn reopen(&self, name: &str, len: u64) -> Result<Option<Box<dyn Appender>>, Error> {
+        let _ = (name, len);
+        Ok(None)
+    }
+
     /// Removes a file this run wrote.
     fn delete(&self, name: &str) -> Result<(), Error>;
 
@@ -359,6 +367,23 @@ impl Store for LocalDir {
             file,
             written: 0,
         }))
+    }
+
+    fn reopen(&self, name: &str, len: u64) -> Result<Option<Box<dyn Appender>>, Error> {
+        let path = self.path(name)?;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .map_err(io_err(&path, "could not open"))?;
+        file.set_len(len)
+            .map_err(io_err(&path, "could not truncate"))?;
+        file.seek(SeekFrom::Start(len))
+            .map_err(io_err(&path, "could not seek"))?;
+        Ok(Some(Box::new(LocalAppender {
+            path,
+            file,
+            written: len,
+        })))
     }
 
     fn delete(&self, name: &str) -> Result<(), Error> {
