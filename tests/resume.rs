@@ -348,6 +348,15 @@ impl DumpKills<'_> {
         cmd
     }
 
+    /// The first run's command: `pgarc dump` into `target` under the held snapshot.
+    fn dump_command(&self, target: &str, pg_dump: &str) -> Command {
+        let mut args = DUMP_ARGS.to_vec();
+        args[7] = pg_dump;
+        let mut dump = self.command(&["dump", "-d", "src", "-f", target]);
+        dump.args(["--snapshot", self.snapshot]).args(&args);
+        dump
+    }
+
     /// The archive's location and the file that shows its journal began.
     fn target(&self, n: usize) -> (String, PathBuf) {
         match self.s3 {
@@ -374,19 +383,7 @@ impl DumpKills<'_> {
     fn run(&self, n: usize, kill: Kill) -> bool {
         let (target, journal) = self.target(n);
         let pg_dump = self.cluster.bindir.join("pg_dump").display().to_string();
-        let mut args = DUMP_ARGS.to_vec();
-        args[7] = &pg_dump;
-        let mut dump = self.command(&[
-            "dump",
-            "-d",
-            "src",
-            "-f",
-            &target,
-            "--snapshot",
-            self.snapshot,
-        ]);
-        dump.args(&args);
-        let killed = run_and_kill(dump, kill, &journal);
+        let killed = run_and_kill(self.dump_command(&target, &pg_dump), kill, &journal);
         let partial: Vec<String> = match self.s3 {
             Some(_) => Vec::new(),
             None => unfinished_chunks(&journal)
@@ -461,19 +458,8 @@ impl DumpKills<'_> {
     fn crashed(&self, n: usize) {
         let (target, journal) = self.target(n);
         let pg_dump = self.cluster.bindir.join("pg_dump").display().to_string();
-        let mut args = DUMP_ARGS.to_vec();
-        args[7] = &pg_dump;
         let mut child = self
-            .command(&[
-                "dump",
-                "-d",
-                "src",
-                "-f",
-                &target,
-                "--snapshot",
-                self.snapshot,
-            ])
-            .args(&args)
+            .dump_command(&target, &pg_dump)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -537,10 +523,7 @@ impl DumpKills<'_> {
     fn all_recorded_none_finished(&self, n: usize) {
         let (target, journal) = self.target(n);
         let pg_dump = self.cluster.bindir.join("pg_dump").display().to_string();
-        let mut args = DUMP_ARGS.to_vec();
-        args[7] = &pg_dump;
-        let mut dump = self.command(&["dump", "-d", "src", "-f", &target]);
-        dump.args(["--snapshot", self.snapshot]).args(&args);
+        let dump = self.dump_command(&target, &pg_dump);
         assert!(run_and_kill(dump, Kill::At("before-manifest"), &journal));
         let mut records: Vec<serde_json::Value> = std::fs::read_to_string(&journal)
             .unwrap()

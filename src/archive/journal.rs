@@ -501,6 +501,20 @@ mod tests {
         }
     }
 
+    fn file(run: u32, oid: u32) -> Record {
+        Record::File {
+            run,
+            oid,
+            file: format!("t{oid}.dat"),
+            size: 10,
+            sha256: "00".into(),
+            frames: frame_list(&[entry(0)]),
+            rows: 2,
+            raw_bytes: 20,
+            rows_sum: None,
+        }
+    }
+
     fn chunk(run: u32, chunk: usize, file: &str, durable: u64) -> Record {
         Record::Chunk {
             run,
@@ -524,20 +538,7 @@ mod tests {
             line(1, Record::Started { run: 1, chunk: 0 }),
             line(2, chunk(1, 0, "t10.dat", 10)),
             // Out of order, as an object store lists them by name: sorted by seq.
-            line(
-                5,
-                Record::File {
-                    run: 2,
-                    oid: 11,
-                    file: "t11.dat".into(),
-                    size: 10,
-                    sha256: "00".into(),
-                    frames: frame_list(&[entry(0)]),
-                    rows: 2,
-                    raw_bytes: 20,
-                    rows_sum: None,
-                },
-            ),
+            line(5, file(2, 11)),
             line(
                 3,
                 Record::Resume {
@@ -563,17 +564,7 @@ mod tests {
 
     #[test]
     fn records_before_the_last_barrier_are_durable_and_the_others_are_not() {
-        let file = Record::File {
-            run: 1,
-            oid: 11,
-            file: "t11.dat".into(),
-            size: 10,
-            sha256: "00".into(),
-            frames: frame_list(&[entry(0)]),
-            rows: 2,
-            raw_bytes: 20,
-            rows_sum: None,
-        };
+        let file = file(1, 11);
         let records = vec![
             line(0, begin()),
             // Written after the flush that it vouches for: seq 2 was handed out before it.
