@@ -11,6 +11,8 @@
 #     ~/.cache/pgarc/s3): Garage (a production object store; about 14 minutes to build on two
 #     cores, once) and s3s-fs (about 4 minutes); and boto3 (Debian's python3-boto3), the
 #     independent S3 client the tests check pgarc's objects with.
+#   - man-db, and what scripts/package.sh needs (dpkg-dev, binutils, lintian, cargo-deb from
+#     crates.io, about 3 minutes to build once): the suite builds and checks the Debian package.
 # Idempotent: what is already installed is skipped.
 set -euo pipefail
 
@@ -18,7 +20,7 @@ as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
 packages=(build-essential pkg-config libssl-dev openssl ca-certificates curl git python3 python3-pip
           python3-jsonschema python3-boto3
-          postgresql postgresql-client postgresql-contrib zstd lz4)
+          postgresql postgresql-client postgresql-contrib zstd lz4 man-db)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -102,6 +104,9 @@ install_crate() {  # crate version binary
 }
 install_crate garage 2.5.0 garage
 install_crate s3s-fs 0.14.1 s3s-fs --features binary
+# What scripts/package.sh needs to build and check the Debian package (the suite builds it):
+# dpkg-dev, binutils, lintian, cargo-deb.
+bash "$(dirname "$0")/package.sh" --install-tools
 # The tests run tests/s3tool.py with the first python3 on PATH (which may not be Debian's).
 if ! python3 -c 'import boto3' >/dev/null 2>&1; then
   python3 -m pip install --quiet boto3 || python3 -m pip install --quiet --break-system-packages boto3

@@ -10,10 +10,70 @@ use clap::{Parser, Subcommand};
 /// Dump and restore PostgreSQL databases in parallel, consistently and verifiably, as
 /// pg_dump directory-format archives.
 #[derive(Debug, Parser)]
-#[command(name = "pgarc", version, propagate_version = true)]
+#[command(
+    name = "pgarc",
+    version,
+    long_version = LONG_VERSION.as_str(),
+    propagate_version = true
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// What `pgarc --version` says: the version, the commit it was built from (build.rs), and
+/// the servers and archive versions it works with.
+pub static LONG_VERSION: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    use crate::archive::manifest::{FORMAT, FORMAT_1, FORMAT_2};
+    format!(
+        "{} (commit {})\n\
+         PostgreSQL servers: 12 and newer, tested with 14 to 18 (big tables are split into \
+         ctid ranges from 14 on)\n\
+         pg_dump directory archives: reads versions 1.12 to 1.16; writes the version of the \
+         pg_dump it runs (1.14 for pg_dump 12 to 15, 1.15 for 16, 1.16 for 17 and 18)\n\
+         pgarc archive format: writes {FORMAT} ({FORMAT_2} or {FORMAT_1} with --no-digest); \
+         reads 1.x to {}.x",
+        env!("CARGO_PKG_VERSION"),
+        env!("PGARC_GIT_COMMIT"),
+        FORMAT.major
+    )
+});
+
+/// The command line as the man pages describe it: `clap_mangen` does not show an option's
+/// other names, so each option that has some says them at the end of its text, as `--help`
+/// does (`[aliases: --blobs]`).
+pub fn for_man_pages(cmd: clap::Command) -> clap::Command {
+    let cmd = cmd.mut_args(|arg| {
+        let mut names: Vec<String> = arg
+            .get_visible_aliases()
+            .into_iter()
+            .flatten()
+            .map(|a| format!("--{a}"))
+            .collect();
+        names.extend(
+            arg.get_visible_short_aliases()
+                .into_iter()
+                .flatten()
+                .map(|a| format!("-{a}")),
+        );
+        if names.is_empty() {
+            return arg;
+        }
+        let text = arg
+            .get_long_help()
+            .or(arg.get_help())
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        let aliases = format!("[aliases: {}]", names.join(", "));
+        arg.long_help(format!("{text}\n{aliases}"))
+    });
+    let names: Vec<String> = cmd
+        .get_subcommands()
+        .map(|s| s.get_name().to_string())
+        .collect();
+    names
+        .iter()
+        .fold(cmd, |cmd, name| cmd.mut_subcommand(name, for_man_pages))
 }
 
 /// A section of the archive as `--section` names it.
@@ -145,6 +205,40 @@ pub enum Command {
         disable_help_flag = true
     )]
     Snapshot(SnapshotArgs),
+    /// Print the shell completion script for SHELL on stdout.
+    #[command(
+        long_about = "Print the completion script for SHELL (bash, zsh, fish, elvish or \
+        powershell) on stdout: every subcommand and option, and the values of options that \
+        take one of a list. The Debian package installs the bash, zsh and fish scripts; other \
+        installs can write them where their shell looks.\n\nExit status: 0.",
+        after_help = "Examples:\n  pgarc completions bash > ~/.local/share/bash-completion/completions/pgarc\n  \
+        pgarc completions zsh > ~/.zfunc/_pgarc   # with fpath+=(~/.zfunc) before compinit\n  \
+        pgarc completions fish > ~/.config/fish/completions/pgarc.fish"
+    )]
+    Completions(CompletionsArgs),
+    /// Write pgarc's man pages (pgarc.1 and one per subcommand) into DIR.
+    #[command(
+        long_about = "Write the man pages, pgarc.1 and pgarc-SUBCOMMAND.1 for each \
+        subcommand, into DIR (created if missing), generated from the same definitions the \
+        command line is parsed with. The Debian package ships them; `man -l DIR/pgarc-dump.1` \
+        reads one without installing.\n\nExit status: 0, or 1 when DIR cannot be written.",
+        after_help = "Examples:\n  pgarc manpages /tmp/pgarc-man && man -l /tmp/pgarc-man/pgarc-restore.1"
+    )]
+    Manpages(ManpagesArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_name = "SHELL")]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ManpagesArgs {
+    /// Where to write them.
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
 }
 
 #[derive(Debug, clap::Args)]
@@ -412,7 +506,7 @@ pub struct DumpArgs {
     #[arg(long, value_name = "SIZE")]
     pub split_size: Option<String>,
     /// Upper bound on the uncompressed bytes of one frame.
-    #[arg(long, value_name = "SIZE", default_value = "4MB", hide = true)]
+    #[arg(long, value_name = "SIZE", default_value = "4MB")]
     pub frame_size: String,
     /// Continue the unfinished dump in DIR (or s3://BUCKET/PREFIX) from its journal: under
     /// the same snapshot, with the options it was started with (so none of those may be

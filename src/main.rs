@@ -105,6 +105,25 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             block_on(pgarc::snapshot::run(opts))?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Completions(args) => {
+            use clap::CommandFactory;
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            clap_complete::generate(args.shell, &mut Cli::command(), "pgarc", &mut out);
+            out.flush()?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Manpages(args) => {
+            use anyhow::Context;
+            use clap::CommandFactory;
+            std::fs::create_dir_all(&args.dir)
+                .with_context(|| format!("could not create {}", args.dir.display()))?;
+            clap_mangen::generate_to(pgarc::cli::for_man_pages(Cli::command()), &args.dir)
+                .with_context(|| {
+                    format!("could not write the man pages into {}", args.dir.display())
+                })?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::List(args) => {
             let toc =
                 pgarc::s3::open_archive(&args.archive, args.storage.s3_allow_http)?.read_toc()?;

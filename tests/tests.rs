@@ -34,3 +34,5 @@ mod compare;
 mod s3;
 // Issue 21: resume; first step, pgarc snapshot.
 mod resume;
+// Issue 22: the Debian package, man pages, completions, --version.
+mod package;
