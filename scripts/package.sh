@@ -60,7 +60,9 @@ gzip -9n "$assets"/man/*.1
 "$bin" completions fish > "$assets/completions/pgarc.fish"
 
 mkdir -p target/debian
-deb=$(cargo deb --locked --no-build --profile "$profile" --output target/debian/ | tail -n 1)
+# --strip: the release profile keeps line tables for backtraces, and cargo-deb would then
+# ship them (lintian: unstripped-binary-or-object, an error).
+deb=$(cargo deb --locked --no-build --strip --profile "$profile" --output target/debian/ | tail -n 1)
 if [ "${PGARC_PACKAGE_LINT:-1}" != 0 ]; then
   lintian --fail-on error "$deb"
 fi
