@@ -16,20 +16,13 @@
 # Idempotent: what is already installed is skipped.
 set -euo pipefail
 
-as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+. "$(dirname "$0")/apt.sh"
 
 packages=(build-essential pkg-config libssl-dev openssl ca-certificates curl git python3 python3-pip
           python3-jsonschema python3-boto3
           postgresql postgresql-client postgresql-contrib zstd lz4 man-db)
-missing=()
-for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "install-deps: installing ${missing[*]}"
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-    "${missing[@]}" >/dev/null
+apt_install_missing install-deps "${packages[@]}"
+if [ "$apt_installed" = 1 ]; then
   # Debian starts a cluster on install; pgarc's tests start their own and need none.
   as_root systemctl disable --now postgresql >/dev/null 2>&1 || true
 fi
