@@ -357,6 +357,16 @@ impl DumpKills<'_> {
         dump
     }
 
+    /// The file that holds the manifest of the archive at kill point `n`: it is there once
+    /// the archive is complete.
+    fn manifest(&self, n: usize) -> PathBuf {
+        let file = pgarc::archive::manifest::MANIFEST_FILE;
+        match self.s3 {
+            Some(s3) => s3.object_file(&format!("kill{n}/{file}")),
+            None => self.work.join(format!("kill{n}")).join(file),
+        }
+    }
+
     /// The archive's location and the file that shows its journal began.
     fn target(&self, n: usize) -> (String, PathBuf) {
         match self.s3 {
@@ -384,6 +394,14 @@ impl DumpKills<'_> {
         let (target, journal) = self.target(n);
         let pg_dump = self.cluster.bindir.join("pg_dump").display().to_string();
         let killed = run_and_kill(self.dump_command(&target, &pg_dump), kill, &journal);
+        // A kill that lands after the manifest was written (the `after-manifest` point, or a
+        // timed kill the dump outran by a hair) leaves a complete archive: by the archive's
+        // state, not by whether the signal landed, is the resume's answer decided.
+        let complete = self.manifest(n).exists();
+        assert!(
+            killed || complete,
+            "kill point {n}: the dump ended without its manifest"
+        );
         let partial: Vec<String> = match self.s3 {
             Some(_) => Vec::new(),
             None => unfinished_chunks(&journal)
@@ -412,10 +430,17 @@ impl DumpKills<'_> {
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         let what = format!("kill point {n} ({kill:?}, killed: {killed}) into {target}");
-        if !killed || matches!(kill, Kill::At("after-manifest")) {
+        if matches!(kill, Kill::At("after-manifest")) {
+            assert!(
+                complete,
+                "{what}: no manifest after the after-manifest kill point"
+            );
+        }
+        if complete {
             // The archive was complete: nothing to resume, and no journal is left.
             assert_eq!(out.status.code(), Some(1), "{what}: {stderr}");
             assert!(stderr.contains("nothing to resume"), "{what}: {stderr}");
+            assert!(!journal.exists(), "{what}: the journal was left: {stderr}");
         } else {
             assert!(out.status.success(), "{what}: {stderr}");
             let (run, kept, done, redone) = resume_counts(&report);
