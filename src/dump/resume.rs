@@ -366,10 +366,8 @@ fn check_frame(p: &PartialFile, chunk: usize, e: &FrameIndexEntry, bytes: &[u8])
 /// `None`: the store cannot continue a file (an object store), nothing starts the file, or
 /// too much would move.
 fn continue_in_place(oid: u32, p: &PartialFile, c: &Carry) -> Result<Option<DataFileWriter>> {
-    let object_store = p
-        .chunks
-        .values()
-        .any(|k| k.checkpoint.upload.is_some() || k.tail.is_some());
+    // An object store cannot cut an object: its files are rewritten.
+    let object_store = !c.archive.store().can_reopen();
     let order = frames_by_offset(p);
     let frame = |&(_, chunk, i): &(u64, usize, usize)| (chunk, p.chunks[&chunk].frames[i]);
     let mut len = 0u64;

@@ -121,6 +121,12 @@ pub trait Store: Send + Sync + fmt::Debug {
         Ok(None)
     }
 
+    /// Whether [`Store::reopen`] can continue a file: asked before any work that only a
+    /// continued file would use.
+    fn can_reopen(&self) -> bool {
+        false
+    }
+
     /// Removes a file this run wrote.
     fn delete(&self, name: &str) -> Result<(), Error>;
 
@@ -367,6 +373,10 @@ impl Store for LocalDir {
             file,
             written: 0,
         }))
+    }
+
+    fn can_reopen(&self) -> bool {
+        true
     }
 
     fn reopen(&self, name: &str, len: u64) -> Result<Option<Box<dyn Appender>>, Error> {
