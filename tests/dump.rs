@@ -389,24 +389,7 @@ fn killing_the_snapshot_holder_stops_the_dump_without_a_manifest() {
     assert!(stderr.contains("incomplete"), "stderr: {stderr}");
     assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
     assert!(!archive.join("manifest.toml").exists());
-    // No session of the dump stays behind: each ends once the server sees its client gone,
-    // which takes a moment on a loaded machine, so it is waited for, not slept on.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let left = cluster.psql(
-            "postgres",
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'pgarc%'",
-        );
-        if left.trim() == "0" {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} sessions of the dump were left",
-            left.trim()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    cluster.wait_for_no_pgarc_sessions("a dump whose snapshot holder was killed");
 }
 
 fn sha256sum(path: &Path) -> String {

@@ -8,16 +8,6 @@ use std::time::{Duration, Instant};
 
 use crate::util::{all_cmdlines, cluster_with_big_table, Cluster};
 
-fn sessions(cluster: &Cluster) -> String {
-    cluster
-        .psql(
-            "postgres",
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'pgarc%'",
-        )
-        .trim()
-        .to_string()
-}
-
 /// Every process whose command line mentions `needle`.
 fn processes_mentioning(needle: &str) -> Vec<String> {
     all_cmdlines()
@@ -84,14 +74,7 @@ fn assert_incomplete(
     let stray = processes_mentioning(&archive.to_string_lossy());
     assert!(stray.is_empty(), "{cause}: stray processes: {stray:?}");
     if let Some(cluster) = cluster {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while sessions(cluster) != "0" {
-            assert!(
-                Instant::now() < deadline,
-                "{cause}: pgarc sessions left behind"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        cluster.wait_for_no_pgarc_sessions(cause);
     }
     // verify agrees that this is not an archive to trust.
     let v = crate::util::pgarc()

@@ -284,6 +284,28 @@ impl Cluster {
         cmd
     }
 
+    /// Waits until no session of pgarc (or of the pg_dump it runs, named after it) is left on
+    /// this server: each ends once the server sees its client gone, which takes a moment on a
+    /// loaded machine. Fails after 30 s, naming `what` and how many are left.
+    pub fn wait_for_no_pgarc_sessions(&self, what: &str) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let left = self.psql(
+                "postgres",
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'pgarc%'",
+            );
+            if left.trim() == "0" {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{what}: {} pgarc sessions left behind",
+                left.trim()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
     /// Runs a SQL file in `db`.
     pub fn psql_file(&self, db: &str, file: &Path) {
         run_ok(
