@@ -676,7 +676,8 @@ def report(b, args, versions, started):
       f"({cpu_model()}), {mem_gib():.0f} GiB RAM, {platform.system()} {platform.release()}")
     p(f"Versions: {versions}")
     p(f"Server settings: " + ", ".join(f"{k}={v}" for k, v in SERVER_SETTINGS.items()))
-    p(f"Run: {args.rounds} rounds alternating the tools, -j {args.jobs}, skewed scale "
+    p(f"Run: datasets {args.datasets}; {args.rounds} rounds alternating the tools, "
+      f"-j {args.jobs}, skewed scale "
       f"{args.scale}, pgbench scale {args.pgbench_scale}, many {args.many_tables} tables of "
       f"{args.many_rows} rows, tiny {args.tiny_tables} tables of 100 rows; "
       f"{(time.time() - started) / 60:.0f} min in all")
@@ -833,8 +834,10 @@ def main():
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         c.start()
+        # The first line of --version: the version and the commit (the rest lists the
+        # supported server and archive versions).
         pgarc_version = subprocess.run([args.pgarc, "--version"], capture_output=True,
-                                       text=True).stdout.strip()
+                                       text=True).stdout.strip().split("\n")[0]
         server = subprocess.run([c.bin("postgres"), "--version"], capture_output=True,
                                 text=True).stdout.strip()
         zstd_v = subprocess.run(["zstd", "--version"], capture_output=True,
